@@ -1,0 +1,1 @@
+"""Agent profiles and how their command lines are built."""

@@ -1,0 +1,163 @@
+"""Agent profiles: what each supported agent needs to be supervised.
+
+A profile is data: which executable, how to continue a conversation, which
+flags skip permission prompts, how to hand it an MCP server, how to run a task
+headless. Built-ins cover the agents named in the design; the config file adds
+or overrides profiles (see ``aegis_mcp.config``).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Literal
+
+McpInject = Literal["flag", "preload", "none"]
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    """How to run, restart and inject into one kind of agent."""
+
+    name: str
+    command: tuple[str, ...]
+    """Executable (looked up on PATH unless absolute) and any fixed leading arguments."""
+    continue_args: tuple[str, ...] = ()
+    """Put first on a restart so the agent picks its conversation up again."""
+    continue_in_headless: bool = True
+    """Whether ``continue_args`` also apply to a headless session."""
+    resume_options: tuple[str, ...] = ()
+    """Options that already pick a conversation; replaced by ``continue_args`` on restart."""
+    resume_value_options: tuple[str, ...] = ()
+    """Those of ``resume_options`` that take a value (e.g. ``--resume ID``)."""
+    permission_args: tuple[str, ...] = ()
+    """Flags that stop the agent asking before every action."""
+    permission_refused_as_root: bool = False
+    """The agent exits when given ``permission_args`` as root (DESIGN.md fact 2)."""
+    mcp_inject: McpInject = "none"
+    mcp_config_flag: str = ""
+    """With ``mcp_inject == "flag"``: the option that takes an MCP config file."""
+    headless_args: tuple[str, ...] = ()
+    """Arguments that run one task without a terminal; ``{task}`` is the task text."""
+    max_iterations_args: tuple[str, ...] = ()
+    """Arguments bounding a headless run; ``{n}`` is the limit."""
+    headless_markers: tuple[str, ...] = ()
+    """Options whose presence means the session is headless."""
+    value_options: frozenset[str] = field(default_factory=frozenset)
+    """Options that take a separate value, so that the positional prompt can be found."""
+    variadic_options: frozenset[str] = field(default_factory=frozenset)
+    """Options that take every following non-option argument (claude's ``--mcp-config``)."""
+    prompt_option: str = ""
+    """Where the agent takes its prompt through an option (aider ``--message``) instead of
+    a positional argument."""
+    takes_prompt: bool = True
+    """False for arbitrary commands (``aegis-mcp run``): their arguments are never rewritten."""
+
+    def is_headless(self, args: list[str]) -> bool:
+        """Whether these agent arguments ask for a headless session."""
+        return any(
+            arg == marker or arg.startswith(marker + "=")
+            for arg in args
+            for marker in self.headless_markers
+        )
+
+
+_CLAUDE_VALUE_OPTIONS = frozenset(
+    {
+        "--model",
+        "--fallback-model",
+        "--output-format",
+        "--input-format",
+        "--max-turns",
+        "--allowedTools",
+        "--allowed-tools",
+        "--disallowedTools",
+        "--disallowed-tools",
+        "--tools",
+        "--append-system-prompt",
+        "--system-prompt",
+        "--permission-mode",
+        "--permission-prompt-tool",
+        "--session-id",
+        "--settings",
+        "--setting-sources",
+        "--agents",
+        "--betas",
+        "--plugin-dir",
+        "--json-schema",
+        "--max-budget-usd",
+    }
+)
+
+_CLAUDE_LIKE = dict(
+    continue_args=("--continue",),
+    resume_options=("--continue", "-c", "--resume", "-r"),
+    resume_value_options=("--resume", "-r"),
+    permission_args=("--dangerously-skip-permissions",),
+    permission_refused_as_root=True,
+    mcp_inject="flag",
+    mcp_config_flag="--mcp-config",
+    headless_args=("-p", "{task}", "--output-format", "stream-json", "--verbose"),
+    max_iterations_args=("--max-turns", "{n}"),
+    headless_markers=("-p", "--print", "--output-format"),
+    value_options=_CLAUDE_VALUE_OPTIONS,
+    variadic_options=frozenset({"--mcp-config", "--add-dir"}),
+)
+
+BUILTIN_PROFILES: dict[str, AgentProfile] = {
+    "claude": AgentProfile(name="claude", command=("claude",), **_CLAUDE_LIKE),  # type: ignore[arg-type]
+    # The bundled stand-in agent speaks claude's command line.
+    "demo": AgentProfile(
+        name="demo",
+        command=(sys.executable, "-m", "aegis_mcp.demo"),
+        **{**_CLAUDE_LIKE, "value_options": _CLAUDE_VALUE_OPTIONS | {"--scenario"}},  # type: ignore[arg-type]
+    ),
+    "aider": AgentProfile(
+        name="aider",
+        command=("aider",),
+        # Aider restores its chat history from .aider.chat.history.md by itself.
+        continue_args=("--restore-chat-history",),
+        permission_args=("--yes-always",),
+        # Aider has no MCP client: nothing to inject.
+        mcp_inject="none",
+        headless_args=("--message", "{task}", "--yes-always", "--no-pretty"),
+        headless_markers=("--message", "-m", "--message-file", "-f"),
+        value_options=frozenset(
+            {"--model", "--message", "-m", "--message-file", "-f", "--api-key", "--edit-format"}
+        ),
+        prompt_option="--message",
+    ),
+    "cursor": AgentProfile(
+        name="cursor",
+        command=("cursor-agent",),
+        continue_args=("--resume",),
+        resume_options=("--resume",),
+        permission_args=("--force",),
+        mcp_inject="preload",
+        headless_args=("-p", "{task}", "--output-format", "stream-json"),
+        headless_markers=("-p", "--print", "--output-format"),
+        value_options=frozenset({"--model", "--output-format", "--api-key"}),
+    ),
+    "codex": AgentProfile(
+        name="codex",
+        command=("codex",),
+        # `codex resume --last` picks the previous session of this directory;
+        # `codex exec` has no such form.
+        continue_args=("resume", "--last"),
+        continue_in_headless=False,
+        permission_args=("--dangerously-bypass-approvals-and-sandbox",),
+        mcp_inject="preload",
+        headless_args=("exec", "{task}"),
+        headless_markers=("exec",),
+        value_options=frozenset({"--model", "-m", "--config", "-c", "--profile", "-p", "--cd"}),
+    ),
+    "gemini": AgentProfile(
+        name="gemini",
+        command=("gemini",),
+        permission_args=("--yolo",),
+        mcp_inject="preload",
+        headless_args=("-p", "{task}"),
+        headless_markers=("-p", "--prompt"),
+        value_options=frozenset({"--model", "-m", "--prompt", "-p"}),
+    ),
+}

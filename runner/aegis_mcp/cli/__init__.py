@@ -1,0 +1,1 @@
+"""The ``aegis-mcp`` command line."""

@@ -1,0 +1,101 @@
+"""The typer application: every ``aegis-mcp`` command that is not an agent run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+
+HELP = f"""aegis-mcp {__version__}: supervisor and sandbox runner for AI coding agents.
+
+\b
+Run an agent under supervision (hot reload, watchdog, MCP tools):
+  aegis-mcp AGENT [wrapper options] [agent args...]     AGENT: claude, aider, cursor,
+                                                        codex, gemini, demo, or a profile
+  aegis-mcp run [wrapper options] -- CMD [ARGS...]      any command as the agent
+\b
+Wrapper options (anywhere before `--`; everything else goes to the agent):
+  --watchdog-timeout=SECS   heartbeat timeout (default 60)
+  --no-watchdog             no lockup detection
+  --netmon[=preload]        record the agent's network connections
+  --no-inject-mcp           do not give the agent the aegis-mcp MCP server
+  --keep-root               under sudo, do not drop to the invoking user
+\b
+Other forms:
+  aegis-mcp --version | -V  versions of this package and of the hooks library
+  aegis-mcp --mcp-server    the MCP server (stdio), as the agent starts it
+"""
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+
+
+def _client(pid: int | None):
+    from ..control.client import ControlClient
+    from ..control.discovery import find_runner
+
+    return ControlClient(find_runner(pid).socket)
+
+
+def _fail(message: str) -> None:
+    print(f"aegis-mcp: error: {message}", file=sys.stderr)
+    raise typer.Exit(2)
+
+
+@app.command()
+def restart(
+    pid: Annotated[
+        int | None, typer.Argument(help="runner pid (default: the newest runner)")
+    ] = None,
+    reason: Annotated[
+        str, typer.Option(help="why, for the record")
+    ] = "restart from the command line",
+    prompt: Annotated[
+        str | None, typer.Option(help="prompt that replaces the original one")
+    ] = None,
+) -> None:
+    """Hot-reload the agent of a running runner (it continues its conversation)."""
+    from ..control.protocol import ControlError
+
+    try:
+        with _client(pid) as client:
+            result = client.call("restart", reason=reason, prompt=prompt, by="aegis-mcp restart")
+    except ControlError as exc:
+        _fail(exc.message)
+    print(f"restart #{result['restart_number']} requested: {result['message']}")
+
+
+@app.command()
+def status(
+    pid: Annotated[
+        int | None, typer.Argument(help="runner pid (default: the newest runner)")
+    ] = None,
+) -> None:
+    """Print a running runner's state as JSON."""
+    from ..control.protocol import ControlError
+
+    try:
+        with _client(pid) as client:
+            result = client.call("server_status")
+    except ControlError as exc:
+        _fail(exc.message)
+    print(json.dumps(result, indent=2))
+
+
+@app.command()
+def doctor() -> None:
+    """Show what this machine supports and what each missing piece disables."""
+    from ..doctor import print_report
+
+    raise typer.Exit(print_report())
+
+
+@app.command("version")
+def version_command() -> None:
+    """Same as --version."""
+    from .version import print_version
+
+    raise typer.Exit(print_version())

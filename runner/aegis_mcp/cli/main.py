@@ -1,0 +1,79 @@
+"""Entry point of the ``aegis-mcp`` command.
+
+Agent runs (``aegis-mcp claude ...``, ``aegis-mcp run -- CMD``) take a fast
+path that imports neither typer nor the MCP SDK: the wrapper sits in front of
+every agent start. Everything else is a typer application (``app.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+# First arguments that belong to the typer application rather than naming an agent.
+APP_COMMANDS = {
+    "doctor",
+    "restart",
+    "status",
+    "netns",
+    "mcp-server",
+    "version",
+    "help",
+    "--help",
+    "-h",
+    "--install-completion",
+    "--show-completion",
+}
+
+
+def _fail(message: str) -> int:
+    print(f"aegis-mcp: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_agent(argv: list[str]) -> int:
+    """Parse an agent invocation, check it, and supervise the agent."""
+    import asyncio
+
+    from ..config import ConfigError, load_config
+    from ..paths import UnsafeDirectoryError, config_file
+    from .args import UsageError, parse_agent_invocation, parse_run_command
+
+    try:
+        parsed = parse_run_command(argv[1:]) if argv[0] == "run" else parse_agent_invocation(argv)
+        config = load_config(config_file())
+        from ..runner.plan import make_plan
+
+        plan = make_plan(parsed, config)
+    except (UsageError, ConfigError) as exc:
+        return _fail(str(exc))
+    from ..runner.supervisor import Supervisor
+
+    try:
+        return asyncio.run(Supervisor(plan).run())
+    except (UnsafeDirectoryError, PermissionError) as exc:
+        return _fail(str(exc))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to the fast agent path or the typer application."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = argv[0] if argv else "--help"
+    if first in ("--version", "-V"):
+        from .version import print_version
+
+        return print_version()
+    if first == "--mcp-server":
+        argv[0] = "mcp-server"
+    elif first in APP_COMMANDS:
+        pass
+    else:
+        return run_agent(argv)
+    from .app import app
+
+    app(args=argv, prog_name="aegis-mcp")
+    return 0
+
+
+def entry() -> None:
+    """Console-script entry: exit with main()'s code."""
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The user's config file: runner settings, watchdog defaults and custom agent profiles.
+
+``~/.config/aegis-mcp/config.toml`` (or ``$AEGIS_MCP_CONFIG``)::
+
+    [runner]
+    stop_grace_secs = 3        # each of SIGINT, SIGTERM before the next signal
+    restart_delay_secs = 0.3   # lets a restart tool's reply reach the agent first
+
+    [watchdog]
+    heartbeat_timeout_secs = 120
+    lockup_action = "restart_with_backoff"
+
+    [agents.myagent]           # `aegis-mcp myagent ...`
+    command = ["myagent", "--some-fixed-flag"]
+    continue_args = ["--continue"]
+    permission_args = ["--yes"]
+    mcp_inject = "flag"        # flag | preload | none
+    mcp_config_flag = "--mcp-config"
+    headless_args = ["-p", "{task}"]
+
+A profile may name a built-in (``[agents.claude]``) to change some of its fields.
+Every error names the file, the key and what is wrong; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .agents.profiles import BUILTIN_PROFILES, AgentProfile
+from .watchdog.config import WatchdogConfig, WatchdogConfigError, validate_changes
+
+
+class ConfigError(ValueError):
+    """The config file is unreadable or invalid."""
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Runner timing settings."""
+
+    stop_grace_secs: float = 3.0
+    restart_delay_secs: float = 0.3
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything read from the config file, with defaults filled in."""
+
+    runner: RunnerSettings = field(default_factory=RunnerSettings)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    profiles: dict[str, AgentProfile] = field(default_factory=lambda: dict(BUILTIN_PROFILES))
+    path: Path | None = None
+
+
+_TUPLE_FIELDS = {
+    "command",
+    "continue_args",
+    "resume_options",
+    "resume_value_options",
+    "permission_args",
+    "headless_args",
+    "max_iterations_args",
+    "headless_markers",
+}
+_SET_FIELDS = {"value_options", "variadic_options"}
+_BOOL_FIELDS = {"permission_refused_as_root", "continue_in_headless"}
+_STR_FIELDS = {"mcp_config_flag", "prompt_option"}
+
+
+def _string_list(where: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of strings")
+    return value
+
+
+def _profile(name: str, table: Any, where: str) -> AgentProfile:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{where}: agent names may use letters, digits, '-' and '_' only")
+    base = BUILTIN_PROFILES.get(name)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        at = f"{where}.{key}"
+        if key in _TUPLE_FIELDS:
+            values[key] = tuple(_string_list(at, value))
+        elif key in _SET_FIELDS:
+            values[key] = frozenset(_string_list(at, value))
+        elif key in _BOOL_FIELDS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{at} must be true or false")
+            values[key] = value
+        elif key in _STR_FIELDS:
+            if not isinstance(value, str):
+                raise ConfigError(f"{at} must be a string")
+            values[key] = value
+        elif key == "mcp_inject":
+            if value not in ("flag", "preload", "none"):
+                raise ConfigError(f"{at} must be one of flag, preload, none")
+            values[key] = value
+        else:
+            raise ConfigError(f"{at}: unknown setting")
+    if base is None and not values.get("command"):
+        raise ConfigError(f"{where}.command is required for a new agent")
+    if "command" in values and not values["command"]:
+        raise ConfigError(f"{where}.command must not be empty")
+    if values.get("mcp_inject", base.mcp_inject if base else "none") == "flag" and not values.get(
+        "mcp_config_flag", base.mcp_config_flag if base else ""
+    ):
+        raise ConfigError(f'{where}: mcp_inject = "flag" needs mcp_config_flag')
+    if base is not None:
+        return dataclasses.replace(base, **values)
+    return AgentProfile(name=name, **values)
+
+
+def _runner(table: Any, where: str) -> RunnerSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    values: dict[str, float] = {}
+    for key, value in table.items():
+        if key not in RunnerSettings.__dataclass_fields__:
+            raise ConfigError(f"{where}.{key}: unknown setting")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+            raise ConfigError(f"{where}.{key} must be a number of seconds between 0 and 3600")
+        values[key] = float(value)
+    return RunnerSettings(**values)
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the config file; a missing file gives the defaults."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    runner = RunnerSettings()
+    watchdog = WatchdogConfig()
+    profiles = dict(BUILTIN_PROFILES)
+    for section, table in data.items():
+        where = f"{path}: [{section}]"
+        if section == "runner":
+            runner = _runner(table, where)
+        elif section == "watchdog":
+            if not isinstance(table, dict):
+                raise ConfigError(f"{where} must be a table")
+            try:
+                watchdog = WatchdogConfig(**validate_changes(table))
+            except WatchdogConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        elif section == "agents":
+            if not isinstance(table, dict):
+                raise ConfigError(f"{where} must be a table")
+            for name, body in table.items():
+                profiles[name] = _profile(name, body, f"{path}: [agents.{name}]")
+        else:
+            raise ConfigError(f"{where}: unknown section")
+    return Config(runner=runner, watchdog=watchdog, profiles=profiles, path=path)

@@ -1,0 +1,1 @@
+"""The runner's control protocol: JSON lines over a private Unix socket."""

@@ -1,0 +1,118 @@
+"""Clients of the control socket, for the CLI, the MCP server and the dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from . import protocol
+from .protocol import ControlError
+
+SOCKET_ENV = "AEGIS_MCP_SOCKET"
+
+
+def _unreachable(path: str | os.PathLike[str], exc: OSError) -> ControlError:
+    return ControlError(
+        protocol.UNAVAILABLE, f"cannot reach the aegis-mcp runner at {path}: {exc.strerror or exc}"
+    )
+
+
+class ControlClient:
+    """Blocking client: one connection, requests answered in order."""
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float | None = 30.0) -> None:
+        self.path = str(path)
+        self._ids = itertools.count(1)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(self.path)
+        except OSError as exc:
+            self._sock.close()
+            raise _unreachable(path, exc) from None
+        self._file = self._sock.makefile("rb")
+
+    def call(self, op: str, activity: bool = False, **args: Any) -> Any:
+        """Send one request and return its result (ControlError on failure)."""
+        try:
+            self._sock.sendall(protocol.make_request(next(self._ids), op, args, activity))
+            line = self._file.readline(protocol.MAX_MESSAGE_BYTES + 1)
+        except OSError as exc:
+            raise _unreachable(self.path, exc) from None
+        if not line:
+            raise ControlError(protocol.UNAVAILABLE, "the runner closed the connection")
+        return protocol.decode_reply(line)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._file.close()
+        self._sock.close()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncControlClient:
+    """Asyncio client; concurrent calls are serialised on one connection."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        self._ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._reader is None or self._writer is None or self._writer.is_closing():
+            try:
+                self._reader, self._writer = await asyncio.open_unix_connection(
+                    self.path, limit=protocol.MAX_MESSAGE_BYTES + 2
+                )
+            except OSError as exc:
+                raise _unreachable(self.path, exc) from None
+        return self._reader, self._writer
+
+    async def call(self, op: str, activity: bool = False, **args: Any) -> Any:
+        """Send one request and return its result (ControlError on failure).
+
+        A broken connection is dropped so that the next call reconnects (to a
+        runner that came back); the failed request itself is not re-sent, as
+        it may have been carried out.
+        """
+        async with self._lock:
+            reader, writer = await self._connect()
+            try:
+                writer.write(protocol.make_request(next(self._ids), op, args, activity))
+                await writer.drain()
+                line = await reader.readline()
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                self._reader = self._writer = None
+                raise ControlError(
+                    protocol.UNAVAILABLE, f"lost the runner connection: {exc}"
+                ) from None
+            if not line:
+                self._reader = self._writer = None
+                raise ControlError(protocol.UNAVAILABLE, "the runner closed the connection")
+            return protocol.decode_reply(line)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+        self._reader = self._writer = None
+
+
+def socket_from_env() -> Path | None:
+    """The runner socket this process was started under, if any."""
+    value = os.environ.get(SOCKET_ENV)
+    return Path(value) if value else None

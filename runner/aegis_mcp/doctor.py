@@ -1,0 +1,200 @@
+"""``aegis-mcp doctor``: what this machine supports, and what a missing piece disables.
+
+Each check looks at the real thing (files the kernel exposes, binaries on
+PATH, imports) and never changes the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .agents.profiles import BUILTIN_PROFILES
+from .hooks_lib import find_hooks
+
+
+@dataclass(frozen=True)
+class Check:
+    """One capability and its consequences."""
+
+    name: str
+    ok: bool
+    detail: str
+    disables: str = ""
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _root() -> Check:
+    root = os.geteuid() == 0
+    return Check(
+        "root",
+        root,
+        "running as root" if root else f"running as uid {os.geteuid()}",
+        "" if root else "network namespaces, eBPF monitoring, privilege drop (run with sudo)",
+    )
+
+
+def _user_namespaces() -> Check:
+    limit = _read("/proc/sys/user/max_user_namespaces")
+    ok = limit.isdigit() and int(limit) > 0
+    return Check(
+        "user namespaces",
+        ok,
+        f"max_user_namespaces={limit or 'unknown'}",
+        "" if ok else "rootless sandboxes",
+    )
+
+
+def _net_namespaces() -> Check:
+    ok = Path("/proc/self/ns/net").exists()
+    return Check(
+        "network namespaces",
+        ok,
+        "/proc/self/ns/net present" if ok else "absent",
+        "" if ok else "--sandbox=netns",
+    )
+
+
+def _cgroup_v2() -> Check:
+    for mount in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        if Path(mount, "cgroup.controllers").exists():
+            return Check("cgroup v2", True, f"mounted at {mount}")
+    return Check("cgroup v2", False, "no cgroup2 mount found", "per-agent eBPF attribution")
+
+
+def _bcc() -> Check:
+    import importlib.util
+
+    found = (
+        importlib.util.find_spec("bcc") is not None
+        or Path("/usr/lib/python3/dist-packages/bcc").is_dir()
+    )
+    return Check(
+        "BCC (python3-bpfcc)",
+        found,
+        "importable" if found else "not installed",
+        "" if found else "--netmon=ebpf",
+    )
+
+
+def _kernel_headers() -> Check:
+    build = Path("/lib/modules") / platform.release() / "build"
+    ok = build.exists()
+    return Check(
+        "kernel headers",
+        ok,
+        f"{build} -> {os.path.realpath(build)}" if ok else f"{build} missing",
+        "" if ok else "--netmon=ebpf (BCC compiles against them)",
+    )
+
+
+def _tracefs() -> Path | None:
+    for base in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        if Path(base, "events").is_dir():
+            return Path(base)
+    return None
+
+
+def _kprobes() -> Check:
+    base = _tracefs()
+    ok = base is not None and Path(base, "kprobe_events").exists()
+    return Check(
+        "kprobes",
+        ok,
+        "kprobe_events present" if ok else "not available",
+        "" if ok else "the kprobe netmon tier",
+    )
+
+
+def _tracepoints() -> Check:
+    base = _tracefs()
+    ok = base is not None and Path(base, "events/sock/inet_sock_set_state").is_dir()
+    return Check(
+        "tracepoints",
+        ok,
+        "sock:inet_sock_set_state present" if ok else "tracefs or the tracepoint missing",
+        "" if ok else "the tracepoint netmon tier",
+    )
+
+
+def _binary(name: str, disables: str) -> Callable[[], Check]:
+    def check() -> Check:
+        path = shutil.which(name)
+        return Check(name, path is not None, path or "not on PATH", "" if path else disables)
+
+    return check
+
+
+def _container_engine() -> Check:
+    for name in ("podman", "docker"):
+        path = shutil.which(name)
+        if path:
+            return Check("container engine", True, f"{name} at {path}")
+    return Check("container engine", False, "neither podman nor docker", "--sandbox=container")
+
+
+def _hooks() -> Check:
+    info = find_hooks()
+    if info is None:
+        return Check(
+            "hooks library",
+            False,
+            "libaegis_hooks.so not found",
+            "--netmon=preload, MCP injection by preload",
+        )
+    return Check("hooks library", True, f"{info.path} (v{info.version}, git {info.git})")
+
+
+def _agents() -> Check:
+    found = [
+        p.name for p in BUILTIN_PROFILES.values() if p.name != "demo" and shutil.which(p.command[0])
+    ]
+    return Check(
+        "agents on PATH",
+        bool(found),
+        ", ".join(found) if found else "none (the bundled `aegis-mcp demo` agent always works)",
+    )
+
+
+CHECKS: list[Callable[[], Check]] = [
+    _root,
+    _user_namespaces,
+    _net_namespaces,
+    _cgroup_v2,
+    _bcc,
+    _kernel_headers,
+    _kprobes,
+    _tracepoints,
+    _binary("nft", "egress policy in network namespaces"),
+    _container_engine,
+    _hooks,
+    _agents,
+]
+
+
+def run_checks() -> list[Check]:
+    """All checks, in display order."""
+    return [check() for check in CHECKS]
+
+
+def print_report() -> int:
+    """Print the report; exit code 0 (missing features are not errors)."""
+    print(f"aegis-mcp doctor: Linux {platform.release()}, Python {sys.version.split()[0]}")
+    for check in run_checks():
+        mark = "ok  " if check.ok else "MISS"
+        line = f"  [{mark}] {check.name:22} {check.detail}"
+        if check.disables:
+            line += f"\n         -> disables: {check.disables}"
+        print(line)
+    return 0

@@ -1,0 +1,1 @@
+"""The runner (supervisor) and its parts: processes, terminal, state, control socket."""

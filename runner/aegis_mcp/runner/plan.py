@@ -1,0 +1,117 @@
+"""Turning a parsed command line into a complete, checked plan for a run.
+
+Everything that can be wrong with the user's request (unknown agent, agent
+not installed, bad config) is found here, before anything is started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..agents.profiles import AgentProfile
+from ..cli.args import ParsedRun, UsageError
+from ..config import Config
+from ..watchdog.config import WatchdogConfig
+from .privileges import AgentUser, resolve_agent_user
+from .terminal import is_terminal
+
+PRIMARY_AGENT_ID = "primary"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A checked request to supervise one agent."""
+
+    profile: AgentProfile
+    executable: str
+    agent_args: list[str]
+    user: AgentUser
+    config: Config
+    watchdog: WatchdogConfig
+    inject_mcp: bool
+    netmon: str | None
+    sandbox: str
+    use_pty: bool
+    cwd: str
+    notices: tuple[str, ...] = ()
+
+    @property
+    def headless(self) -> bool:
+        """Whether the agent was asked for a headless session."""
+        return self.profile.is_headless(self.agent_args)
+
+    @property
+    def interactive(self) -> bool:
+        """Whether a person is expected to type to the agent."""
+        return self.use_pty and not self.headless
+
+    @property
+    def skip_permissions(self) -> bool:
+        """Whether to pass the permission-skipping flags."""
+        return not (self.user.is_root and self.profile.permission_refused_as_root)
+
+
+def resolve_executable(name: str, path: str | None = None) -> str | None:
+    """Absolute path of ``name`` (absolute names are checked as they are)."""
+    if os.path.isabs(name):
+        return name if os.access(name, os.X_OK) and os.path.isfile(name) else None
+    found = shutil.which(name, path=path)
+    return os.path.abspath(found) if found else None
+
+
+def make_plan(parsed: ParsedRun, config: Config) -> RunPlan:
+    """Check the request against the config and the machine; UsageError if impossible."""
+    opts = parsed.options
+    if parsed.agent == "run":
+        profile = AgentProfile(
+            name=Path(parsed.command[0]).name, command=(parsed.command[0],), takes_prompt=False
+        )
+        agent_args = parsed.command[1:]
+    else:
+        found = config.profiles.get(parsed.agent)
+        if found is None:
+            known = ", ".join(sorted(config.profiles))
+            raise UsageError(
+                f"unknown agent {parsed.agent!r}; known agents: {known} "
+                "(or `aegis-mcp run -- CMD`, or a profile in the config file)"
+            )
+        profile, agent_args = found, parsed.agent_args
+    executable = resolve_executable(profile.command[0])
+    if executable is None:
+        raise UsageError(f"{profile.command[0]!r} ({profile.name}) was not found on PATH")
+    if opts.sandbox != "none":
+        raise UsageError(f"--sandbox={opts.sandbox} is not available in this version yet")
+    if opts.netmon not in (None, "auto", "preload"):
+        raise UsageError(f"--netmon={opts.netmon} is not available in this version yet")
+    try:
+        user = resolve_agent_user(opts.keep_root)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    watchdog = config.watchdog
+    if opts.watchdog_timeout is not None:
+        watchdog = dataclasses.replace(watchdog, heartbeat_timeout_secs=opts.watchdog_timeout)
+    if opts.no_watchdog:
+        watchdog = dataclasses.replace(watchdog, enabled=False)
+    notices = []
+    # The root notice is about permission flags: say it only where there are some.
+    if user.notice and (profile.permission_args or not user.is_root):
+        notices.append(user.notice)
+    return RunPlan(
+        profile=profile,
+        executable=executable,
+        agent_args=list(agent_args),
+        user=user,
+        config=config,
+        watchdog=watchdog,
+        inject_mcp=opts.inject_mcp and profile.mcp_inject != "none",
+        netmon=opts.netmon,
+        sandbox=opts.sandbox,
+        use_pty=is_terminal(sys.stdin.fileno()) and is_terminal(sys.stdout.fileno()),
+        cwd=os.getcwd(),
+        notices=tuple(notices),
+    )

@@ -1,0 +1,114 @@
+"""Who the agent runs as, and dropping root before it starts.
+
+Started through sudo, the runner does its root-only set-up and then starts
+the agent as the invoking user: supplementary groups from the group
+database, gid then uid (all three of real, effective and saved), that user's
+HOME/USER/LOGNAME/SHELL, and ``PR_SET_NO_NEW_PRIVS`` so that nothing the
+agent runs (setuid binaries, file capabilities) can get root back. Changing
+every uid away from 0 clears the capability sets, so none is left.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pwd
+from dataclasses import dataclass, field
+
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(frozen=True)
+class AgentUser:
+    """The account the agent will run as."""
+
+    uid: int
+    gid: int
+    name: str
+    home: str
+    shell: str
+    groups: tuple[int, ...] = field(default=())
+    drop: bool = False
+    """True when the runner is root and the agent must not be."""
+    notice: str = ""
+    """A line to tell the user about this choice (empty when unremarkable)."""
+
+    @property
+    def is_root(self) -> bool:
+        return self.uid == 0
+
+    def env(self) -> dict[str, str]:
+        """Environment entries that describe this user."""
+        env = {"HOME": self.home, "USER": self.name, "LOGNAME": self.name, "SHELL": self.shell}
+        runtime = f"/run/user/{self.uid}"
+        if self.drop and os.path.isdir(runtime):
+            env["XDG_RUNTIME_DIR"] = runtime
+        return env
+
+
+class PrivilegeError(RuntimeError):
+    """The requested user cannot be resolved."""
+
+
+def _from_passwd(entry: pwd.struct_passwd, drop: bool, notice: str = "") -> AgentUser:
+    groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    return AgentUser(
+        uid=entry.pw_uid,
+        gid=entry.pw_gid,
+        name=entry.pw_name,
+        home=entry.pw_dir,
+        shell=entry.pw_shell or "/bin/sh",
+        groups=groups,
+        drop=drop,
+        notice=notice,
+    )
+
+
+def resolve_agent_user(keep_root: bool, environ: dict[str, str] | None = None) -> AgentUser:
+    """Decide the agent's account from our euid and the sudo variables."""
+    env = os.environ if environ is None else environ
+    euid = os.geteuid()
+    if euid != 0:
+        try:
+            return _from_passwd(pwd.getpwuid(euid), drop=False)
+        except KeyError:
+            return AgentUser(euid, os.getegid(), str(euid), env.get("HOME", "/"), "/bin/sh")
+    sudo_uid = env.get("SUDO_UID", "")
+    if keep_root:
+        return _from_passwd(
+            pwd.getpwuid(0),
+            drop=False,
+            notice="--keep-root: the agent runs as root (only for debugging)",
+        )
+    if sudo_uid.isdigit() and int(sudo_uid) != 0:
+        try:
+            entry = pwd.getpwuid(int(sudo_uid))
+        except KeyError:
+            raise PrivilegeError(f"SUDO_UID={sudo_uid} is not a known user") from None
+        sudo_gid = env.get("SUDO_GID", "")
+        if sudo_gid.isdigit() and int(sudo_gid) != entry.pw_gid:
+            entry = pwd.struct_passwd((*entry[:3], int(sudo_gid), *entry[4:]))
+        return _from_passwd(entry, drop=True)
+    return _from_passwd(
+        pwd.getpwuid(0),
+        drop=False,
+        notice=(
+            "running as root without a sudo user: the agent runs as root and "
+            "permission-skipping flags it refuses as root are not passed"
+        ),
+    )
+
+
+def set_no_new_privs() -> None:
+    """PR_SET_NO_NEW_PRIVS for this process (inherited by everything it starts)."""
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants so that an agent's leftovers can be found and reaped."""
+    return _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0

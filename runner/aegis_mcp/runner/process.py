@@ -1,0 +1,324 @@
+"""Starting, watching and stopping an agent process and everything it starts.
+
+The agent gets a fresh PTY when the user's terminal is one, plain pipes
+otherwise, and always its own session, so that its whole tree can be
+signalled and found again (``getsid``) after it dies. The runner is a child
+subreaper: orphans of the agent (MCP servers it left behind) are re-parented
+to it, reaped by ``ChildReaper`` and killed by ``AgentProcess.cleanup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import subprocess
+import termios
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psutil
+
+from .privileges import AgentUser, set_no_new_privs
+from .terminal import set_winsize
+
+READ_CHUNK = 65536
+
+
+def exit_code_of(status: int) -> int:
+    """Shell-style exit code of a wait status (128+N for death by signal N)."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+class ChildReaper:
+    """Reaps every child of the runner; futures report the ones we track.
+
+    One reaper for all children, because as a subreaper the runner inherits
+    orphans that nobody else would wait for, and a second ``waitpid`` caller
+    (asyncio's child watcher) would steal statuses.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: dict[int, asyncio.Future[int]] = {}
+        loop.add_signal_handler(signal.SIGCHLD, self.reap)
+
+    def watch(self, pid: int) -> asyncio.Future[int]:
+        """A future resolved with the wait status of child ``pid``.
+
+        Call it right after starting the child, before yielding to the loop:
+        SIGCHLD is handled from the loop, so the child cannot be reaped first.
+        """
+        fut: asyncio.Future[int] = self._loop.create_future()
+        self._waiting[pid] = fut
+        return fut
+
+    def reap(self) -> None:
+        """Collect every child that has exited."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            # Adopted orphans have no future: reaping them is all they need.
+            fut = self._waiting.pop(pid, None)
+            if fut is not None and not fut.done():
+                fut.set_result(status)
+
+    def close(self) -> None:
+        """Stop handling SIGCHLD."""
+        self._loop.remove_signal_handler(signal.SIGCHLD)
+
+
+@dataclass(frozen=True)
+class SpawnSpec:
+    """Everything needed to start one agent process."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    user: AgentUser
+    use_pty: bool
+    winsize: bytes | None = None
+
+
+def _child_setup(controlling_tty: bool, no_new_privs: bool) -> Callable[[], None]:
+    # Runs in the child between fork and exec, after subprocess has already
+    # changed groups, gid and uid: only async-signal-safe-ish syscalls here.
+    def setup() -> None:
+        if controlling_tty:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        if no_new_privs:
+            set_no_new_privs()
+
+    return setup
+
+
+class OutputPump:
+    """Copies a child's output fd to one of ours, reporting the byte count."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        src: int,
+        dst: int,
+        on_bytes: Callable[[int], None],
+    ) -> None:
+        self._loop = loop
+        self.src = src
+        self._dst = dst
+        self._on_bytes = on_bytes
+        self.closed: asyncio.Future[None] = loop.create_future()
+        os.set_blocking(src, False)
+        loop.add_reader(src, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.src, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            # EIO: the PTY's last slave holder is gone.
+            if exc.errno != errno.EIO:
+                raise
+            data = b""
+        if not data:
+            self.close()
+            return
+        self._on_bytes(len(data))
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._dst, view) :]
+            except BlockingIOError:
+                time.sleep(0.001)
+            except OSError:
+                # Our own stdout is gone (closed pipe): keep draining the agent
+                # so it is not blocked, but drop what it writes.
+                break
+
+    def close(self) -> None:
+        """Stop reading and close the source fd."""
+        if self.closed.done():
+            return
+        self._loop.remove_reader(self.src)
+        os.close(self.src)
+        self.closed.set_result(None)
+
+
+async def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Poll until ``procs`` are gone or zombies; returns those still alive.
+
+    Not ``psutil.wait_procs``: it would ``waitpid`` our (adopted) children and
+    race the reaper.
+    """
+    deadline = time.monotonic() + timeout
+    alive = procs
+    while alive:
+        alive = [p for p in alive if _alive(p)]
+        if not alive or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.02)
+    return alive
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class AgentProcess:
+    """One running agent process and its output pumps."""
+
+    def __init__(
+        self,
+        spec: SpawnSpec,
+        reaper: ChildReaper,
+        on_output: Callable[[int], None],
+        stdout_fd: int = 1,
+        stderr_fd: int = 2,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.spec = spec
+        self.started_at = time.time()
+        self.master_fd: int | None = None
+        user = spec.user
+        kwargs: dict = dict(
+            env=spec.env,
+            cwd=spec.cwd,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=_child_setup(spec.use_pty, user.drop),
+        )
+        if user.drop:
+            kwargs.update(user=user.uid, group=user.gid, extra_groups=list(user.groups))
+        self._pumps: list[OutputPump] = []
+        if spec.use_pty:
+            master, slave = os.openpty()
+            if spec.winsize:
+                set_winsize(slave, spec.winsize)
+            try:
+                self._popen = subprocess.Popen(
+                    spec.argv, stdin=slave, stdout=slave, stderr=slave, **kwargs
+                )
+            except BaseException:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+            self.master_fd = master
+            # The master is read through a dup so that the pump can close its
+            # fd while input forwarding may still hold the original.
+            self._pumps.append(OutputPump(loop, os.dup(master), stdout_fd, on_output))
+        else:
+            self._popen = subprocess.Popen(
+                spec.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
+            )
+            assert self._popen.stdout is not None and self._popen.stderr is not None
+            for pipe, dst in ((self._popen.stdout, stdout_fd), (self._popen.stderr, stderr_fd)):
+                self._pumps.append(OutputPump(loop, os.dup(pipe.fileno()), dst, on_output))
+                pipe.close()
+        self.pid = self._popen.pid
+        self._status = reaper.watch(self.pid)
+        self.exit_code: int | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the process has not been reaped yet."""
+        return not self._status.done()
+
+    async def wait(self) -> int:
+        """Wait for the process to exit; returns its exit code."""
+        status = await asyncio.shield(self._status)
+        if self.exit_code is None:
+            self.exit_code = exit_code_of(status)
+            self._popen.returncode = self.exit_code
+        return self.exit_code
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the agent process itself."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def session_members(self) -> list[psutil.Process]:
+        """Live processes still in the agent's session (its leftovers after it exits)."""
+        members = []
+        for proc in psutil.process_iter():
+            try:
+                if (
+                    proc.pid != self.pid
+                    and os.getsid(proc.pid) == self.pid
+                    and proc.status() != psutil.STATUS_ZOMBIE
+                ):
+                    members.append(proc)
+            except (ProcessLookupError, psutil.Error, PermissionError):
+                continue
+        return members
+
+    def tree(self) -> list[psutil.Process]:
+        """The agent and its descendants (for resource sampling)."""
+        try:
+            root = psutil.Process(self.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    async def wait_for_exit(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True when the process exited."""
+        try:
+            await asyncio.wait_for(self.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(
+        self, grace: float, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+    ) -> int:
+        """Stop the agent: each of ``signals`` with ``grace`` seconds, then SIGKILL its session."""
+        for sig in signals:
+            if not self.running:
+                break
+            self.send_signal(sig)
+            if await self.wait_for_exit(grace):
+                break
+        if self.running:
+            self.kill_session(signal.SIGKILL)
+        return await self.wait()
+
+    def kill_session(self, sig: int) -> None:
+        """Signal the agent's process group and every other member of its session."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+        for proc in self.session_members():
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)
+
+    async def cleanup(self, grace: float = 1.0) -> None:
+        """After the agent exited: end its leftovers, then drain and close its output."""
+        leftovers = self.session_members()
+        if leftovers:
+            for proc in leftovers:
+                with contextlib.suppress(psutil.Error):
+                    proc.terminate()
+            alive = await _wait_gone(leftovers, grace)
+            for proc in alive:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+        pending = [p.closed for p in self._pumps if not p.closed.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        for pump in self._pumps:
+            pump.close()
+        if self.master_fd is not None:
+            os.close(self.master_fd)
+            self.master_fd = None

@@ -1,0 +1,479 @@
+"""The runner: supervises one primary agent for the length of a run.
+
+It owns the in-memory state that everything else reads (through the control
+socket or the snapshot file): the agent process and its restarts, the
+watchdog, and the runtime files. It never imports the MCP server or the
+dashboard; they reach it only through the control protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from .. import __version__
+from ..agents.command import LaunchOptions, build_argv, replace_prompt
+from ..control.client import SOCKET_ENV
+from ..control.protocol import INVALID_ARGUMENT, UNAVAILABLE, ControlError, Request
+from ..hooks_lib import find_hooks
+from ..paths import RunnerFiles, runtime_dir
+from ..watchdog.health import TreeSample, TreeSampler
+from ..watchdog.monitor import Watchdog
+from . import ops_watchdog
+from .control_server import ControlServer
+from .input import InputForwarder
+from .plan import PRIMARY_AGENT_ID, RunPlan
+from .privileges import become_subreaper
+from .process import AgentProcess, ChildReaper, SpawnSpec
+from .runtime_files import RunnerLock, clean_stale
+from .state import EventLog, SnapshotWriter, write_atomic
+from .terminal import RawMode, get_winsize, set_winsize
+
+MAX_REASON = 2000
+MAX_PROMPT = 100_000
+
+
+class Supervisor:
+    """One run: the primary agent, its restarts, the watchdog and the control socket."""
+
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan = plan
+        self.pid = os.getpid()
+        self.started_at = time.time()
+        self.files = RunnerFiles(runtime_dir(), self.pid)
+        user = plan.user
+        self.owner = (user.uid, user.gid) if user.drop else None
+        self.agent: AgentProcess | None = None
+        self.agent_args = list(plan.agent_args)
+        self.status = "starting"
+        self.exit_code: int | None = None
+        self.restarts: list[dict[str, Any]] = []
+        self._restart_request: dict[str, Any] | None = None
+        self._shutdown_signal: int | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+        self.events: EventLog
+        self.watchdog: Watchdog
+        self.snapshot: SnapshotWriter
+        self.server: ControlServer
+        self.hooks = find_hooks()
+        self.mcp_injection = "off"
+
+    # -- life cycle ----------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until the agent ends for good; returns the exit code for the runner."""
+        loop = asyncio.get_running_loop()
+        stale = clean_stale(self.files.directory, self.pid)
+        lock = RunnerLock(self.files, self.owner)
+        become_subreaper()
+        reaper = ChildReaper(loop)
+        self.events = EventLog(self.files.events, self.owner)
+        self.snapshot = SnapshotWriter(self.files.snapshot, self.snapshot_data, self.owner)
+        self.events.subscribe(lambda _event: self.snapshot.request())
+        if stale:
+            self.events.emit("runner.cleanup", f"removed {len(stale)} stale runtime file(s)")
+        for notice in self.plan.notices:
+            self._say(notice)
+        self.watchdog = Watchdog(self.plan.watchdog, self, lambda: self.plan.interactive)
+        self.server = ControlServer(
+            self.files.socket, {self.plan.user.uid, os.geteuid()}, self.owner, self._on_request
+        )
+        ops_watchdog.register(self)
+        self._register_ops()
+        await self.server.start()
+        self._write_overlay()
+        raw = RawMode(sys.stdin.fileno()) if self.plan.use_pty else None
+        forwarder: InputForwarder | None = None
+        watchdog_task = asyncio.create_task(self.watchdog.run())
+        self._install_signal_handlers(loop)
+        try:
+            if raw is not None:
+                raw.enter()
+                forwarder = InputForwarder(loop, sys.stdin.fileno(), self.watchdog.user_input)
+            self.events.emit(
+                "runner.start",
+                f"aegis-mcp {__version__} supervising {self.plan.profile.name}",
+                socket=str(self.files.socket),
+            )
+            await self._supervise(reaper, forwarder)
+        finally:
+            watchdog_task.cancel()
+            self.watchdog.cancel_pending()
+            if forwarder is not None:
+                forwarder.close()
+            if raw is not None:
+                raw.restore()
+            self._remove_signal_handlers(loop)
+            self.status = "exited"
+            self.events.emit("runner.exit", f"agent ended with exit code {self.exit_code}")
+            await self.server.close()
+            reaper.close()
+            self.events.close()
+            lock.release()
+        return self.exit_code if self.exit_code is not None else 1
+
+    async def _supervise(self, reaper: ChildReaper, forwarder: InputForwarder | None) -> None:
+        restart: dict[str, Any] | None = None
+        while True:
+            try:
+                agent = self._start(reaper, restart)
+            except OSError as exc:
+                self._say(f"cannot start {self.plan.executable}: {exc.strerror or exc}")
+                self.events.emit("agent.start_failed", str(exc), "error")
+                self.exit_code = 126 if isinstance(exc, PermissionError) else 127
+                return
+            if forwarder is not None:
+                forwarder.target(agent.master_fd)
+            code = await agent.wait()
+            if forwarder is not None:
+                forwarder.target(None)
+            self.exit_code = code
+            await agent.cleanup()
+            restart, self._restart_request = self._restart_request, None
+            if self._stop_task is not None:
+                await self._stop_task
+                self._stop_task = None
+            if restart is None or self._shutdown_signal is not None:
+                self.status = "exited"
+                self.events.emit("agent.exit", f"agent exited with code {code}", exit_code=code)
+                return
+            self.events.emit(
+                "agent.stopped_for_restart", f"agent stopped (exit code {code}) for a restart"
+            )
+
+    def _start(self, reaper: ChildReaper, restart: dict[str, Any] | None) -> AgentProcess:
+        plan = self.plan
+        mcp_config = self.files.overlay if self.mcp_injection == "flag" else None
+        launch = LaunchOptions(plan.executable, mcp_config, plan.skip_permissions)
+        prompt = restart.get("prompt") if restart else None
+        argv = build_argv(
+            plan.profile, launch, self.agent_args, restart=restart is not None, prompt=prompt
+        )
+        if (
+            restart is not None
+            and plan.profile.takes_prompt
+            and (prompt is not None or not plan.headless)
+        ):
+            # What was launched becomes the base for the next restart.
+            self.agent_args = replace_prompt(plan.profile, self.agent_args, prompt)
+        spec = SpawnSpec(
+            argv=argv,
+            env=self._agent_env(),
+            cwd=plan.cwd,
+            user=plan.user,
+            use_pty=plan.use_pty,
+            winsize=get_winsize(sys.stdout.fileno()) if plan.use_pty else None,
+        )
+        agent = AgentProcess(spec, reaper, self._on_output)
+        self.agent = agent
+        self.status = "running"
+        self.watchdog.agent_started()
+        if restart is not None:
+            record = {
+                "number": len(self.restarts) + 1,
+                "ts": time.time(),
+                "reason": restart["reason"],
+                "by": restart["by"],
+                "prompt": prompt,
+                "pid": agent.pid,
+                "latency_secs": round(time.time() - restart["requested_at"], 4),
+            }
+            self.restarts.append(record)
+            self.events.emit(
+                "agent.restarted",
+                f"agent restarted (#{record['number']}): {restart['reason']}",
+                pid=agent.pid,
+                restart=record["number"],
+            )
+        else:
+            self.events.emit("agent.start", f"started {' '.join(argv)}", pid=agent.pid)
+        return agent
+
+    def _agent_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.plan.user.env() if self.plan.user.drop else {})
+        env[SOCKET_ENV] = str(self.files.socket)
+        env["AEGIS_MCP_WRAPPER_PID"] = str(self.pid)
+        env["AEGIS_MCP_AGENT_ID"] = PRIMARY_AGENT_ID
+        if self.mcp_injection == "preload" and self.hooks is not None:
+            env["LD_PRELOAD"] = " ".join(
+                p for p in (str(self.hooks.path), env.get("LD_PRELOAD", "")) if p
+            )
+            env["AEGIS_MCP_OVERLAY"] = str(self.files.overlay)
+        if self.plan.netmon in ("auto", "preload") and self.hooks is not None:
+            if str(self.hooks.path) not in env.get("LD_PRELOAD", ""):
+                env["LD_PRELOAD"] = " ".join(
+                    p for p in (str(self.hooks.path), env.get("LD_PRELOAD", "")) if p
+                )
+            env["AEGIS_NETMON_LOG"] = str(self.files.netmon_log)
+        return env
+
+    def _write_overlay(self) -> None:
+        """Write the MCP config that names this runner's MCP server, when injecting."""
+        plan = self.plan
+        if not plan.inject_mcp:
+            return
+        if plan.profile.mcp_inject == "preload" and self.hooks is None:
+            self._say(
+                f"cannot inject the aegis-mcp MCP server into {plan.profile.name}: the hooks "
+                "library was not found (run `make build`); the agent runs without it"
+            )
+            return
+        server = {
+            "command": _self_command()[0],
+            "args": [*_self_command()[1:], "--mcp-server"],
+            "env": {
+                SOCKET_ENV: str(self.files.socket),
+                "AEGIS_MCP_WRAPPER_PID": str(self.pid),
+                "AEGIS_MCP_AGENT_ID": PRIMARY_AGENT_ID,
+            },
+        }
+        data = json.dumps({"mcpServers": {"aegis-mcp": server}}, indent=2).encode()
+        write_atomic(self.files.overlay, data, owner=self.owner)
+        self.mcp_injection = plan.profile.mcp_inject
+
+    # -- restarts and stopping -----------------------------------------------
+
+    def request_restart(self, reason: str, prompt: str | None, by: str) -> dict[str, Any]:
+        """Stop the agent (after a short delay) and start it again with continue."""
+        if self.agent is None or not self.agent.running:
+            raise ControlError(UNAVAILABLE, "no agent is running")
+        if self._shutdown_signal is not None:
+            raise ControlError(UNAVAILABLE, "the runner is shutting down")
+        if self._restart_request is not None:
+            raise ControlError(UNAVAILABLE, "a restart is already in progress")
+        self._restart_request = {
+            "reason": reason,
+            "prompt": prompt,
+            "by": by,
+            "requested_at": time.time(),
+        }
+        self.watchdog.cancel_pending()
+        self.status = "restarting"
+        self.events.emit("agent.restart_requested", f"restart requested by {by}: {reason}")
+        self._stop_task = asyncio.create_task(
+            self._stop_agent(self.plan.config.runner.restart_delay_secs)
+        )
+        return {
+            "restarting": True,
+            "restart_number": len(self.restarts) + 1,
+            "reason": reason,
+            "prompt": prompt,
+            "continue_args": list(self.plan.profile.continue_args),
+            "message": "The agent will be stopped and started again, continuing its conversation.",
+        }
+
+    async def _stop_agent(self, delay: float, signals: tuple[int, ...] | None = None) -> None:
+        agent = self.agent
+        if agent is None:
+            return
+        # The delay lets a restart tool's reply travel back to the agent first.
+        if delay:
+            await asyncio.sleep(delay)
+        grace = self.plan.config.runner.stop_grace_secs
+        if signals is None:
+            signals = (signal.SIGINT, signal.SIGTERM)
+        await agent.stop(grace, signals)
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGINT, self._forward, signal.SIGINT)
+        loop.add_signal_handler(signal.SIGQUIT, self._forward, signal.SIGQUIT)
+        loop.add_signal_handler(signal.SIGTERM, self._shutdown, signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGHUP, self._shutdown, signal.SIGHUP)
+        if self.plan.use_pty:
+            loop.add_signal_handler(signal.SIGWINCH, self._resize)
+
+    def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH):
+            loop.remove_signal_handler(sig)
+
+    def _forward(self, sig: int) -> None:
+        # Ctrl-C in a terminal that is not in raw mode reaches us, not the
+        # agent (it has its own session): pass it on, like a shell would.
+        if self.agent is not None:
+            self.agent.send_signal(sig)
+
+    def _shutdown(self, sig: int) -> None:
+        if self._shutdown_signal is not None:
+            if self.agent is not None:
+                self.agent.kill_session(signal.SIGKILL)
+            return
+        self._shutdown_signal = sig
+        self.status = "stopping"
+        self.events.emit(
+            "runner.signal", f"received {signal.Signals(sig).name}: stopping the agent"
+        )
+        if self._stop_task is None:
+            self._stop_task = asyncio.create_task(self._stop_agent(0, (sig, signal.SIGTERM)))
+
+    def _resize(self) -> None:
+        size = get_winsize(sys.stdout.fileno())
+        if size and self.agent is not None and self.agent.master_fd is not None:
+            set_winsize(self.agent.master_fd, size)
+
+    # -- watchdog target -----------------------------------------------------
+
+    def watchdog_sample_tree(self, sampler: TreeSampler) -> tuple[TreeSample, int] | None:
+        """Sample the primary agent's tree (None between agent processes)."""
+        agent = self.agent
+        if agent is None or not agent.running or self._restart_request is not None:
+            return None
+        return sampler.sample(agent.tree())
+
+    def watchdog_restart(self, reason: str) -> None:
+        """Hot-reload on the watchdog's behalf."""
+        with contextlib.suppress(ControlError):
+            self.request_restart(reason, None, "watchdog")
+
+    def watchdog_kill(self, reason: str) -> None:
+        """Kill the agent's session; the run ends with its exit code."""
+        self.events.emit("watchdog.kill", reason, "error")
+        self._say(reason)
+        if self.agent is not None:
+            self.agent.kill_session(signal.SIGKILL)
+
+    def watchdog_event(self, kind: str, message: str, level: str) -> None:
+        """Record a watchdog event; warnings and errors are also shown on stderr."""
+        self.events.emit(kind, message, level)
+        if level in ("warning", "error"):
+            self._say(message)
+
+    # -- control operations --------------------------------------------------
+
+    def _on_request(self, request: Request) -> None:
+        if request.activity:
+            self.watchdog.activity("tool_call")
+
+    def _register_ops(self) -> None:
+        self.server.register("hello", self._op_hello)
+        self.server.register("server_status", self._op_status)
+        self.server.register("restart", self._op_restart)
+        self.server.register("events", self._op_events)
+
+    async def _op_hello(self, request: Request) -> dict[str, Any]:
+        return {"runner_pid": self.pid, "version": __version__, "ops": self.server.ops}
+
+    async def _op_status(self, request: Request) -> dict[str, Any]:
+        return self.status_data()
+
+    async def _op_restart(self, request: Request) -> dict[str, Any]:
+        args = request.args
+        reason = args.get("reason")
+        prompt = args.get("prompt")
+        by = args.get("by", "control socket")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
+            raise ControlError(
+                INVALID_ARGUMENT, f"reason must be a string of at most {MAX_REASON} characters"
+            )
+        if prompt is not None and (not isinstance(prompt, str) or len(prompt) > MAX_PROMPT):
+            raise ControlError(
+                INVALID_ARGUMENT, f"prompt must be a string of at most {MAX_PROMPT} characters"
+            )
+        if prompt is not None and not prompt.strip():
+            raise ControlError(INVALID_ARGUMENT, "prompt must not be empty (leave it out instead)")
+        if prompt is not None and not self.plan.profile.takes_prompt:
+            raise ControlError(
+                INVALID_ARGUMENT, f"{self.plan.profile.name} is a plain command: it takes no prompt"
+            )
+        if not isinstance(by, str):
+            raise ControlError(INVALID_ARGUMENT, "by must be a string")
+        return self.request_restart(reason or "restart requested", prompt, by[:100])
+
+    async def _op_events(self, request: Request) -> dict[str, Any]:
+        since = request.args.get("since", 0)
+        limit = request.args.get("limit", 100)
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise ControlError(INVALID_ARGUMENT, "since must be a non-negative integer")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 500:
+            raise ControlError(INVALID_ARGUMENT, "limit must be an integer from 1 to 500")
+        return {"events": self.events.since(since, limit)}
+
+    # -- state ---------------------------------------------------------------
+
+    def status_data(self) -> dict[str, Any]:
+        """The runner's state as ``server_status`` reports it."""
+        now = time.time()
+        agent = self.agent
+        plan = self.plan
+        return {
+            "runner": {
+                "pid": self.pid,
+                "version": __version__,
+                "started_at": self.started_at,
+                "uptime_secs": round(now - self.started_at, 1),
+                "socket": str(self.files.socket),
+                "snapshot": str(self.files.snapshot),
+                "event_log": str(self.files.events),
+                "hooks_library": str(self.hooks.path) if self.hooks else None,
+            },
+            "agent": {
+                "id": PRIMARY_AGENT_ID,
+                "profile": plan.profile.name,
+                "executable": plan.executable,
+                "args": self.agent_args,
+                "command": agent.spec.argv if agent else None,
+                "pid": agent.pid if agent and agent.running else None,
+                "status": self.status,
+                "exit_code": self.exit_code,
+                "started_at": agent.started_at if agent else None,
+                "uptime_secs": round(now - agent.started_at, 1)
+                if agent and agent.running
+                else None,
+                "terminal": "pty" if plan.use_pty else "pipes",
+                "interactive": plan.interactive,
+                "headless": plan.headless,
+                "cwd": plan.cwd,
+                "user": {
+                    "uid": plan.user.uid,
+                    "name": plan.user.name,
+                    "dropped_from_root": plan.user.drop,
+                },
+                "permission_flags": list(plan.profile.permission_args)
+                if plan.skip_permissions
+                else [],
+                "mcp_injection": self.mcp_injection,
+                "restarts": len(self.restarts),
+                "restart_history": self.restarts[-20:],
+            },
+            "watchdog": {
+                "enabled": self.watchdog.enabled,
+                "state": self.watchdog.state,
+                "reason": self.watchdog.reason,
+                "lockup_action": self.watchdog.config.lockup_action,
+                "heartbeat_timeout_secs": self.watchdog.config.heartbeat_timeout_secs,
+            },
+            "netmon": {"mode": plan.netmon or "off"},
+            "sandbox": plan.sandbox,
+        }
+
+    def snapshot_data(self) -> dict[str, Any]:
+        """What the snapshot file holds: the status plus the watchdog and recent events."""
+        data = self.status_data()
+        data["watchdog"] = self.watchdog.status()
+        data["events"] = list(self.events.recent)[-50:]
+        data["written_at"] = time.time()
+        return data
+
+    def _on_output(self, nbytes: int) -> None:
+        self.watchdog.activity("output")
+
+    def _say(self, message: str) -> None:
+        # In raw mode a bare \n would not return the cursor, and the agent's
+        # screen may have left it mid-line.
+        line = f"\r\naegis-mcp: {message}\r\n" if self.plan.use_pty else f"aegis-mcp: {message}\n"
+        with contextlib.suppress(OSError):
+            os.write(2, line.encode())
+
+
+def _self_command() -> list[str]:
+    """How to run this very install of aegis-mcp."""
+    script = sys.argv[0] if sys.argv else ""
+    if os.path.basename(script) == "aegis-mcp" and os.path.isfile(script):
+        return [os.path.abspath(script)]
+    return [sys.executable, "-m", "aegis_mcp"]

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything aegis-mcp needs on a Debian/Ubuntu machine:
+# system packages, the project's virtualenv (editable install), the build
+# stamp and the hooks library. Safe to run again: it only does what is missing.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${AEGIS_VENV:-$ROOT/.venv}"
+# Debian's own interpreter, not a per-user one (pyenv under /root): agents that
+# drop to another user must still be able to run the venv's python.
+PYTHON="${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}"
+APT_PACKAGES=(gcc make python3-venv tmux procps)
+
+say() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+missing_packages() {
+    local pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$' || echo "$pkg"
+    done
+}
+
+install_system_packages() {
+    command -v dpkg-query >/dev/null || { say "not a Debian-like system: install ${APT_PACKAGES[*]} yourself"; return; }
+    mapfile -t todo < <(missing_packages "${APT_PACKAGES[@]}")
+    [ "${#todo[@]}" -eq 0 ] && return
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    say "installing system packages: ${todo[*]}"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${todo[@]}" >/dev/null
+}
+
+install_venv() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating virtualenv $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.aegis-installed"
+    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+        say "installing aegis-mcp and its dependencies into $VENV"
+        "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[dev]"
+        touch "$stamp"
+    fi
+}
+
+install_system_packages
+install_venv
+make -C "$ROOT" --no-print-directory build VENV="$VENV" >/dev/null
+say "ready: $VENV/bin/aegis-mcp"

@@ -1,0 +1,76 @@
+"""Fixtures: each test gets private runtime, state and config locations."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import REPO
+
+
+@pytest.fixture
+def aegis_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for an aegis-mcp run isolated in ``tmp_path``."""
+    env = dict(os.environ)
+    for key in list(env):
+        if key.startswith(("AEGIS_", "SUDO_")):
+            del env[key]
+    runtime = tmp_path / "run"
+    env.update(
+        AEGIS_MCP_RUNTIME_DIR=str(runtime),
+        AEGIS_MCP_STATE_DIR=str(tmp_path / "state"),
+        AEGIS_MCP_CONFIG=str(tmp_path / "config.toml"),
+        AEGIS_DEMO_HOME=str(tmp_path / "demo"),
+        AEGIS_DEMO_REPORT=str(tmp_path / "report.jsonl"),
+        PYTHONPATH=str(REPO / "runner"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def runtime_dir(aegis_env: dict[str, str]) -> Path:
+    """The runtime directory of ``aegis_env``."""
+    return Path(aegis_env["AEGIS_MCP_RUNTIME_DIR"])
+
+
+@pytest.fixture
+def report(aegis_env: dict[str, str]) -> Path:
+    """Where the demo agent writes its start-up reports."""
+    return Path(aegis_env["AEGIS_DEMO_REPORT"])
+
+
+@pytest.fixture
+def throwaway_user():
+    """A real, temporary user with a supplementary group (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a user and drop privileges")
+    name = f"aegist{os.getpid() % 100000}"
+    group = f"{name}x"
+    subprocess.run(["groupadd", group], check=True)
+    subprocess.run(["useradd", "--create-home", "--groups", group, name], check=True)
+    try:
+        yield name, group
+    finally:
+        subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
+        subprocess.run(["groupdel", group], check=False, capture_output=True)
+
+
+@pytest.fixture
+def public_runtime(aegis_env: dict[str, str]):
+    """A runtime directory other users can reach (pytest's tmp tree is private to root)."""
+    shared = Path(tempfile.mkdtemp(prefix="aegis-test-"))
+    os.chmod(shared, 0o755)
+    aegis_env["AEGIS_MCP_RUNTIME_DIR"] = str(shared / "run")
+    try:
+        yield shared / "run"
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

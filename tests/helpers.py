@@ -1,0 +1,165 @@
+"""Shared test helpers: running aegis-mcp in real PTYs and pipes, and reading its state."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+AEGIS = [sys.executable, "-m", "aegis_mcp"]
+WAIT = 30.0
+
+
+def wait_for(predicate, timeout: float = WAIT, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def read_report(path: Path) -> list[dict[str, Any]]:
+    """The demo agent's start-up report lines."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_reports(path: Path, count: int, timeout: float = WAIT) -> list[dict[str, Any]]:
+    """Wait until the demo agent has started ``count`` times."""
+    return wait_for(
+        lambda: (r := read_report(path)) and len(r) >= count and r,
+        timeout,
+        what=f"{count} demo agent start(s)",
+    )
+
+
+def runner_socket(runtime_dir: Path, timeout: float = WAIT) -> Path:
+    """The socket of the (only) runner in ``runtime_dir``."""
+    return wait_for(
+        lambda: next(iter(sorted(runtime_dir.glob("runner-*.sock"))), None),
+        timeout,
+        what="the runner's control socket",
+    )
+
+
+def call(socket_path: Path, op: str, **args: Any) -> Any:
+    """One control request through the project's client."""
+    from aegis_mcp.control.client import ControlClient
+
+    with ControlClient(socket_path) as client:
+        return client.call(op, **args)
+
+
+class PtyProcess:
+    """A command running with a real PTY as its controlling terminal."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: Path | None = None,
+        rows: int = 30,
+        cols: int = 100,
+    ) -> None:
+        self.master, self.slave = os.openpty()
+        self.resize(rows, cols)
+        self.saved_attrs = termios.tcgetattr(self.slave)
+
+        def setup() -> None:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=self.slave,
+            stdout=self.slave,
+            stderr=self.slave,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=setup,
+        )
+        self.output = b""
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Change the terminal size (the kernel sends SIGWINCH to the foreground group)."""
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def write(self, data: bytes) -> None:
+        """Type into the terminal."""
+        os.write(self.master, data)
+
+    def read_until(self, pattern: str | bytes, timeout: float = WAIT) -> bytes:
+        """Read output until ``pattern`` (a regex) appears in everything read so far."""
+        if isinstance(pattern, str):
+            pattern = pattern.encode()
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, self.output):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"timed out waiting for {pattern!r}; got {self.output[-2000:]!r}"
+                )
+            ready, _, _ = select.select([self.master], [], [], min(left, 0.2))
+            if ready:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    if self.proc.poll() is not None:
+                        raise AssertionError(
+                            f"exited before {pattern!r}; got {self.output[-2000:]!r}"
+                        )
+                    continue
+                self.output += chunk
+        return self.output
+
+    def drain(self) -> None:
+        """Read whatever is pending without blocking."""
+        with contextlib.suppress(OSError):
+            while select.select([self.master], [], [], 0.05)[0]:
+                chunk = os.read(self.master, 65536)
+                if not chunk:
+                    break
+                self.output += chunk
+
+    def wait(self, timeout: float = WAIT) -> int:
+        """Wait for exit while draining output (a full PTY would block the writer)."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"did not exit; output {self.output[-2000:]!r}")
+            self.drain()
+        self.drain()
+        return self.proc.returncode
+
+    def attrs(self) -> list:
+        """Current terminal attributes."""
+        return termios.tcgetattr(self.slave)
+
+    def close(self) -> None:
+        """Kill (if needed) and release the terminal."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -1,0 +1,168 @@
+"""Command lines: wrapper options vs the agent's, argv building for starts and restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aegis_mcp.agents.command import LaunchOptions, build_argv, headless_task_args
+from aegis_mcp.agents.profiles import BUILTIN_PROFILES
+from aegis_mcp.cli.args import UsageError, parse_agent_invocation, parse_run_command
+from aegis_mcp.config import ConfigError, load_config
+
+CLAUDE = BUILTIN_PROFILES["claude"]
+AIDER = BUILTIN_PROFILES["aider"]
+
+
+def test_wrapper_options_anywhere_before_separator():
+    parsed = parse_agent_invocation(
+        [
+            "claude",
+            "-p",
+            "hi",
+            "--netmon",
+            "--model",
+            "x",
+            "--watchdog-timeout=5",
+            "--",
+            "--no-watchdog",
+        ]
+    )
+    assert parsed.agent == "claude"
+    assert parsed.agent_args == ["-p", "hi", "--model", "x", "--no-watchdog"]
+    assert parsed.options.netmon == "auto"
+    assert parsed.options.watchdog_timeout == 5.0
+    assert parsed.options.no_watchdog is False
+
+
+def test_netmon_value_only_with_equals_so_prompts_are_not_eaten():
+    parsed = parse_agent_invocation(["--keep-root", "claude", "--netmon", "preload"])
+    assert parsed.options.netmon == "auto"
+    assert parsed.options.keep_root
+    assert parsed.agent_args == ["preload"]
+    assert parse_agent_invocation(["claude", "--netmon=preload"]).options.netmon == "preload"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["claude", "--netmon=bogus"], "--netmon must be one of"),
+        (["claude", "--watchdog-timeout=abc"], "takes seconds"),
+        (["claude", "--watchdog-timeout=-1"], "between"),
+        (["claude", "--sandbox=vm"], "--sandbox must be one of"),
+        (["--bogus", "claude"], "unknown option"),
+        ([], "no agent named"),
+        (["--", "x"], "name an agent"),
+    ],
+)
+def test_bad_wrapper_options(argv, message):
+    with pytest.raises(UsageError, match=message):
+        parse_agent_invocation(argv)
+
+
+def test_run_command_forms():
+    assert parse_run_command(["--no-watchdog", "--", "ls", "-l"]).command == ["ls", "-l"]
+    assert parse_run_command(["ls", "--no-watchdog"]).command == ["ls", "--no-watchdog"]
+    with pytest.raises(UsageError, match="needs a command"):
+        parse_run_command(["--no-watchdog"])
+    with pytest.raises(UsageError, match="unknown wrapper option"):
+        parse_run_command(["-l", "ls"])
+
+
+def _launch(config: Path | None = Path("/run/o.json"), skip: bool = True) -> LaunchOptions:
+    return LaunchOptions("/usr/bin/claude", config, skip)
+
+
+def test_first_start_puts_mcp_config_where_no_prompt_follows():
+    argv = build_argv(CLAUDE, _launch(), ["fix the bug", "--model", "x"])
+    assert argv == [
+        "/usr/bin/claude",
+        "--dangerously-skip-permissions",
+        "fix the bug",
+        "--model",
+        "x",
+        "--mcp-config",
+        "/run/o.json",
+    ]
+
+
+def test_root_without_sudo_gets_no_permission_flag():
+    assert "--dangerously-skip-permissions" not in build_argv(CLAUDE, _launch(skip=False), [])
+
+
+def test_restart_continues_and_drops_the_first_prompt_of_an_interactive_session():
+    argv = build_argv(CLAUDE, _launch(None), ["fix the bug", "--model", "x"], restart=True)
+    assert argv == [
+        "/usr/bin/claude",
+        "--continue",
+        "--dangerously-skip-permissions",
+        "--model",
+        "x",
+    ]
+
+
+def test_restart_prompt_replaces_the_positional_prompt_not_option_values():
+    args = ["--model", "fix", "-p", "old task", "--output-format", "stream-json"]
+    argv = build_argv(CLAUDE, _launch(None), args, restart=True, prompt="new task")
+    assert argv[1] == "--continue"
+    assert argv[3:] == ["--model", "fix", "-p", "new task", "--output-format", "stream-json"]
+
+
+def test_restart_of_headless_session_stays_headless_with_its_prompt():
+    args = ["-p", "task", "--output-format", "stream-json"]
+    argv = build_argv(CLAUDE, _launch(None), args, restart=True)
+    assert argv[-4:] == args and "--continue" in argv
+
+
+def test_restart_replaces_resume_options_and_adds_prompt_after_separator():
+    args = ["--resume", "abc123", "--mcp-config", "a.json", "b.json"]
+    argv = build_argv(CLAUDE, _launch(), args, restart=True, prompt="go on")
+    assert "--resume" not in argv and "abc123" not in argv
+    # The prompt must not be swallowed by the variadic --mcp-config.
+    assert argv[-6:] == ["a.json", "b.json", "--mcp-config", "/run/o.json", "--", "go on"]
+
+
+def test_option_prompt_profiles():
+    argv = build_argv(
+        AIDER, LaunchOptions("/bin/aider"), ["--message", "old"], restart=True, prompt="new"
+    )
+    assert argv[-2:] == ["--message", "new"]
+    assert "--restore-chat-history" in argv
+
+
+def test_headless_task_args():
+    assert headless_task_args(CLAUDE, "do it", 3) == [
+        "-p",
+        "do it",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--max-turns",
+        "3",
+    ]
+
+
+def test_config_profiles_and_errors(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[agents.mine]\ncommand = ["mine", "--x"]\ncontinue_args = ["--again"]\n'
+        '[agents.claude]\npermission_args = []\n[watchdog]\nlockup_action = "kill"\n'
+    )
+    config = load_config(cfg)
+    assert config.profiles["mine"].command == ("mine", "--x")
+    assert config.profiles["claude"].permission_args == ()
+    assert config.profiles["claude"].continue_args == ("--continue",)
+    assert config.watchdog.lockup_action == "kill"
+    for text, message in [
+        ("[agents.x]\ncontinue_args = []\n", "command is required"),
+        ("[agents.x]\ncommand = 'x'\n", "list of strings"),
+        ("[watchdog]\nlockup_action = 'explode'\n", "lockup_action must be one of"),
+        ("[nonsense]\n", "unknown section"),
+        ("this is not toml", "invalid TOML"),
+        ("[runner]\nstop_grace_secs = -1\n", "between 0 and 3600"),
+    ]:
+        cfg.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_config(cfg)
+    assert load_config(tmp_path / "missing.toml").profiles["claude"] == CLAUDE
