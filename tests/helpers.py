@@ -163,3 +163,29 @@ class PtyProcess:
         for fd in (self.master, self.slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def mcp_client(env: dict[str, str]):
+    """A real MCP client session with ``aegis-mcp --mcp-server`` started over stdio."""
+    from mcp.client import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    params = StdioServerParameters(command=AEGIS[0], args=[*AEGIS[1:], "--mcp-server"], env=env)
+    async with Client(params) as client:
+        yield client
+
+
+async def tool(client, name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Call a tool that must succeed; returns its JSON result."""
+    result = await client.call_tool(name, args or {})
+    text = result.content[0].text if result.content else ""
+    assert not result.is_error, f"{name} failed: {text}"
+    return json.loads(text)
+
+
+async def tool_error(client, name: str, args: dict[str, Any] | None = None) -> str:
+    """Call a tool that must fail; returns the error text."""
+    result = await client.call_tool(name, args or {})
+    assert result.is_error, f"{name} unexpectedly succeeded: {result.content}"
+    return result.content[0].text

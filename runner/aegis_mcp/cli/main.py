@@ -15,7 +15,6 @@ APP_COMMANDS = {
     "restart",
     "status",
     "netns",
-    "mcp-server",
     "version",
     "help",
     "--help",
@@ -62,9 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         from .version import print_version
 
         return print_version()
-    if first == "--mcp-server":
-        argv[0] = "mcp-server"
-    elif first in APP_COMMANDS:
+    if first in ("--mcp-server", "mcp-server"):
+        # The agent waits for this server at every (re)start: no typer import.
+        from ..mcp_server.server import serve
+
+        return serve()
+    if first in APP_COMMANDS:
         pass
     else:
         return run_agent(argv)

@@ -61,55 +61,66 @@ class ControlClient:
 
 
 class AsyncControlClient:
-    """Asyncio client; concurrent calls are serialised on one connection."""
+    """Asyncio client keeping a small set of connections.
+
+    A request that waits (``agent_await``) holds its connection, so concurrent
+    calls each take an idle connection or open another one; each connection
+    carries one request at a time, as the protocol answers in order.
+    """
+
+    MAX_IDLE = 4
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
         self._ids = itertools.count(1)
-        self._lock = asyncio.Lock()
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._reader is None or self._writer is None or self._writer.is_closing():
-            try:
-                self._reader, self._writer = await asyncio.open_unix_connection(
-                    self.path, limit=protocol.MAX_MESSAGE_BYTES + 2
-                )
-            except OSError as exc:
-                raise _unreachable(self.path, exc) from None
-        return self._reader, self._writer
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        while self._idle:
+            reader, writer = self._idle.pop()
+            if not writer.is_closing():
+                return reader, writer
+        try:
+            return await asyncio.open_unix_connection(
+                self.path, limit=protocol.MAX_MESSAGE_BYTES + 2
+            )
+        except OSError as exc:
+            raise _unreachable(self.path, exc) from None
 
     async def call(self, op: str, activity: bool = False, **args: Any) -> Any:
         """Send one request and return its result (ControlError on failure).
 
-        A broken connection is dropped so that the next call reconnects (to a
-        runner that came back); the failed request itself is not re-sent, as
-        it may have been carried out.
+        A failed request is not re-sent (it may have been carried out); its
+        connection is dropped and the next call opens a fresh one.
         """
-        async with self._lock:
-            reader, writer = await self._connect()
-            try:
-                writer.write(protocol.make_request(next(self._ids), op, args, activity))
-                await writer.drain()
-                line = await reader.readline()
-            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                self._reader = self._writer = None
-                raise ControlError(
-                    protocol.UNAVAILABLE, f"lost the runner connection: {exc}"
-                ) from None
-            if not line:
-                self._reader = self._writer = None
-                raise ControlError(protocol.UNAVAILABLE, "the runner closed the connection")
-            return protocol.decode_reply(line)
+        reader, writer = await self._connection()
+        try:
+            writer.write(protocol.make_request(next(self._ids), op, args, activity))
+            await writer.drain()
+            line = await reader.readline()
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            writer.close()
+            raise ControlError(protocol.UNAVAILABLE, f"lost the runner connection: {exc}") from None
+        except BaseException:
+            # Cancelled mid-request: the reply would arrive on a reused connection.
+            writer.close()
+            raise
+        if not line:
+            writer.close()
+            raise ControlError(protocol.UNAVAILABLE, "the runner closed the connection")
+        if len(self._idle) < self.MAX_IDLE:
+            self._idle.append((reader, writer))
+        else:
+            writer.close()
+        return protocol.decode_reply(line)
 
     async def close(self) -> None:
-        """Close the connection."""
-        if self._writer is not None:
-            self._writer.close()
+        """Close every idle connection."""
+        while self._idle:
+            _, writer = self._idle.pop()
+            writer.close()
             with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
-        self._reader = self._writer = None
+                await writer.wait_closed()
 
 
 def socket_from_env() -> Path | None:

@@ -12,6 +12,7 @@ the format only, no implementation of any operation.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,12 @@ NOT_FOUND = "not_found"
 VERSION_MISMATCH = "version_mismatch"
 UNAVAILABLE = "unavailable"
 INTERNAL = "internal"
+
+
+OpHandler = Callable[[dict[str, Any]], Awaitable[Any]]
+"""An operation implementation: takes the request's ``args``, returns a JSON-able
+result or raises ControlError. Packages that serve operations (pool, netmon)
+export tables of these, served by the runner or in process by the MCP server."""
 
 
 class ControlError(Exception):

@@ -21,9 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from ..control import protocol
-from ..control.protocol import ControlError, Request
+from ..control.protocol import ControlError, OpHandler, Request
 
 Handler = Callable[[Request], Awaitable[Any]]
+
+
+def _taking_args(handler: OpHandler) -> Handler:
+    async def serve(request: Request) -> Any:
+        return await handler(request.args)
+
+    return serve
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -55,6 +62,11 @@ class ControlServer:
     def register(self, op: str, handler: Handler) -> None:
         """Serve ``op`` with ``handler`` (an async function of the request)."""
         self._handlers[op] = handler
+
+    def register_table(self, table: dict[str, OpHandler]) -> None:
+        """Serve every operation of an op table (handlers that take the args only)."""
+        for op, handler in table.items():
+            self.register(op, _taking_args(handler))
 
     @property
     def ops(self) -> list[str]:

@@ -19,7 +19,7 @@ class InputForwarder:
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, src: int, on_input: Callable[[], None]
+        self, loop: asyncio.AbstractEventLoop, src: int, on_input: Callable[[bytes], None]
     ) -> None:
         self._loop = loop
         self._src = src
@@ -47,7 +47,7 @@ class InputForwarder:
         if not data:
             self._loop.remove_reader(self._src)
             return
-        self._on_input()
+        self._on_input(data)
         if len(self._pending) + len(data) <= MAX_PENDING:
             self._pending += data
         self._flush()

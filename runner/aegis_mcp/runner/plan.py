@@ -16,9 +16,9 @@ from pathlib import Path
 from ..agents.profiles import AgentProfile
 from ..cli.args import ParsedRun, UsageError
 from ..config import Config
+from ..privileges import AgentUser, resolve_agent_user
+from ..terminal import is_terminal
 from ..watchdog.config import WatchdogConfig
-from .privileges import AgentUser, resolve_agent_user
-from .terminal import is_terminal
 
 PRIMARY_AGENT_ID = "primary"
 

@@ -23,17 +23,17 @@ from ..control.client import SOCKET_ENV
 from ..control.protocol import INVALID_ARGUMENT, UNAVAILABLE, ControlError, Request
 from ..hooks_lib import find_hooks
 from ..paths import RunnerFiles, runtime_dir
+from ..privileges import become_subreaper
+from ..processes import AgentProcess, ChildReaper, SpawnSpec
+from ..terminal import RawMode, get_winsize, set_winsize
 from ..watchdog.health import TreeSample, TreeSampler
 from ..watchdog.monitor import Watchdog
 from . import ops_watchdog
 from .control_server import ControlServer
 from .input import InputForwarder
 from .plan import PRIMARY_AGENT_ID, RunPlan
-from .privileges import become_subreaper
-from .process import AgentProcess, ChildReaper, SpawnSpec
 from .runtime_files import RunnerLock, clean_stale
 from .state import EventLog, SnapshotWriter, write_atomic
-from .terminal import RawMode, get_winsize, set_winsize
 
 MAX_REASON = 2000
 MAX_PROMPT = 100_000
@@ -460,7 +460,7 @@ class Supervisor:
         data["written_at"] = time.time()
         return data
 
-    def _on_output(self, nbytes: int) -> None:
+    def _on_output(self, data: bytes) -> None:
         self.watchdog.activity("output")
 
     def _say(self, message: str) -> None:

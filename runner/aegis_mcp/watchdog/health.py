@@ -12,9 +12,11 @@ The rule that tells "idle at its prompt" from "hung":
    - a process of the tree is stopped (SIGSTOP, job control): **Unresponsive**;
    - the tree burns CPU (>= ``busy_cpu_percent`` of a core) without output
      or I/O: **Unresponsive** (spinning);
-   - interactive session (a terminal) whose last output came after the
-     user's last keystroke: **Idle** — it answered and is waiting for the
-     user, however long that takes;
+   - interactive session (a terminal) that produced output after the user
+     last pressed Enter: **Idle** — it answered and is waiting for the user,
+     however long that takes. Output within 0.3 s of the Enter does not
+     count as an answer: that is the terminal's echo or the agent redrawing
+     its input box;
    - otherwise (headless, or the user typed and got no answer and no I/O
      since): **Unresponsive**.
 4. Resident memory of the whole tree above ``max_memory_mb``: **HighResource**,

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 from .config import WatchdogConfig
 from .health import ACTIVE, HIGH_RESOURCE, IDLE, UNRESPONSIVE, TreeSample, TreeSampler, classify
 
+ECHO_WINDOW_SECS = 0.3
+
 
 class WatchdogTarget(Protocol):
     """What the watchdog needs from the runner."""
@@ -71,8 +73,8 @@ class Watchdog:
         now = clock()
         self.last_activity = now
         self.last_activity_kind = "start"
-        self.last_output = now
-        self.last_input = 0.0
+        self.last_answer = now
+        self.last_submit = 0.0
         self.state = ACTIVE
         self.reason = "starting"
         self.sample: TreeSample | None = None
@@ -93,16 +95,19 @@ class Watchdog:
         now = self._clock()
         self.last_activity = now
         self.last_activity_kind = kind
-        if kind == "output":
-            self.last_output = now
+        # Output right after the user submits a line is the terminal echoing
+        # it or the agent redrawing its input box, not an answer.
+        if kind == "output" and now - self.last_submit > ECHO_WINDOW_SECS:
+            self.last_answer = now
         # Life ends an unresponsive episode, not a memory one: that needs the
         # memory to go down (or a ping / configure call).
         if self._episode.state == UNRESPONSIVE:
             self._episode = _Episode()
 
-    def user_input(self) -> None:
-        """The user typed something into the agent's terminal."""
-        self.last_input = self._clock()
+    def user_input(self, data: bytes) -> None:
+        """The user typed into the agent's terminal; Enter submits a request."""
+        if b"\r" in data or b"\n" in data:
+            self.last_submit = self._clock()
 
     def ping(self) -> dict[str, Any]:
         """``watchdog_ping``: activity, and the end of a notify_and_wait pause."""
@@ -175,7 +180,7 @@ class Watchdog:
             sample,
             now - self.last_activity,
             self._interactive(),
-            self.last_output >= self.last_input,
+            self.last_answer >= self.last_submit,
         )
         if state != self.state:
             level = "info" if state in (ACTIVE, IDLE) else "warning"

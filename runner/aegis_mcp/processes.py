@@ -87,6 +87,8 @@ class SpawnSpec:
     user: AgentUser
     use_pty: bool
     winsize: bytes | None = None
+    stdin_devnull: bool = False
+    """Pipes mode only: give the agent /dev/null instead of the runner's stdin."""
 
 
 def _child_setup(controlling_tty: bool, no_new_privs: bool) -> Callable[[], None]:
@@ -102,14 +104,14 @@ def _child_setup(controlling_tty: bool, no_new_privs: bool) -> Callable[[], None
 
 
 class OutputPump:
-    """Copies a child's output fd to one of ours, reporting the byte count."""
+    """Copies a child's output fd to one of ours, handing each chunk to a callback."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         src: int,
         dst: int,
-        on_bytes: Callable[[int], None],
+        on_bytes: Callable[[bytes], None],
     ) -> None:
         self._loop = loop
         self.src = src
@@ -132,7 +134,7 @@ class OutputPump:
         if not data:
             self.close()
             return
-        self._on_bytes(len(data))
+        self._on_bytes(data)
         view = memoryview(data)
         while view:
             try:
@@ -183,7 +185,7 @@ class AgentProcess:
         self,
         spec: SpawnSpec,
         reaper: ChildReaper,
-        on_output: Callable[[int], None],
+        on_output: Callable[[bytes], None],
         stdout_fd: int = 1,
         stderr_fd: int = 2,
     ) -> None:
@@ -220,8 +222,9 @@ class AgentProcess:
             # fd while input forwarding may still hold the original.
             self._pumps.append(OutputPump(loop, os.dup(master), stdout_fd, on_output))
         else:
+            stdin = subprocess.DEVNULL if spec.stdin_devnull else None
             self._popen = subprocess.Popen(
-                spec.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
+                spec.argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
             )
             assert self._popen.stdout is not None and self._popen.stderr is not None
             for pipe, dst in ((self._popen.stdout, stdout_fd), (self._popen.stderr, stderr_fd)):

@@ -1,0 +1,1 @@
+"""The MCP server an agent gets injected: its tools drive the runner."""

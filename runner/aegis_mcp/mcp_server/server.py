@@ -1,0 +1,299 @@
+"""The aegis-mcp MCP server (stdio): the tools an agent uses to drive its supervisor.
+
+Tool names and parameters are the original aegis-mcp's (plus ``restart_agent``
+and the file-lock tools). Each tool is a thin call into a backend (the runner
+over its control socket, or an in-process pool); results come back as JSON
+objects, errors as MCP tool errors whose text says what to change. Nothing but
+protocol is written to stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from .. import __version__
+from ..control.protocol import ControlError
+from .backend import Backend, make_backend
+
+INSTRUCTIONS = """\
+aegis-mcp supervises this coding agent. Use restart_claude/restart_agent after changing MCP
+server configuration (the agent comes back with its conversation), watchdog_* to keep the
+lockup detector out of the way during long silent work, agent_* to run background agents on
+tasks, file_lock_* to coordinate edits between agents, and netmon_* to see network activity.
+"""
+
+LockupAction = Literal["warn", "restart", "restart_with_backoff", "kill", "notify_and_wait"]
+Reason = Annotated[str | None, Field(description="why (for the record)", max_length=2000)]
+Prompt = Annotated[
+    str | None, Field(description="prompt to start the new session with", max_length=100_000)
+]
+AgentId = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+def build_server(backend: Backend) -> MCPServer:
+    """An MCPServer whose tools call ``backend``."""
+    server = MCPServer(
+        name="aegis-mcp",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        log_level="WARNING",
+    )
+
+    async def call(op: str, **args: Any) -> dict[str, Any]:
+        try:
+            result = await backend.call(op, {k: v for k, v in args.items() if v is not None})
+        except ControlError as exc:
+            raise ToolError(f"{op} failed ({exc.code}): {exc.message}") from None
+        return result if isinstance(result, dict) else {"result": result}
+
+    # -- hot reload ----------------------------------------------------------
+
+    restart_doc = (
+        "Restart the coding agent (this session) so that it reconnects to all MCP servers, "
+        "e.g. after adding or changing one. The conversation is continued (the agent is "
+        "started again with its continue flag, same arguments). This call answers first, then "
+        "the agent is stopped (SIGINT, then SIGTERM, then SIGKILL) and started again. "
+        "`reason` is recorded; `prompt` replaces the original command-line prompt for the "
+        "new start. Returns the restart number."
+    )
+
+    @server.tool(description=restart_doc)
+    async def restart_claude(
+        reason: Annotated[
+            str | None, Field(description="why (for the record)", max_length=2000)
+        ] = None,
+        prompt: Annotated[
+            str | None,
+            Field(description="prompt to start the new session with", max_length=100_000),
+        ] = None,
+    ) -> dict[str, Any]:
+        return await call("restart", reason=reason, prompt=prompt, by="restart_claude")
+
+    @server.tool(description=restart_doc + " Same as restart_claude, for any agent.")
+    async def restart_agent(
+        reason: Annotated[
+            str | None, Field(description="why (for the record)", max_length=2000)
+        ] = None,
+        prompt: Annotated[
+            str | None,
+            Field(description="prompt to start the new session with", max_length=100_000),
+        ] = None,
+    ) -> dict[str, Any]:
+        return await call("restart", reason=reason, prompt=prompt, by="restart_agent")
+
+    @server.tool(
+        description="Status of the wrapper and the agent: runner pid and uptime, agent command, "
+        "pid, user, restarts (with reasons and times), MCP injection, watchdog summary, netmon "
+        "mode. Use it to check how this session is supervised."
+    )
+    async def server_status() -> dict[str, Any]:
+        return await call("server_status")
+
+    # -- watchdog ------------------------------------------------------------
+
+    @server.tool(
+        description="Health of the agent as the watchdog sees it: state (Active, Idle, "
+        "Unresponsive, HighResource) with the reason, seconds since the last activity and what "
+        "it was, consecutive unresponsive checks, memory and CPU of the agent's process tree, "
+        "pending action, backoff state and the current settings."
+    )
+    async def watchdog_status() -> dict[str, Any]:
+        return await call("watchdog_status")
+
+    @server.tool(
+        description="Change watchdog settings now (only the ones given). enabled: on/off. "
+        "heartbeat_timeout_secs: seconds without output, tool calls or I/O before the agent "
+        "counts as unresponsive (0.1 to 604800). lockup_action: what to do after 3 unresponsive "
+        "checks — warn, restart (hot reload), restart_with_backoff, kill, notify_and_wait. "
+        "max_memory_mb: resident memory limit for the agent's whole process tree, 0 for none. "
+        "Returns the new status."
+    )
+    async def watchdog_configure(
+        enabled: bool | None = None,
+        heartbeat_timeout_secs: Annotated[float | None, Field(gt=0, le=604800)] = None,
+        lockup_action: LockupAction | None = None,
+        max_memory_mb: Annotated[int | None, Field(ge=0, le=1 << 22)] = None,
+    ) -> dict[str, Any]:
+        return await call(
+            "watchdog_configure",
+            enabled=enabled,
+            heartbeat_timeout_secs=heartbeat_timeout_secs,
+            lockup_action=lockup_action,
+            max_memory_mb=max_memory_mb,
+        )
+
+    @server.tool(
+        description="Disable the watchdog for duration_secs (default 300, 1 to 604800) before a "
+        "long operation that prints nothing (a big build, a long download); it re-enables "
+        "itself afterwards. Returns the status."
+    )
+    async def watchdog_disable(
+        duration_secs: Annotated[float, Field(ge=1, le=604800)] = 300,
+    ) -> dict[str, Any]:
+        return await call("watchdog_disable", duration_secs=duration_secs)
+
+    @server.tool(
+        description="Tell the watchdog you are alive (resets the activity timer and ends a "
+        "notify_and_wait pause). Call it during long silent work."
+    )
+    async def watchdog_ping() -> dict[str, Any]:
+        return await call("watchdog_ping")
+
+    # -- agent pool ----------------------------------------------------------
+
+    @server.tool(
+        description="Start a background agent on a task; returns at once with its agent_id "
+        "(status queued or running). It runs headless (e.g. claude -p) in working_directory "
+        "(default: the current one). agent_type is a profile name: claude, aider, cursor, "
+        "codex, gemini, demo, or one from the config file. max_iterations bounds its turns; "
+        "timeout_secs stops it after that long. Follow up with agent_status or agent_await."
+    )
+    async def agent_spawn(
+        description: Annotated[str, Field(min_length=1, max_length=100_000)],
+        agent_type: str = "claude",
+        working_directory: str | None = None,
+        max_iterations: Annotated[int | None, Field(ge=1, le=10_000)] = None,
+        timeout_secs: Annotated[float | None, Field(ge=1, le=86_400)] = None,
+    ) -> dict[str, Any]:
+        return await call(
+            "agent_spawn",
+            description=description,
+            agent_type=agent_type,
+            working_directory=working_directory,
+            max_iterations=max_iterations,
+            timeout_secs=timeout_secs,
+        )
+
+    @server.tool(description="List background agents with their id, status, task and times.")
+    async def agent_list() -> dict[str, Any]:
+        return await call("agent_list")
+
+    @server.tool(
+        description="Details of one background agent: status, pid, times, exit code, last "
+        "output lines, the result text when it finished, and its full log file."
+    )
+    async def agent_status(
+        agent_id: AgentId,
+    ) -> dict[str, Any]:
+        return await call("agent_status", agent_id=agent_id)
+
+    @server.tool(
+        description="Wait up to timeout_secs (default 300, at most 3600) for a background "
+        "agent to finish; returns its final status and result, or done=false if it is still "
+        "running."
+    )
+    async def agent_await(
+        agent_id: AgentId,
+        timeout_secs: Annotated[float | None, Field(ge=0, le=3600)] = None,
+    ) -> dict[str, Any]:
+        return await call("agent_await", agent_id=agent_id, timeout_secs=timeout_secs)
+
+    @server.tool(
+        description="Stop a background agent (SIGINT, then SIGTERM, then SIGKILL to its whole "
+        "process tree) or drop it from the queue. Returns its final status."
+    )
+    async def agent_stop(
+        agent_id: AgentId,
+    ) -> dict[str, Any]:
+        return await call("agent_stop", agent_id=agent_id)
+
+    @server.tool(
+        description="Pool statistics: max agents, active, queued, running, completed, failed, "
+        "stopped, timed out, mean run time."
+    )
+    async def agent_pool_stats() -> dict[str, Any]:
+        return await call("agent_pool_stats")
+
+    @server.tool(
+        description="File locks held by agents: path, holder, since, expiry. Check before "
+        "editing files other agents may be working on."
+    )
+    async def agent_file_locks() -> dict[str, Any]:
+        return await call("agent_file_locks")
+
+    holder = os.environ.get("AEGIS_MCP_AGENT_ID", "primary")
+
+    @server.tool(
+        description="Lock a file (path inside the working tree) so that other agents leave it "
+        "alone while you edit it. ttl_secs (default 300) bounds how long the lock lives; "
+        "wait_secs (default 0) waits for another agent's lock to go. Locks of agents that "
+        "exited are released. Release with file_lock_release when done."
+    )
+    async def file_lock_acquire(
+        path: Annotated[str, Field(min_length=1, max_length=4096)],
+        ttl_secs: Annotated[float, Field(gt=0, le=86_400)] = 300,
+        wait_secs: Annotated[float, Field(ge=0, le=3600)] = 0,
+    ) -> dict[str, Any]:
+        return await call(
+            "file_lock_acquire",
+            path=path,
+            ttl_secs=ttl_secs,
+            wait_secs=wait_secs,
+            holder=holder,
+            holder_pid=os.getppid(),
+        )
+
+    @server.tool(description="Release a file lock you hold.")
+    async def file_lock_release(
+        path: Annotated[str, Field(min_length=1, max_length=4096)],
+    ) -> dict[str, Any]:
+        return await call("file_lock_release", path=path, holder=holder)
+
+    # -- network monitoring --------------------------------------------------
+
+    @server.tool(
+        description="Network monitoring summary for the agent and everything it started: mode, "
+        "connections, failed connects, unique addresses, bytes sent and received, top targets "
+        "with host names where known."
+    )
+    async def netmon_status() -> dict[str, Any]:
+        return await call("netmon_status")
+
+    @server.tool(
+        description="The most recent network events (connect, close, send, recv, dns, "
+        "blocked), newest last; count 1 to 1000, default 20."
+    )
+    async def netmon_log(count: Annotated[int, Field(ge=1, le=1000)] = 20) -> dict[str, Any]:
+        return await call("netmon_log", count=count)
+
+    @server.tool(
+        description="aegis network namespaces on this machine (aegis-<runner pid>[-agent]) "
+        "with their owner pid and whether the owner is alive."
+    )
+    async def netmon_namespace_list() -> dict[str, Any]:
+        return await call("netmon_namespace_list")
+
+    @server.tool(
+        description="Remove aegis network namespaces left by runners that crashed (never a live "
+        "runner's). Needs root."
+    )
+    async def netmon_namespace_cleanup() -> dict[str, Any]:
+        return await call("netmon_namespace_cleanup")
+
+    return server
+
+
+def serve() -> int:
+    """Run the MCP server on stdio until the client goes away."""
+    # Logs must never reach stdout, which carries the protocol.
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    import anyio
+
+    backend = make_backend()
+    server = build_server(backend)
+
+    async def main() -> None:
+        try:
+            await server.run_stdio_async()
+        finally:
+            await backend.close()
+
+    anyio.run(main)
+    return 0
