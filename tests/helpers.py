@@ -34,11 +34,13 @@ def wait_for(predicate, timeout: float = WAIT, interval: float = 0.05, what: str
         time.sleep(interval)
 
 
-def read_report(path: Path) -> list[dict[str, Any]]:
-    """The demo agent's start-up report lines."""
+def read_report(path: Path, agent: str = "primary") -> list[dict[str, Any]]:
+    """The demo agent's start-up report lines, of the primary agent by default
+    (pool agents inherit the same report file)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    reports = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in reports if r["env"].get("AEGIS_MCP_AGENT_ID", "primary") == agent]
 
 
 def wait_reports(path: Path, count: int, timeout: float = WAIT) -> list[dict[str, Any]]:

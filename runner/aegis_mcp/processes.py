@@ -20,11 +20,13 @@ import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import psutil
+from typing import TYPE_CHECKING
 
 from .privileges import AgentUser, set_no_new_privs
 from .terminal import set_winsize
+
+if TYPE_CHECKING:
+    import psutil
 
 READ_CHUNK = 65536
 
@@ -172,6 +174,8 @@ async def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil
 
 
 def _alive(proc: psutil.Process) -> bool:
+    import psutil
+
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -255,6 +259,9 @@ class AgentProcess:
 
     def session_members(self) -> list[psutil.Process]:
         """Live processes still in the agent's session (its leftovers after it exits)."""
+        # psutil is imported here, not at start-up: the wrapper is on every agent's path.
+        import psutil
+
         members = []
         for proc in psutil.process_iter():
             try:
@@ -270,6 +277,8 @@ class AgentProcess:
 
     def tree(self) -> list[psutil.Process]:
         """The agent and its descendants (for resource sampling)."""
+        import psutil
+
         try:
             root = psutil.Process(self.pid)
             return [root, *root.children(recursive=True)]
@@ -300,16 +309,34 @@ class AgentProcess:
 
     def kill_session(self, sig: int) -> None:
         """Signal the agent's process group and every other member of its session."""
+        import psutil
+
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
         for proc in self.session_members():
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)
 
+    def _may_have_leftovers(self) -> bool:
+        # Without a terminal there is no job control, so descendants stay in
+        # the agent's process group unless they move themselves: an empty
+        # group spares the scan of every process (and importing psutil).
+        if self.spec.use_pty:
+            return True
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     async def cleanup(self, grace: float = 1.0) -> None:
         """After the agent exited: end its leftovers, then drain and close its output."""
-        leftovers = self.session_members()
+        leftovers = self.session_members() if self._may_have_leftovers() else []
         if leftovers:
+            import psutil
+
             for proc in leftovers:
                 with contextlib.suppress(psutil.Error):
                     proc.terminate()

@@ -26,6 +26,7 @@ INVALID_ARGUMENT = "invalid_argument"
 NOT_FOUND = "not_found"
 VERSION_MISMATCH = "version_mismatch"
 UNAVAILABLE = "unavailable"
+FORBIDDEN = "forbidden"
 INTERNAL = "internal"
 
 

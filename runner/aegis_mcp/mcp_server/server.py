@@ -171,7 +171,10 @@ def build_server(backend: Backend) -> MCPServer:
             timeout_secs=timeout_secs,
         )
 
-    @server.tool(description="List background agents with their id, status, task and times.")
+    @server.tool(
+        description="List the background agents started with agent_spawn (this run and, where "
+        "kept, earlier ones) with their id, status, task and times."
+    )
     async def agent_list() -> dict[str, Any]:
         return await call("agent_list")
 
@@ -240,7 +243,10 @@ def build_server(backend: Backend) -> MCPServer:
             holder_pid=os.getppid(),
         )
 
-    @server.tool(description="Release a file lock you hold.")
+    @server.tool(
+        description="Release a file lock you hold (acquired with file_lock_acquire), so that "
+        "other agents waiting for the file get it. Releasing another agent's lock is refused."
+    )
     async def file_lock_release(
         path: Annotated[str, Field(min_length=1, max_length=4096)],
     ) -> dict[str, Any]:

@@ -106,7 +106,9 @@ class ControlServer:
         if uid not in self.allowed_uids:
             self.rejected_peers += 1
             writer.write(
-                protocol.error_reply(None, "forbidden", f"uid {uid} may not control this runner")
+                protocol.error_reply(
+                    None, protocol.FORBIDDEN, f"uid {uid} may not control this runner"
+                )
             )
             with contextlib.suppress(OSError):
                 await writer.drain()

@@ -22,7 +22,11 @@ from ..agents.command import LaunchOptions, build_argv, replace_prompt
 from ..control.client import SOCKET_ENV
 from ..control.protocol import INVALID_ARGUMENT, UNAVAILABLE, ControlError, Request
 from ..hooks_lib import find_hooks
-from ..paths import RunnerFiles, runtime_dir
+from ..netmon.ops import netmon_ops
+from ..netmon.preload_log import PreloadLog
+from ..netmon.stats import NetmonStats
+from ..paths import RunnerFiles, runtime_dir, state_dir
+from ..pool import AgentPool, FileLocks, pool_ops
 from ..privileges import become_subreaper
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
 from ..terminal import RawMode, get_winsize, set_winsize
@@ -63,6 +67,9 @@ class Supervisor:
         self.server: ControlServer
         self.hooks = find_hooks()
         self.mcp_injection = "off"
+        self.netmon_mode = "off"
+        self.netmon_log: PreloadLog | None = None
+        self.pool: AgentPool
 
     # -- life cycle ----------------------------------------------------------
 
@@ -88,6 +95,9 @@ class Supervisor:
         self._register_ops()
         await self.server.start()
         self._write_overlay()
+        self.pool = self._make_pool(reaper)
+        self.netmon_log = self._start_netmon()
+        self.server.register_table(netmon_ops(self._netmon_stats, self.netmon_mode))
         raw = RawMode(sys.stdin.fileno()) if self.plan.use_pty else None
         forwarder: InputForwarder | None = None
         watchdog_task = asyncio.create_task(self.watchdog.run())
@@ -105,6 +115,7 @@ class Supervisor:
         finally:
             watchdog_task.cancel()
             self.watchdog.cancel_pending()
+            await self.pool.shutdown()
             if forwarder is not None:
                 forwarder.close()
             if raw is not None:
@@ -195,18 +206,54 @@ class Supervisor:
             self.events.emit("agent.start", f"started {' '.join(argv)}", pid=agent.pid)
         return agent
 
-    def _agent_env(self) -> dict[str, str]:
+    def _start_netmon(self) -> PreloadLog | None:
+        """Network monitoring through the hooks library, when asked for and possible."""
+        if self.plan.netmon is None:
+            return None
+        if self.hooks is None:
+            self._say(
+                "--netmon: the hooks library was not found (run `make build`); "
+                "network monitoring is off"
+            )
+            self.netmon_mode = "unavailable"
+            return None
+        # `auto` means the best tier available; in this version that is preload.
+        self.netmon_mode = "preload"
+        return PreloadLog(self.files.netmon_log)
+
+    def _netmon_stats(self) -> NetmonStats | None:
+        return self.netmon_log.fresh_stats() if self.netmon_log is not None else None
+
+    def _make_pool(self, reaper: ChildReaper) -> AgentPool:
+        """The background agent pool; its agents get the primary agent's treatment."""
+        log_dir = state_dir() / "pool-logs"
+        log_dir.mkdir(mode=0o700, exist_ok=True)
+        pool = AgentPool(
+            self.plan.config.profiles,
+            reaper,
+            user=self.plan.user,
+            env_for=self._agent_env,
+            mcp_config=self.files.overlay if self.mcp_injection == "flag" else None,
+            log_dir=log_dir,
+            default_cwd=self.plan.cwd,
+            on_event=lambda kind, message, level: self.events.emit(kind, message, level),
+            stop_grace=self.plan.config.runner.stop_grace_secs,
+        )
+        self.server.register_table(pool_ops(pool, FileLocks(self.plan.cwd)))
+        return pool
+
+    def _agent_env(self, agent_id: str = PRIMARY_AGENT_ID) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.plan.user.env() if self.plan.user.drop else {})
         env[SOCKET_ENV] = str(self.files.socket)
         env["AEGIS_MCP_WRAPPER_PID"] = str(self.pid)
-        env["AEGIS_MCP_AGENT_ID"] = PRIMARY_AGENT_ID
+        env["AEGIS_MCP_AGENT_ID"] = agent_id
         if self.mcp_injection == "preload" and self.hooks is not None:
             env["LD_PRELOAD"] = " ".join(
                 p for p in (str(self.hooks.path), env.get("LD_PRELOAD", "")) if p
             )
             env["AEGIS_MCP_OVERLAY"] = str(self.files.overlay)
-        if self.plan.netmon in ("auto", "preload") and self.hooks is not None:
+        if self.netmon_mode == "preload" and self.hooks is not None:
             if str(self.hooks.path) not in env.get("LD_PRELOAD", ""):
                 env["LD_PRELOAD"] = " ".join(
                     p for p in (str(self.hooks.path), env.get("LD_PRELOAD", "")) if p
@@ -228,10 +275,10 @@ class Supervisor:
         server = {
             "command": _self_command()[0],
             "args": [*_self_command()[1:], "--mcp-server"],
+            # AEGIS_MCP_AGENT_ID is inherited: pool agents share this file.
             "env": {
                 SOCKET_ENV: str(self.files.socket),
                 "AEGIS_MCP_WRAPPER_PID": str(self.pid),
-                "AEGIS_MCP_AGENT_ID": PRIMARY_AGENT_ID,
             },
         }
         data = json.dumps({"mcpServers": {"aegis-mcp": server}}, indent=2).encode()
@@ -448,7 +495,11 @@ class Supervisor:
                 "lockup_action": self.watchdog.config.lockup_action,
                 "heartbeat_timeout_secs": self.watchdog.config.heartbeat_timeout_secs,
             },
-            "netmon": {"mode": plan.netmon or "off"},
+            "pool": self.pool.stats(),
+            "netmon": {
+                "mode": self.netmon_mode,
+                "log_file": str(self.files.netmon_log) if self.netmon_log else None,
+            },
             "sandbox": plan.sandbox,
         }
 

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-
-import psutil
+from typing import TYPE_CHECKING
 
 from .config import WatchdogConfig
+
+if TYPE_CHECKING:
+    import psutil
 
 ACTIVE = "Active"
 IDLE = "Idle"
@@ -61,6 +63,8 @@ class TreeSampler:
 
     def sample(self, procs: list[psutil.Process]) -> tuple[TreeSample, int]:
         """A sample of ``procs``, and how many I/O characters moved since the last one."""
+        import psutil
+
         now = time.monotonic()
         sample = TreeSample(ts=time.time())
         cpu: dict[int, float] = {}

@@ -1,0 +1,271 @@
+"""aegis-mcp benchmarks: each figure next to a baseline measured in the same run.
+
+Usage: python bench/run.py [--quick] [--only NAME[,NAME...]]
+
+Rows (each a measurement, the baseline it is compared with, and their ratio
+or difference):
+  start      `aegis-mcp run -- true` vs plain `true` (median wall time)
+  restart    restart request -> new stand-in agent process running, vs the
+             stand-in agent's own cold start
+  mcp-init   `aegis-mcp --mcp-server` start to initialize reply, vs the bare
+             `import mcp` of the same interpreter
+  mcp-rtt    server_status round trips through MCP stdio and through the
+             control socket (p50, p99)
+  idle-cpu   the runner's CPU while watching one idle agent (percent of a core)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "runner"))
+
+AEGIS = [sys.executable, "-m", "aegis_mcp"]
+Row = tuple[str, str, str, str]
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AEGIS_", "SUDO_"))}
+    env.update(
+        AEGIS_MCP_RUNTIME_DIR=str(tmp / "run"),
+        AEGIS_MCP_STATE_DIR=str(tmp / "state"),
+        AEGIS_MCP_CONFIG=str(tmp / "config.toml"),
+        AEGIS_DEMO_HOME=str(tmp / "demo"),
+        PYTHONPATH=str(REPO / "runner"),
+    )
+    return env
+
+
+def _median_time(argv: list[str], env: dict[str, str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+        )
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def bench_start(tmp: Path, quick: bool) -> list[Row]:
+    """Wrapper start cost: `aegis-mcp run -- true` against `true`."""
+    env = _env(tmp)
+    runs = 5 if quick else 20
+    script = str(Path(sys.executable).parent / "aegis-mcp")
+    wrapper = [script] if os.path.exists(script) else AEGIS
+    base = _median_time(["true"], env, runs)
+    wrapped = _median_time([*wrapper, "run", "--no-watchdog", "--", "true"], env, runs)
+    return [
+        (
+            "start: aegis-mcp run -- true",
+            _ms(wrapped),
+            f"true: {_ms(base)}",
+            f"+{_ms(wrapped - base)} (target <= 150 ms)",
+        )
+    ]
+
+
+def _wait(predicate: Callable[[], object], timeout: float = 30.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.002)
+    raise TimeoutError("benchmark condition not reached")
+
+
+def _start_runner(argv: list[str], env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen, Path]:
+    """Start a runner in the background; returns it and its control socket."""
+    runner = subprocess.Popen(
+        [*AEGIS, *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sock = _wait(lambda: next(iter((tmp / "run").glob("runner-*.sock")), None))
+    return runner, sock  # type: ignore[return-value]
+
+
+def bench_restart(tmp: Path, quick: bool) -> list[Row]:
+    """Restart latency (request -> new agent process running) vs the agent's cold start."""
+    from aegis_mcp.control.client import ControlClient
+
+    env = _env(tmp)
+    report = tmp / "report.jsonl"
+    env["AEGIS_DEMO_REPORT"] = str(report)
+    runs = 5 if quick else 20
+    cold = _median_time([*AEGIS[:1], "-m", "aegis_mcp.demo", "-p", "hi"], env, runs)
+    latencies = []
+    runner, sock = _start_runner(
+        ["demo", "--no-watchdog", "--no-inject-mcp", "--scenario", "quiet"], env, tmp
+    )
+    try:
+        _wait(lambda: report.exists() and report.read_text().count("\n") >= 1)
+        with ControlClient(sock) as client:
+            for i in range(runs):
+                t0 = time.perf_counter()
+                client.call("restart", reason=f"bench {i}")
+                # Running = the new agent process wrote its start-up report.
+                _wait(lambda n=i + 2: report.read_text().count("\n") >= n)
+                latencies.append(time.perf_counter() - t0)
+                _wait(lambda: client.call("server_status")["agent"]["status"] == "running")
+    finally:
+        runner.terminate()
+        runner.wait()
+    med = statistics.median(latencies)
+    return [
+        (
+            f"restart: request -> new agent running (median of {runs})",
+            _ms(med),
+            f"agent cold start (-p hi): {_ms(cold)}",
+            f"x{med / cold:.2f} (includes the 300 ms delay that lets a restart tool's reply out)",
+        ),
+    ]
+
+
+async def _mcp_bench(env: dict[str, str], n: int) -> tuple[float, list[float]]:
+    from mcp.client import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    params = StdioServerParameters(command=AEGIS[0], args=[*AEGIS[1:], "--mcp-server"], env=env)
+    t0 = time.perf_counter()
+    async with Client(params) as client:
+        init = time.perf_counter() - t0
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            result = await client.call_tool("server_status", {})
+            times.append(time.perf_counter() - t)
+            assert not result.is_error
+    return init, times
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench_mcp(tmp: Path, quick: bool) -> list[Row]:
+    """MCP server start-to-initialize and round trips through stdio and the socket."""
+    from aegis_mcp.control.client import ControlClient
+
+    env = _env(tmp)
+    n = 100 if quick else 1000
+    runner, sock = _start_runner(["run", "--no-watchdog", "--", "sleep", "3600"], env, tmp)
+    try:
+        env["AEGIS_MCP_SOCKET"] = str(sock)
+        inits = []
+        for _ in range(1 if quick else 5):
+            init, stdio = asyncio.run(_mcp_bench(env, n))
+            inits.append(init)
+        import_mcp = _median_time(
+            [sys.executable, "-c", "import mcp.server.mcpserver"], env, 3 if quick else 5
+        )
+        direct = []
+        with ControlClient(sock) as client:
+            for _ in range(n):
+                t = time.perf_counter()
+                client.call("server_status")
+                direct.append(time.perf_counter() - t)
+    finally:
+        runner.terminate()
+        runner.wait()
+    init = statistics.median(inits)
+    return [
+        (
+            "mcp-init: start -> initialize reply",
+            _ms(init),
+            f"python -c 'import mcp': {_ms(import_mcp)}",
+            f"+{_ms(init - import_mcp)} (target <= 700 ms total)",
+        ),
+        (
+            f"mcp-rtt: server_status via MCP stdio (n={n})",
+            f"p50 {_ms(_percentile(stdio, 0.5))}, p99 {_ms(_percentile(stdio, 0.99))}",
+            f"socket p50 {_ms(_percentile(direct, 0.5))}, p99 {_ms(_percentile(direct, 0.99))}",
+            f"x{_percentile(stdio, 0.5) / _percentile(direct, 0.5):.1f} (p50)",
+        ),
+    ]
+
+
+def bench_idle_cpu(tmp: Path, quick: bool) -> list[Row]:
+    """The runner's CPU while it watches one idle agent, against the agent itself."""
+    import psutil
+
+    env = _env(tmp)
+    seconds = 10 if quick else 60
+    runner, _ = _start_runner(["run", "--", "sleep", "3600"], env, tmp)
+    try:
+        proc = psutil.Process(runner.pid)
+        time.sleep(1)
+        t0 = proc.cpu_times()
+        w0 = time.perf_counter()
+        time.sleep(seconds)
+        t1 = proc.cpu_times()
+        wall = time.perf_counter() - w0
+    finally:
+        runner.terminate()
+        runner.wait()
+    pct = 100 * ((t1.user + t1.system) - (t0.user + t0.system)) / wall
+    return [
+        (
+            f"idle-cpu: runner watching one agent ({seconds}s)",
+            f"{pct:.2f}% of a core",
+            "agent: sleep",
+            "watchdog checks every 5 s (default timeout 60 s)",
+        )
+    ]
+
+
+BENCHES = {
+    "start": bench_start,
+    "restart": bench_restart,
+    "mcp": bench_mcp,
+    "idle-cpu": bench_idle_cpu,
+}
+
+
+def main() -> int:
+    """Run the selected benchmarks and print one table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test)")
+    parser.add_argument("--only", default="", help="comma-separated: " + ", ".join(BENCHES))
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    selected = [name for name in (args.only.split(",") if args.only else BENCHES) if name]
+    rows: list[Row] = []
+    for name in selected:
+        with tempfile.TemporaryDirectory(prefix=f"aegis-bench-{name}-") as tmp:
+            rows.extend(BENCHES[name](Path(tmp), args.quick))
+    headers = ("benchmark", "measured", "baseline (same run)", "ratio / delta")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    print(line)
+    print("-+-".join("-" * w for w in widths))
+    for row in rows:
+        print(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    if args.json:
+        args.json.write_text(
+            json.dumps([dict(zip(headers, r, strict=True)) for r in rows], indent=2)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The netmon control operations (the ``netmon_*`` MCP tools) as an op table.
+
+The runner serves the table over its control socket; the MCP server can serve
+it in process too. Stats come from a callable so that the table works the
+same whether netmon is on (a :class:`NetmonStats`), off (None), or was
+switched on after the table was built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from ..control.protocol import FORBIDDEN, INVALID_ARGUMENT, ControlError, OpHandler
+from . import namespaces
+from .stats import NetmonStats
+
+DEFAULT_LOG_COUNT = 20
+MAX_LOG_COUNT = 1000
+OFF_HINT = (
+    "network monitoring is off; start the agent with `aegis-mcp AGENT --netmon` to turn it on"
+)
+
+
+def _check_args(op: str, args: dict[str, Any], allowed: tuple[str, ...] = ()) -> None:
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        takes = f"takes {', '.join(allowed)}" if allowed else "takes no arguments"
+        raise ControlError(INVALID_ARGUMENT, f"{op} {takes}; got {', '.join(unknown)}")
+
+
+def log_count(args: dict[str, Any]) -> int:
+    """The validated ``count`` of a netmon_log request (default 20, 1..1000)."""
+    count = args.get("count")
+    if count is None:
+        return DEFAULT_LOG_COUNT
+    # bool is an int subclass, and `true` is no count
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise ControlError(INVALID_ARGUMENT, f"count must be an integer, got {count!r}")
+    if not 1 <= count <= MAX_LOG_COUNT:
+        raise ControlError(
+            INVALID_ARGUMENT, f"count must be between 1 and {MAX_LOG_COUNT}, got {count}"
+        )
+    return count
+
+
+def netmon_ops(stats_source: Callable[[], NetmonStats | None], mode: str) -> dict[str, OpHandler]:
+    """Handlers for netmon_status, netmon_log, netmon_namespace_list, netmon_namespace_cleanup.
+
+    ``stats_source`` returns the live stats, or None when netmon is off;
+    ``mode`` is the netmon mode the runner was asked for (``preload``, ...).
+    """
+
+    async def status(args: dict[str, Any]) -> dict[str, Any]:
+        _check_args("netmon_status", args)
+        stats = stats_source()
+        if stats is None:
+            return {"enabled": False, "mode": mode, "message": OFF_HINT}
+        return {**stats.status(), "enabled": True, "mode": mode}
+
+    async def log(args: dict[str, Any]) -> dict[str, Any]:
+        _check_args("netmon_log", args, ("count",))
+        count = log_count(args)
+        stats = stats_source()
+        if stats is None:
+            return {"enabled": False, "mode": mode, "events": [], "message": OFF_HINT}
+        events = stats.recent(count)
+        return {
+            "enabled": True,
+            "mode": mode,
+            "count": len(events),
+            "total_events": stats.events,
+            "events": events,
+        }
+
+    # Both namespace ops import pyroute2 (130 ms) and read /proc: done in a
+    # thread so that the runner's event loop keeps serving the agent meanwhile.
+    async def namespace_list(args: dict[str, Any]) -> dict[str, Any]:
+        _check_args("netmon_namespace_list", args)
+        found = await asyncio.to_thread(namespaces.list_namespaces)
+        return {"namespaces": found, "count": len(found)}
+
+    async def namespace_cleanup(args: dict[str, Any]) -> dict[str, Any]:
+        _check_args("netmon_namespace_cleanup", args)
+        try:
+            return await asyncio.to_thread(namespaces.cleanup_namespaces)
+        except PermissionError as exc:
+            raise ControlError(FORBIDDEN, str(exc)) from None
+
+    return {
+        "netmon_status": status,
+        "netmon_log": log,
+        "netmon_namespace_list": namespace_list,
+        "netmon_namespace_cleanup": namespace_cleanup,
+    }

@@ -1,0 +1,139 @@
+"""PreloadLog: follows the JSON-lines log that libaegis_hooks.so writes.
+
+The library (hooks/netmon.c) appends whole lines with O_APPEND from every
+process of the agent, so the reader only has to cope with what a file being
+appended to can look like at any moment: not there yet, a last line still
+being written, or (after a restart with the same name) shorter than before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+from .stats import NetmonStats
+
+# The library's lines are at most 1536 bytes; anything far longer without a
+# newline is not one of ours and must not be buffered without bound.
+MAX_LINE_BYTES = 64 * 1024
+# Per poll: a burst of traffic must not stall the runner's event loop for long;
+# the rest is read at the next poll.
+MAX_READ_BYTES = 8 * 1024 * 1024
+_CHUNK = 256 * 1024
+
+
+class PreloadLog:
+    """Reads new lines of an ``AEGIS_NETMON_LOG`` file into a :class:`NetmonStats`."""
+
+    def __init__(self, path: Path, stats: NetmonStats | None = None) -> None:
+        self.path = Path(path)
+        self.stats = stats if stats is not None else NetmonStats(mode="preload")
+        if self.stats.log_file is None:
+            self.stats.log_file = self.path
+        self.offset = 0
+        self.malformed_lines = 0
+        self.lines_read = 0
+        self._identity: tuple[int, int] | None = None
+        self._partial = b""
+        self._skipping = False  # inside an over-long line: drop up to its newline
+
+    def poll(self, max_bytes: int = MAX_READ_BYTES) -> int:
+        """Ingest the lines appended since the last call; returns how many events were added."""
+        data = self._read_new(max_bytes)
+        if not data:
+            return 0
+        lines = data.split(b"\n")
+        # The last piece has no newline yet: an unfinished line, kept for the next poll.
+        tail = lines.pop()
+        added = 0
+        for index, line in enumerate(lines):
+            if index == 0:
+                line = self._partial + line
+                self._partial = b""
+                if self._skipping:
+                    self._skipping = False
+                    continue
+            added += self._ingest_line(line)
+        if self._skipping:
+            return added
+        self._partial += tail
+        if len(self._partial) > MAX_LINE_BYTES:
+            self._malformed()
+            self._partial = b""
+            self._skipping = True
+        return added
+
+    def fresh_stats(self) -> NetmonStats:
+        """Poll, then return the stats: a ``stats_source`` for the netmon ops."""
+        self.poll()
+        return self.stats
+
+    def _read_new(self, max_bytes: int) -> bytes:
+        # O_NOFOLLOW and the regular-file check: the agent's user can write in
+        # the directory of this file, and a symlink or FIFO put in its place
+        # must neither leak another file into netmon_log nor block the runner.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags)
+        except FileNotFoundError:
+            # Gone (or not there yet): whatever appears next is a new file, even
+            # if it gets the old inode number back.
+            if self._identity is not None:
+                self._restart()
+                self._identity = None
+            return b""
+        except OSError:
+            return b""
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return b""
+            identity = (info.st_dev, info.st_ino)
+            if identity != self._identity or info.st_size < self.offset:
+                # A new file under the same name, or the old one truncated: start over.
+                if self._identity is not None:
+                    self._restart()
+                self._identity = identity
+            if info.st_size == self.offset:
+                return b""
+            chunks = []
+            wanted = min(info.st_size - self.offset, max_bytes)
+            while wanted > 0:
+                chunk = os.pread(fd, min(wanted, _CHUNK), self.offset)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                self.offset += len(chunk)
+                wanted -= len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def _restart(self) -> None:
+        self.offset = 0
+        self._partial = b""
+        self._skipping = False
+
+    def _ingest_line(self, line: bytes) -> int:
+        if not line.strip():
+            return 0
+        self.lines_read += 1
+        try:
+            event = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            self._malformed()
+            return 0
+        if not isinstance(event, dict):
+            self._malformed()
+            return 0
+        if not self.stats.ingest(event):
+            # ingest() has counted it in the stats already
+            self.malformed_lines += 1
+            return 0
+        return 1
+
+    def _malformed(self) -> None:
+        self.malformed_lines += 1
+        self.stats.count_malformed()

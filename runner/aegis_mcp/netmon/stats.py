@@ -1,0 +1,344 @@
+"""NetmonStats: the running totals of every netmon source.
+
+Sources (the preload log, eBPF, netns) hand their events, one JSON-able dict
+each in the format of DESIGN.md, to :meth:`NetmonStats.ingest`. The rules
+that let the sources agree on what a number means:
+
+- a ``connect`` event is one connection attempt; it failed unless its
+  ``result`` is 0 (an errno name such as ``"ECONNREFUSED"`` otherwise);
+- an ``accept`` event is one inbound connection;
+- only ``send`` and ``recv`` events carry traffic: their ``bytes`` add to the
+  sent and received totals. ``close`` lines repeat lifetime totals
+  (``bytes_sent``/``bytes_recv``) for reading, and are not counted again;
+- ``dns`` events teach host names: each address in ``answers`` is named by
+  ``host``, and later events to that address are credited to it;
+- ``blocked`` events are connections a policy refused.
+
+Everything is bounded: the event ring, and the per-target, per-process and
+host tables (least recently seen entries make way), so a long run cannot grow
+the runner without limit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+RING_SIZE = 5000
+MAX_TARGETS = 4096
+MAX_PROCESSES = 4096
+MAX_HOSTS = 4096
+# Beyond this many distinct addresses the count stops growing (and says so):
+# a scanner-like agent must not turn the set into the runner's biggest object.
+MAX_UNIQUE_ADDRESSES = 65536
+TOP_TARGETS = 10
+TOP_PROCESSES = 20
+
+_TRAFFIC = frozenset({"connect", "accept", "send", "recv", "close", "blocked"})
+
+
+@dataclass
+class TargetStats:
+    """One remote endpoint: outbound ``addr:port``, or the peers of a local listening port."""
+
+    target: str
+    addr: str
+    port: int
+    direction: str  # "out" (we connected) or "in" (we accepted)
+    host: str | None = None
+    connections: int = 0
+    failed: int = 0
+    blocked: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+@dataclass
+class ProcessStats:
+    """One process seen by a source; ``comm`` is the latest name it had."""
+
+    pid: int
+    comm: str
+    events: int = 0
+    connections: int = 0
+    failed: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+def _int(value: Any) -> int:
+    """A non-negative count from an event field; anything else counts as 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return max(int(value), 0)
+
+
+def _port(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        return None
+    return value
+
+
+def _succeeded(result: Any) -> bool:
+    # The preload library writes 0 on success and an errno name (or number) otherwise;
+    # an event without a result is an observation of a connection that happened.
+    return result is None or result == 0 or result == "0"
+
+
+def format_endpoint(addr: str, port: int) -> str:
+    """``addr:port``, with IPv6 addresses in brackets so the port stays readable."""
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def _bump(table: OrderedDict[Any, Any], key: Any, limit: int) -> None:
+    """Mark ``key`` as most recently seen and evict the oldest entries over ``limit``."""
+    table.move_to_end(key)
+    while len(table) > limit:
+        table.popitem(last=False)
+
+
+class NetmonStats:
+    """Aggregates netmon events from any source. Safe to feed from several threads."""
+
+    def __init__(
+        self,
+        mode: str | None = None,
+        log_file: Path | None = None,
+        ring_size: int = RING_SIZE,
+    ) -> None:
+        self.mode = mode
+        self.log_file = log_file
+        self.started_at = time.time()
+        self._lock = threading.Lock()
+        self._ring: deque[dict[str, Any]] = deque(maxlen=ring_size)
+        self._targets: OrderedDict[str, TargetStats] = OrderedDict()
+        self._processes: OrderedDict[int, ProcessStats] = OrderedDict()
+        self._hosts: OrderedDict[str, str] = OrderedDict()
+        # (peer addr, peer port, our port) of accepted connections, so that their
+        # send/recv lines land on the inbound target and not on an ephemeral port.
+        self._inbound: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+        self._addresses: set[str] = set()
+        self._by_source: Counter[str] = Counter()
+        self._by_type: Counter[str] = Counter()
+        self.events = 0
+        self.malformed = 0
+        self.connections = 0
+        self.failed_connections = 0
+        self.accepted_connections = 0
+        self.blocked = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.dns_lookups = 0
+        self.first_event_ts: float | None = None
+        self.last_event_ts: float | None = None
+
+    # ---- input ---------------------------------------------------------------------------------
+
+    def count_malformed(self, count: int = 1) -> None:
+        """Note input a source could not turn into an event (shown in the status)."""
+        with self._lock:
+            self.malformed += count
+
+    def ingest(self, event: Mapping[str, Any]) -> bool:
+        """Add one event; returns False (and counts it as malformed) if it is not one."""
+        kind = event.get("event") if isinstance(event, Mapping) else None
+        if not isinstance(kind, str) or not kind:
+            self.count_malformed()
+            return False
+        with self._lock:
+            self._ingest(dict(event), kind)
+        return True
+
+    def _ingest(self, ev: dict[str, Any], kind: str) -> None:
+        ts = ev.get("ts")
+        if isinstance(ts, bool) or not isinstance(ts, int | float):
+            ts = time.time()
+            ev["ts"] = ts
+        ts = float(ts)
+        self.events += 1
+        self.first_event_ts = ts if self.first_event_ts is None else min(self.first_event_ts, ts)
+        self.last_event_ts = ts if self.last_event_ts is None else max(self.last_event_ts, ts)
+        self._by_source[str(ev.get("source", "unknown"))] += 1
+        self._by_type[kind] += 1
+
+        if kind == "dns":
+            self._learn_hosts(ev)
+        addr = ev.get("remote_addr")
+        port = _port(ev.get("remote_port"))
+        target = None
+        if kind in _TRAFFIC and isinstance(addr, str) and addr and port is not None:
+            if ev.get("host") is None and addr in self._hosts:
+                ev["host"] = self._hosts[addr]
+            elif isinstance(ev.get("host"), str):
+                self._remember_host(addr, ev["host"])
+            if len(self._addresses) < MAX_UNIQUE_ADDRESSES:
+                self._addresses.add(addr)
+            target = self._target_for(ev, kind, addr, port, ts)
+
+        proc = self._process_for(ev, ts)
+        sent = _int(ev.get("bytes")) if kind == "send" else 0
+        received = _int(ev.get("bytes")) if kind == "recv" else 0
+        failed = kind == "connect" and not _succeeded(ev.get("result"))
+        self.bytes_sent += sent
+        self.bytes_received += received
+        if kind == "connect":
+            self.connections += 1
+            self.failed_connections += failed
+        elif kind == "accept":
+            self.accepted_connections += 1
+        elif kind == "blocked":
+            self.blocked += 1
+        elif kind == "dns" and ev.get("kind") in ("query", "getaddrinfo"):
+            self.dns_lookups += 1
+        for stats in (target, proc):
+            if stats is None:
+                continue
+            stats.bytes_sent += sent
+            stats.bytes_received += received
+            if kind in ("connect", "accept"):
+                stats.connections += 1
+                stats.failed += failed
+        if target is not None and kind == "blocked":
+            target.blocked += 1
+        self._ring.append(ev)
+
+    def _learn_hosts(self, ev: dict[str, Any]) -> None:
+        host = ev.get("host")
+        answers = ev.get("answers")
+        if not isinstance(host, str) or not host or not isinstance(answers, list):
+            return
+        for answer in answers:
+            if isinstance(answer, str) and answer:
+                self._remember_host(answer, host)
+
+    def _remember_host(self, addr: str, host: str) -> None:
+        self._hosts[addr] = host
+        _bump(self._hosts, addr, MAX_HOSTS)
+        # An IPv4 peer is also seen as ::ffff:a.b.c.d on dual-stack sockets.
+        if ":" not in addr:
+            self._hosts[f"::ffff:{addr}"] = host
+            _bump(self._hosts, f"::ffff:{addr}", MAX_HOSTS)
+
+    def _target_for(
+        self, ev: dict[str, Any], kind: str, addr: str, port: int, ts: float
+    ) -> TargetStats:
+        local = _port(ev.get("local_port"))
+        peer = (addr, port, local) if local is not None else None
+        if kind == "accept" and peer is not None:
+            key = f"{addr} -> :{local}"
+            self._inbound[peer] = key
+            _bump(self._inbound, peer, MAX_TARGETS)
+        elif peer is not None and peer in self._inbound:
+            key = self._inbound[peer]
+        else:
+            key = format_endpoint(addr, port)
+        target = self._targets.get(key)
+        if target is None:
+            inbound = key != format_endpoint(addr, port)
+            target = TargetStats(
+                target=key,
+                addr=addr,
+                port=local if inbound and local is not None else port,
+                direction="in" if inbound else "out",
+                first_seen=ts,
+            )
+            self._targets[key] = target
+        _bump(self._targets, key, MAX_TARGETS)
+        target.last_seen = max(target.last_seen, ts)
+        if isinstance(ev.get("host"), str):
+            target.host = ev["host"]
+        return target
+
+    def _process_for(self, ev: dict[str, Any], ts: float) -> ProcessStats | None:
+        pid = ev.get("pid")
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            return None
+        comm = ev.get("comm")
+        proc = self._processes.get(pid)
+        if proc is None:
+            proc = ProcessStats(pid=pid, comm="", first_seen=ts)
+            self._processes[pid] = proc
+        _bump(self._processes, pid, MAX_PROCESSES)
+        if isinstance(comm, str) and comm:
+            proc.comm = comm
+        proc.events += 1
+        proc.last_seen = max(proc.last_seen, ts)
+        return proc
+
+    # ---- output --------------------------------------------------------------------------------
+
+    def targets(self) -> list[dict[str, Any]]:
+        """Every tracked target, busiest first (bytes, then connections)."""
+        with self._lock:
+            items = sorted(self._targets.values(), key=_busiest, reverse=True)
+            return [t.as_dict() for t in items]
+
+    def processes(self) -> list[dict[str, Any]]:
+        """Every tracked process, busiest first (bytes, then connections)."""
+        with self._lock:
+            items = sorted(self._processes.values(), key=_busiest, reverse=True)
+            return [p.as_dict() for p in items]
+
+    def recent(self, count: int) -> list[dict[str, Any]]:
+        """The last ``count`` events, newest last (copies: callers may change them)."""
+        if count <= 0:
+            return []
+        with self._lock:
+            tail = list(self._ring)[-count:]
+        return [dict(ev) for ev in tail]
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able summary: totals, top targets and processes, where the data comes from."""
+        with self._lock:
+            targets = sorted(self._targets.values(), key=_busiest, reverse=True)
+            procs = sorted(self._processes.values(), key=_busiest, reverse=True)
+            sources = set(self._by_source)
+            return {
+                "mode": self.mode,
+                "sources": sorted(sources),
+                "log_file": str(self.log_file) if self.log_file is not None else None,
+                "started_at": self.started_at,
+                "events": self.events,
+                "events_by_source": dict(self._by_source),
+                "events_by_type": dict(self._by_type),
+                "malformed_lines": self.malformed,
+                "total_connections": self.connections,
+                "failed_connections": self.failed_connections,
+                "accepted_connections": self.accepted_connections,
+                "blocked_connections": self.blocked,
+                "unique_addresses": len(self._addresses),
+                "unique_addresses_capped": len(self._addresses) >= MAX_UNIQUE_ADDRESSES,
+                "bytes_sent": self.bytes_sent,
+                "bytes_received": self.bytes_received,
+                "dns_lookups": self.dns_lookups,
+                "hosts_known": len(self._hosts),
+                "target_count": len(self._targets),
+                "top_targets": [t.as_dict() for t in targets[:TOP_TARGETS]],
+                "process_count": len(self._processes),
+                "processes": [p.as_dict() for p in procs[:TOP_PROCESSES]],
+                "ring_events": len(self._ring),
+                "ring_capacity": self._ring.maxlen,
+                "first_event_ts": self.first_event_ts,
+                "last_event_ts": self.last_event_ts,
+            }
+
+
+def _busiest(item: TargetStats | ProcessStats) -> tuple[int, int]:
+    return (item.bytes_sent + item.bytes_received, item.connections)

@@ -1,0 +1,125 @@
+"""Control operations of the pool and the file locks (the ``agent_*`` and ``file_lock_*`` tools).
+
+The same table is served by the runner over its control socket and in
+process by the MCP server when no runner is there. Arguments arrive as
+decoded JSON: ``null`` counts as absent, and anything unknown or of the wrong
+type is refused with a message that names the argument.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..control.protocol import OpHandler
+from . import validate
+from .locks import DEFAULT_TTL_SECS, MAX_TTL_SECS, MAX_WAIT_SECS, FileLocks
+from .manager import AgentPool
+
+DEFAULT_AWAIT_SECS = 300.0
+MAX_AWAIT_SECS = 3_600
+DEFAULT_HOLDER = "primary"
+"""The holder name of the interactive agent (pool agents use their agent id)."""
+
+
+def _args(op: str, args: dict[str, Any], accepted: tuple[str, ...]) -> dict[str, Any]:
+    """``args`` without nulls, after refusing unknown names."""
+    if not isinstance(args, dict):
+        raise validate.invalid(f"{op}: arguments must be a JSON object")
+    validate.reject_unknown(op, args, accepted)
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def _required(op: str, args: dict[str, Any], name: str) -> Any:
+    if name not in args:
+        raise validate.invalid(f"{op}: argument {name} is required")
+    return args[name]
+
+
+def pool_ops(pool: AgentPool, locks: FileLocks) -> dict[str, OpHandler]:
+    """The operation table for ``pool`` and ``locks``.
+
+    Locks held by a pool agent (its agent id as holder) are released when it ends.
+    """
+    pool.add_listener(lambda record: locks.release_holder(record.agent_id))
+
+    async def agent_spawn(args: dict[str, Any]) -> Any:
+        a = _args(
+            "agent_spawn",
+            args,
+            ("description", "agent_type", "working_directory", "max_iterations", "timeout_secs"),
+        )
+        description = validate.string("description", _required("agent_spawn", a, "description"))
+        agent_type = validate.string("agent_type", a.get("agent_type", "claude"))
+        working_directory = a.get("working_directory")
+        if working_directory is not None:
+            working_directory = validate.string("working_directory", working_directory)
+        return await pool.spawn(
+            description,
+            agent_type=agent_type,
+            working_directory=working_directory,
+            max_iterations=a.get("max_iterations"),
+            timeout_secs=a.get("timeout_secs"),
+        )
+
+    async def agent_list(args: dict[str, Any]) -> Any:
+        _args("agent_list", args, ())
+        return {"agents": pool.list()}
+
+    async def agent_status(args: dict[str, Any]) -> Any:
+        a = _args("agent_status", args, ("agent_id",))
+        return pool.status(validate.string("agent_id", _required("agent_status", a, "agent_id")))
+
+    async def agent_await(args: dict[str, Any]) -> Any:
+        a = _args("agent_await", args, ("agent_id", "timeout_secs"))
+        agent_id = validate.string("agent_id", _required("agent_await", a, "agent_id"))
+        timeout = validate.number(
+            "timeout_secs", a.get("timeout_secs", DEFAULT_AWAIT_SECS), 0, MAX_AWAIT_SECS
+        )
+        return await pool.await_agent(agent_id, timeout)
+
+    async def agent_stop(args: dict[str, Any]) -> Any:
+        a = _args("agent_stop", args, ("agent_id",))
+        return await pool.stop(validate.string("agent_id", _required("agent_stop", a, "agent_id")))
+
+    async def agent_pool_stats(args: dict[str, Any]) -> Any:
+        _args("agent_pool_stats", args, ())
+        return pool.stats()
+
+    async def agent_file_locks(args: dict[str, Any]) -> Any:
+        _args("agent_file_locks", args, ())
+        return {"root": locks.root, "locks": locks.list()}
+
+    async def file_lock_acquire(args: dict[str, Any]) -> Any:
+        a = _args(
+            "file_lock_acquire", args, ("path", "ttl_secs", "wait_secs", "holder", "holder_pid")
+        )
+        path = validate.string("path", _required("file_lock_acquire", a, "path"))
+        holder_pid = a.get("holder_pid")
+        if holder_pid is not None:
+            holder_pid = validate.integer("holder_pid", holder_pid, 1, 2**31 - 1)
+        return await locks.acquire(
+            path,
+            validate.string("holder", a.get("holder", DEFAULT_HOLDER)),
+            holder_pid,
+            ttl_secs=validate.number(
+                "ttl_secs", a.get("ttl_secs", DEFAULT_TTL_SECS), 1, MAX_TTL_SECS
+            ),
+            wait_secs=validate.number("wait_secs", a.get("wait_secs", 0), 0, MAX_WAIT_SECS),
+        )
+
+    async def file_lock_release(args: dict[str, Any]) -> Any:
+        a = _args("file_lock_release", args, ("path", "holder"))
+        path = validate.string("path", _required("file_lock_release", a, "path"))
+        return locks.release(path, validate.string("holder", a.get("holder", DEFAULT_HOLDER)))
+
+    return {
+        "agent_spawn": agent_spawn,
+        "agent_list": agent_list,
+        "agent_status": agent_status,
+        "agent_await": agent_await,
+        "agent_stop": agent_stop,
+        "agent_pool_stats": agent_pool_stats,
+        "agent_file_locks": agent_file_locks,
+        "file_lock_acquire": file_lock_acquire,
+        "file_lock_release": file_lock_release,
+    }
