@@ -166,3 +166,25 @@ def test_config_profiles_and_errors(tmp_path):
         with pytest.raises(ConfigError, match=message):
             load_config(cfg)
     assert load_config(tmp_path / "missing.toml").profiles["claude"] == CLAUDE
+
+
+def test_codex_gets_the_server_inline_as_toml_overrides():
+    codex = BUILTIN_PROFILES["codex"]
+    server = {
+        "command": "/opt/aegis-mcp",
+        "args": ["--mcp-server"],
+        "env": {"AEGIS_MCP_SOCKET": "/run/s"},
+    }
+    launch = LaunchOptions("/usr/bin/codex", Path("/run/o.json"), True, server)
+    argv = build_argv(codex, launch, ["fix it"])
+    assert argv[:3] == ["/usr/bin/codex", "--dangerously-bypass-approvals-and-sandbox", "fix it"]
+    assert argv[3:] == [
+        "-c",
+        'mcp_servers.aegis-mcp.command="/opt/aegis-mcp"',
+        "-c",
+        'mcp_servers.aegis-mcp.args=["--mcp-server"]',
+        "-c",
+        'mcp_servers.aegis-mcp.env={AEGIS_MCP_SOCKET = "/run/s"}',
+    ]
+    restarted = build_argv(codex, launch, ["fix it"], restart=True)
+    assert restarted[1:3] == ["resume", "--last"]

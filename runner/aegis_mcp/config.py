@@ -15,7 +15,7 @@
     continue_args = ["--continue"]
     permission_args = ["--yes"]
     mcp_inject = "flag"        # flag | preload | none
-    mcp_config_flag = "--mcp-config"
+    mcp_inject_args = ["--mcp-config", "{config}"]   # also {command} {args} {env}
     headless_args = ["-p", "{task}"]
 
 A profile may name a built-in (``[agents.claude]``) to change some of its fields.
@@ -64,10 +64,11 @@ _TUPLE_FIELDS = {
     "headless_args",
     "max_iterations_args",
     "headless_markers",
+    "mcp_inject_args",
 }
 _SET_FIELDS = {"value_options", "variadic_options"}
 _BOOL_FIELDS = {"permission_refused_as_root", "continue_in_headless"}
-_STR_FIELDS = {"mcp_config_flag", "prompt_option"}
+_STR_FIELDS = {"prompt_option"}
 
 
 def _string_list(where: str, value: Any) -> list[str]:
@@ -108,9 +109,9 @@ def _profile(name: str, table: Any, where: str) -> AgentProfile:
     if "command" in values and not values["command"]:
         raise ConfigError(f"{where}.command must not be empty")
     if values.get("mcp_inject", base.mcp_inject if base else "none") == "flag" and not values.get(
-        "mcp_config_flag", base.mcp_config_flag if base else ""
+        "mcp_inject_args", base.mcp_inject_args if base else ()
     ):
-        raise ConfigError(f'{where}: mcp_inject = "flag" needs mcp_config_flag')
+        raise ConfigError(f'{where}: mcp_inject = "flag" needs mcp_inject_args')
     if base is not None:
         return dataclasses.replace(base, **values)
     return AgentProfile(name=name, **values)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .profiles import AgentProfile
 
@@ -17,6 +19,27 @@ class LaunchOptions:
     mcp_config: Path | None = None
     """Overlay config to inject with the profile's flag (None: no flag injection)."""
     skip_permissions: bool = True
+    mcp_server: dict[str, Any] | None = None
+    """The injected server (``command``, ``args``, ``env``), for profiles that take it inline."""
+
+
+def inject_args(profile: AgentProfile, launch: LaunchOptions) -> list[str]:
+    """The profile's MCP injection arguments with the placeholders filled in."""
+    server = launch.mcp_server or {}
+    env = server.get("env", {})
+    values = {
+        "{config}": str(launch.mcp_config),
+        "{command}": json.dumps(server.get("command", "")),
+        "{args}": json.dumps(server.get("args", [])),
+        # A TOML inline table; JSON strings are valid TOML basic strings.
+        "{env}": "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in env.items()) + "}",
+    }
+    out = []
+    for arg in profile.mcp_inject_args:
+        for key, value in values.items():
+            arg = arg.replace(key, value)
+        out.append(arg)
+    return out
 
 
 def _is_option(arg: str) -> bool:
@@ -149,7 +172,7 @@ def build_argv(
     if launch.skip_permissions:
         head.extend(a for a in profile.permission_args if a not in args)
     if launch.mcp_config is not None and profile.mcp_inject == "flag":
-        args = _insert_before_separator(args, [profile.mcp_config_flag, str(launch.mcp_config)])
+        args = _insert_before_separator(args, inject_args(profile, launch))
     return [*head, *args]
 
 

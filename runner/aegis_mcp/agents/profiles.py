@@ -14,6 +14,10 @@ from typing import Literal
 
 McpInject = Literal["flag", "preload", "none"]
 
+# Placeholders of ``mcp_inject_args``: the overlay file, and the server's
+# command, arguments and environment as TOML/JSON values.
+INJECT_PLACEHOLDERS = ("{config}", "{command}", "{args}", "{env}")
+
 
 @dataclass(frozen=True)
 class AgentProfile:
@@ -35,8 +39,10 @@ class AgentProfile:
     permission_refused_as_root: bool = False
     """The agent exits when given ``permission_args`` as root (DESIGN.md fact 2)."""
     mcp_inject: McpInject = "none"
-    mcp_config_flag: str = ""
-    """With ``mcp_inject == "flag"``: the option that takes an MCP config file."""
+    """How the aegis-mcp MCP server reaches the agent: arguments (``flag``), the hooks
+    library's ``.mcp.json`` redirect (``preload``), or not at all."""
+    mcp_inject_args: tuple[str, ...] = ()
+    """With ``flag``: arguments added after the user's, see INJECT_PLACEHOLDERS."""
     headless_args: tuple[str, ...] = ()
     """Arguments that run one task without a terminal; ``{task}`` is the task text."""
     max_iterations_args: tuple[str, ...] = ()
@@ -96,7 +102,7 @@ _CLAUDE_LIKE = dict(
     permission_args=("--dangerously-skip-permissions",),
     permission_refused_as_root=True,
     mcp_inject="flag",
-    mcp_config_flag="--mcp-config",
+    mcp_inject_args=("--mcp-config", "{config}"),
     headless_args=("-p", "{task}", "--output-format", "stream-json", "--verbose"),
     max_iterations_args=("--max-turns", "{n}"),
     headless_markers=("-p", "--print", "--output-format"),
@@ -133,7 +139,8 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
         continue_args=("--resume",),
         resume_options=("--resume",),
         permission_args=("--force",),
-        mcp_inject="preload",
+        # cursor-agent reads .cursor/mcp.json, which the hooks do not redirect.
+        mcp_inject="none",
         headless_args=("-p", "{task}", "--output-format", "stream-json"),
         headless_markers=("-p", "--print", "--output-format"),
         value_options=frozenset({"--model", "--output-format", "--api-key"}),
@@ -146,7 +153,17 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
         continue_args=("resume", "--last"),
         continue_in_headless=False,
         permission_args=("--dangerously-bypass-approvals-and-sandbox",),
-        mcp_inject="preload",
+        # Codex takes config overrides as TOML values; it gives MCP servers a
+        # reduced environment, so the socket is passed explicitly.
+        mcp_inject="flag",
+        mcp_inject_args=(
+            "-c",
+            "mcp_servers.aegis-mcp.command={command}",
+            "-c",
+            "mcp_servers.aegis-mcp.args={args}",
+            "-c",
+            "mcp_servers.aegis-mcp.env={env}",
+        ),
         headless_args=("exec", "{task}"),
         headless_markers=("exec",),
         value_options=frozenset({"--model", "-m", "--config", "-c", "--profile", "-p", "--cd"}),
@@ -155,7 +172,8 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
         name="gemini",
         command=("gemini",),
         permission_args=("--yolo",),
-        mcp_inject="preload",
+        # Gemini CLI reads MCP servers from .gemini/settings.json only.
+        mcp_inject="none",
         headless_args=("-p", "{task}"),
         headless_markers=("-p", "--prompt"),
         value_options=frozenset({"--model", "-m", "--prompt", "-p"}),

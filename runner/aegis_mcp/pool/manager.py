@@ -87,8 +87,10 @@ class AgentPool:
         default_cwd: str,
         on_event: EventSink | None = None,
         stop_grace: float = STOP_GRACE_SECS,
+        mcp_server: dict[str, Any] | None = None,
     ) -> None:
-        """``env_for(agent_id)`` gives the whole environment of a pool agent."""
+        """``env_for(agent_id)`` gives the whole environment of a pool agent;
+        ``mcp_config``/``mcp_server`` are the injected MCP server (file and entry)."""
         if max_agents is not None and max_agents < 1:
             raise ValueError(f"max_agents must be at least 1, got {max_agents}")
         self.profiles = profiles
@@ -97,6 +99,7 @@ class AgentPool:
         self._user = user
         self._env_for = env_for
         self._mcp_config = mcp_config
+        self._mcp_server = mcp_server
         self.log_dir = Path(log_dir)
         self.default_cwd = default_cwd
         self._on_event = on_event
@@ -283,6 +286,7 @@ class AgentPool:
         launch = LaunchOptions(
             executable=executable,
             mcp_config=self._mcp_config,
+            mcp_server=self._mcp_server,
             skip_permissions=not (self._user.is_root and profile.permission_refused_as_root),
         )
         # A task starting with "-" (a Markdown list) would be read as an option;

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -67,6 +68,7 @@ class Supervisor:
         self.server: ControlServer
         self.hooks = find_hooks()
         self.mcp_injection = "off"
+        self.mcp_server_entry: dict[str, Any] | None = None
         self.netmon_mode = "off"
         self.netmon_log: PreloadLog | None = None
         self.pool: AgentPool
@@ -161,7 +163,9 @@ class Supervisor:
     def _start(self, reaper: ChildReaper, restart: dict[str, Any] | None) -> AgentProcess:
         plan = self.plan
         mcp_config = self.files.overlay if self.mcp_injection == "flag" else None
-        launch = LaunchOptions(plan.executable, mcp_config, plan.skip_permissions)
+        launch = LaunchOptions(
+            plan.executable, mcp_config, plan.skip_permissions, self.mcp_server_entry
+        )
         prompt = restart.get("prompt") if restart else None
         argv = build_argv(
             plan.profile, launch, self.agent_args, restart=restart is not None, prompt=prompt
@@ -234,6 +238,7 @@ class Supervisor:
             user=self.plan.user,
             env_for=self._agent_env,
             mcp_config=self.files.overlay if self.mcp_injection == "flag" else None,
+            mcp_server=self.mcp_server_entry,
             log_dir=log_dir,
             default_cwd=self.plan.cwd,
             on_event=lambda kind, message, level: self.events.emit(kind, message, level),
@@ -281,9 +286,14 @@ class Supervisor:
                 "AEGIS_MCP_WRAPPER_PID": str(self.pid),
             },
         }
-        data = json.dumps({"mcpServers": {"aegis-mcp": server}}, indent=2).encode()
+        servers = {"aegis-mcp": server}
+        if plan.profile.mcp_inject == "preload":
+            # The overlay stands in for the project's .mcp.json: keep its servers.
+            servers = {**_project_mcp_servers(plan.cwd), **servers}
+        data = json.dumps({"mcpServers": servers}, indent=2).encode()
         write_atomic(self.files.overlay, data, owner=self.owner)
         self.mcp_injection = plan.profile.mcp_inject
+        self.mcp_server_entry = server
 
     # -- restarts and stopping -----------------------------------------------
 
@@ -520,6 +530,16 @@ class Supervisor:
         line = f"\r\naegis-mcp: {message}\r\n" if self.plan.use_pty else f"aegis-mcp: {message}\n"
         with contextlib.suppress(OSError):
             os.write(2, line.encode())
+
+
+def _project_mcp_servers(cwd: str) -> dict[str, Any]:
+    """Servers of the project's own .mcp.json (none if missing or unreadable)."""
+    try:
+        data = json.loads((Path(cwd) / ".mcp.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    servers = data.get("mcpServers") if isinstance(data, dict) else None
+    return servers if isinstance(servers, dict) else {}
 
 
 def _self_command() -> list[str]:
