@@ -427,3 +427,38 @@ def test_version_reports_hooks_and_warns_on_mismatch(aegis_env, tmp_path):
     assert result.stdout.startswith("aegis-mcp v")
     assert f"Hooks library: {lib}" in result.stdout and "0.0.1 (git deadbee)" in result.stdout
     assert "version mismatch" in result.stderr and "make build" in result.stderr
+
+
+def test_snapshot_and_event_log_follow_the_state(aegis_env, runtime_dir, report):
+    proc = start(["demo", "--no-watchdog", "--scenario", "quiet"], aegis_env)
+    try:
+        sock = runner_socket(runtime_dir)
+        agent_pid = wait_reports(report, 1)[0]["pid"]
+        snapshot = runtime_dir / f"state-{proc.pid}.json"
+        data = wait_for(
+            lambda: (
+                snapshot.exists()
+                and (d := json.loads(snapshot.read_text()))["agent"]["pid"] == agent_pid
+                and d
+            )
+        )
+        assert data["runner"]["socket"] == str(sock)
+        assert (snapshot.stat().st_mode & 0o777) == 0o600
+        call(sock, "restart", reason="snapshot")
+        wait_for(lambda: json.loads(snapshot.read_text())["agent"]["restarts"] == 1)
+        lines = (runtime_dir / f"events-{proc.pid}.jsonl").read_text().splitlines()
+        kinds = [json.loads(line)["kind"] for line in lines]
+        assert kinds[0] == "runner.start" and "agent.restarted" in kinds
+        assert not list(runtime_dir.glob(".*.tmp")), "a temporary snapshot was left behind"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert not snapshot.exists()
+
+
+def test_doctor_reports_each_capability(aegis_env):
+    result = run(["doctor"], aegis_env)
+    assert result.returncode == 0
+    for name in ("root", "cgroup v2", "kprobes", "tracepoints", "hooks library", "agents on PATH"):
+        assert name in result.stdout
+    assert "disables:" in result.stdout or "MISS" not in result.stdout

@@ -107,23 +107,23 @@ def _tracefs() -> Path | None:
 
 
 def _kprobes() -> Check:
-    base = _tracefs()
-    ok = base is not None and Path(base, "kprobe_events").exists()
-    return Check(
-        "kprobes",
-        ok,
-        "kprobe_events present" if ok else "not available",
-        "" if ok else "the kprobe netmon tier",
-    )
+    # The kprobe PMU is registered when the kernel has CONFIG_KPROBES; sysfs
+    # shows it whether or not tracefs is mounted.
+    ok = Path("/sys/bus/event_source/devices/kprobe").exists()
+    detail = "kprobe PMU present" if ok else "the kernel has no kprobes (CONFIG_KPROBES off)"
+    return Check("kprobes", ok, detail, "" if ok else "the kprobe netmon tier")
 
 
 def _tracepoints() -> Check:
     base = _tracefs()
-    ok = base is not None and Path(base, "events/sock/inet_sock_set_state").is_dir()
+    if base is None:
+        detail = "tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"
+        return Check("tracepoints", False, detail, "the tracepoint netmon tier")
+    ok = Path(base, "events/sock/inet_sock_set_state").is_dir()
     return Check(
         "tracepoints",
         ok,
-        "sock:inet_sock_set_state present" if ok else "tracefs or the tracepoint missing",
+        "sock:inet_sock_set_state present" if ok else "sock:inet_sock_set_state missing",
         "" if ok else "the tracepoint netmon tier",
     )
 
@@ -137,11 +137,17 @@ def _binary(name: str, disables: str) -> Callable[[], Check]:
 
 
 def _container_engine() -> Check:
-    for name in ("podman", "docker"):
-        path = shutil.which(name)
-        if path:
-            return Check("container engine", True, f"{name} at {path}")
-    return Check("container engine", False, "neither podman nor docker", "--sandbox=container")
+    podman = shutil.which("podman")
+    if podman:
+        return Check("container engine", True, f"podman at {podman}")
+    docker = shutil.which("docker")
+    # The docker CLI alone is no engine: the daemon's socket must be there.
+    if docker and Path("/var/run/docker.sock").exists():
+        return Check("container engine", True, f"docker at {docker} (daemon socket present)")
+    detail = (
+        f"docker client at {docker} but no daemon socket" if docker else "neither podman nor docker"
+    )
+    return Check("container engine", False, detail, "--sandbox=container")
 
 
 def _hooks() -> Check:
