@@ -462,3 +462,13 @@ def test_doctor_reports_each_capability(aegis_env):
     for name in ("root", "cgroup v2", "kprobes", "tracepoints", "hooks library", "agents on PATH"):
         assert name in result.stdout
     assert "disables:" in result.stdout or "MISS" not in result.stdout
+
+
+def test_netns_commands_answer(aegis_env):
+    listed = run(["netns", "list"], aegis_env)
+    assert listed.returncode == 0 and listed.stdout.strip()
+    cleaned = run(["netns", "cleanup"], aegis_env)
+    if os.geteuid() == 0:
+        assert cleaned.returncode == 0
+    else:
+        assert cleaned.returncode == 2 and "needs root" in cleaned.stderr

@@ -99,3 +99,39 @@ def version_command() -> None:
     from .version import print_version
 
     raise typer.Exit(print_version())
+
+
+netns_app = typer.Typer(help="aegis network namespaces (aegis-<runner pid>[-agent]).")
+app.add_typer(netns_app, name="netns")
+
+
+@netns_app.command("list")
+def netns_list() -> None:
+    """List aegis network namespaces with their owner and whether it is alive."""
+    from ..netmon.namespaces import list_namespaces
+
+    entries = list_namespaces()
+    if not entries:
+        print("no aegis network namespaces")
+    for entry in entries:
+        state = "alive" if entry["owner_alive"] else "dead (stale)"
+        print(f"{entry['name']}\towner {entry['owner_pid']} {state}")
+
+
+@netns_app.command("cleanup")
+def netns_cleanup() -> None:
+    """Remove namespaces left by runners that died (never a live runner's). Needs root."""
+    from ..netmon.namespaces import cleanup_namespaces
+
+    try:
+        result = cleanup_namespaces()
+    except PermissionError as exc:
+        _fail(str(exc))
+    for name in result["removed"]:
+        print(f"removed {name}")
+    for name in result["kept"]:
+        print(f"kept {name} (its runner is alive)")
+    for error in result["errors"]:
+        print(f"error: {error}", file=sys.stderr)
+    if not (result["removed"] or result["kept"] or result["errors"]):
+        print("nothing to clean up")

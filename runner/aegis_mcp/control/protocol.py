@@ -30,6 +30,21 @@ FORBIDDEN = "forbidden"
 INTERNAL = "internal"
 
 
+# Operations served by tables from other packages, named here so that a host
+# can register them before (lazily) importing the package that serves them.
+POOL_OPS = (
+    "agent_spawn",
+    "agent_list",
+    "agent_status",
+    "agent_await",
+    "agent_stop",
+    "agent_pool_stats",
+    "agent_file_locks",
+    "file_lock_acquire",
+    "file_lock_release",
+)
+NETMON_OPS = ("netmon_status", "netmon_log", "netmon_namespace_list", "netmon_namespace_cleanup")
+
 OpHandler = Callable[[dict[str, Any]], Awaitable[Any]]
 """An operation implementation: takes the request's ``args``, returns a JSON-able
 result or raises ControlError. Packages that serve operations (pool, netmon)

@@ -14,25 +14,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..control.client import AsyncControlClient, socket_from_env
-from ..control.protocol import UNAVAILABLE, ControlError
+from ..control.protocol import POOL_OPS, UNAVAILABLE, ControlError
 
 NO_RUNNER = (
     "this needs the aegis-mcp runner, and this MCP server was started without one "
     "(AEGIS_MCP_SOCKET is not set). Run the agent under the wrapper, e.g. `aegis-mcp claude`, "
     "to get hot reload, the watchdog and network monitoring."
 )
-
-LOCAL_OPS = {
-    "agent_spawn",
-    "agent_list",
-    "agent_status",
-    "agent_await",
-    "agent_stop",
-    "agent_pool_stats",
-    "agent_file_locks",
-    "file_lock_acquire",
-    "file_lock_release",
-}
 
 
 class Backend(Protocol):
@@ -101,7 +89,7 @@ class LocalBackend:
 
     async def call(self, op: str, args: dict[str, Any]) -> Any:
         """Run a pool operation here; anything else needs the runner."""
-        if op not in LOCAL_OPS:
+        if op not in POOL_OPS:
             raise ControlError(UNAVAILABLE, NO_RUNNER)
         return await self._table()[op](args)
 

@@ -16,7 +16,7 @@ import socket
 import struct
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,6 @@ from ..control import protocol
 from ..control.protocol import ControlError, OpHandler, Request
 
 Handler = Callable[[Request], Awaitable[Any]]
-
-
-def _taking_args(handler: OpHandler) -> Handler:
-    async def serve(request: Request) -> Any:
-        return await handler(request.args)
-
-    return serve
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -63,10 +56,24 @@ class ControlServer:
         """Serve ``op`` with ``handler`` (an async function of the request)."""
         self._handlers[op] = handler
 
-    def register_table(self, table: dict[str, OpHandler]) -> None:
-        """Serve every operation of an op table (handlers that take the args only)."""
-        for op, handler in table.items():
-            self.register(op, _taking_args(handler))
+    def register_lazy(
+        self, ops: Iterable[str], factory: Callable[[], dict[str, OpHandler]]
+    ) -> None:
+        """Serve ``ops`` from the table ``factory`` builds on the first call of any of them
+        (the packages behind them cost start-up time most runs never need)."""
+        table: dict[str, OpHandler] | None = None
+
+        def serving(op: str) -> Handler:
+            async def serve(request: Request) -> Any:
+                nonlocal table
+                if table is None:
+                    table = factory()
+                return await table[op](request.args)
+
+            return serve
+
+        for op in ops:
+            self.register(op, serving(op))
 
     @property
     def ops(self) -> list[str]:

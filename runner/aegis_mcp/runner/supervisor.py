@@ -16,18 +16,22 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..agents.command import LaunchOptions, build_argv, replace_prompt
 from ..control.client import SOCKET_ENV
-from ..control.protocol import INVALID_ARGUMENT, UNAVAILABLE, ControlError, Request
+from ..control.protocol import (
+    INVALID_ARGUMENT,
+    NETMON_OPS,
+    POOL_OPS,
+    UNAVAILABLE,
+    ControlError,
+    OpHandler,
+    Request,
+)
 from ..hooks_lib import find_hooks
-from ..netmon.ops import netmon_ops
-from ..netmon.preload_log import PreloadLog
-from ..netmon.stats import NetmonStats
 from ..paths import RunnerFiles, runtime_dir, state_dir
-from ..pool import AgentPool, FileLocks, pool_ops
 from ..privileges import become_subreaper
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
 from ..terminal import RawMode, get_winsize, set_winsize
@@ -39,6 +43,10 @@ from .input import InputForwarder
 from .plan import PRIMARY_AGENT_ID, RunPlan
 from .runtime_files import RunnerLock, clean_stale
 from .state import EventLog, SnapshotWriter, write_atomic
+
+if TYPE_CHECKING:
+    from ..netmon.preload_log import PreloadLog
+    from ..pool import AgentPool
 
 MAX_REASON = 2000
 MAX_PROMPT = 100_000
@@ -71,7 +79,7 @@ class Supervisor:
         self.mcp_server_entry: dict[str, Any] | None = None
         self.netmon_mode = "off"
         self.netmon_log: PreloadLog | None = None
-        self.pool: AgentPool
+        self.pool: AgentPool | None = None
 
     # -- life cycle ----------------------------------------------------------
 
@@ -97,9 +105,9 @@ class Supervisor:
         self._register_ops()
         await self.server.start()
         self._write_overlay()
-        self.pool = self._make_pool(reaper)
+        self.server.register_lazy(POOL_OPS, lambda: self._pool_ops(reaper))
         self.netmon_log = self._start_netmon()
-        self.server.register_table(netmon_ops(self._netmon_stats, self.netmon_mode))
+        self.server.register_lazy(NETMON_OPS, self._netmon_ops)
         raw = RawMode(sys.stdin.fileno()) if self.plan.use_pty else None
         forwarder: InputForwarder | None = None
         watchdog_task = asyncio.create_task(self.watchdog.run())
@@ -117,7 +125,8 @@ class Supervisor:
         finally:
             watchdog_task.cancel()
             self.watchdog.cancel_pending()
-            await self.pool.shutdown()
+            if self.pool is not None:
+                await self.pool.shutdown()
             if forwarder is not None:
                 forwarder.close()
             if raw is not None:
@@ -222,14 +231,22 @@ class Supervisor:
             self.netmon_mode = "unavailable"
             return None
         # `auto` means the best tier available; in this version that is preload.
+        from ..netmon.preload_log import PreloadLog
+
         self.netmon_mode = "preload"
         return PreloadLog(self.files.netmon_log)
 
-    def _netmon_stats(self) -> NetmonStats | None:
-        return self.netmon_log.fresh_stats() if self.netmon_log is not None else None
+    def _netmon_ops(self) -> dict[str, OpHandler]:
+        from ..netmon.ops import netmon_ops
 
-    def _make_pool(self, reaper: ChildReaper) -> AgentPool:
-        """The background agent pool; its agents get the primary agent's treatment."""
+        log = self.netmon_log
+        return netmon_ops(lambda: log.fresh_stats() if log is not None else None, self.netmon_mode)
+
+    def _pool_ops(self, reaper: ChildReaper) -> dict[str, OpHandler]:
+        """The background agent pool, made on first use; its agents get the primary
+        agent's treatment (user, environment, MCP injection)."""
+        from ..pool import AgentPool, FileLocks, pool_ops
+
         log_dir = state_dir() / "pool-logs"
         log_dir.mkdir(mode=0o700, exist_ok=True)
         pool = AgentPool(
@@ -244,8 +261,8 @@ class Supervisor:
             on_event=lambda kind, message, level: self.events.emit(kind, message, level),
             stop_grace=self.plan.config.runner.stop_grace_secs,
         )
-        self.server.register_table(pool_ops(pool, FileLocks(self.plan.cwd)))
-        return pool
+        self.pool = pool
+        return pool_ops(pool, FileLocks(self.plan.cwd))
 
     def _agent_env(self, agent_id: str = PRIMARY_AGENT_ID) -> dict[str, str]:
         env = dict(os.environ)
@@ -505,7 +522,7 @@ class Supervisor:
                 "lockup_action": self.watchdog.config.lockup_action,
                 "heartbeat_timeout_secs": self.watchdog.config.heartbeat_timeout_secs,
             },
-            "pool": self.pool.stats(),
+            "pool": self.pool.stats() if self.pool is not None else None,
             "netmon": {
                 "mode": self.netmon_mode,
                 "log_file": str(self.files.netmon_log) if self.netmon_log else None,
