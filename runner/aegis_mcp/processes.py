@@ -91,15 +91,27 @@ class SpawnSpec:
     winsize: bytes | None = None
     stdin_devnull: bool = False
     """Pipes mode only: give the agent /dev/null instead of the runner's stdin."""
+    confine: tuple[Callable[[], None], ...] = ()
+    """Root-only steps run in the child before the privilege drop (join a cgroup,
+    enter a network namespace); each must be safe between fork and exec."""
 
 
-def _child_setup(controlling_tty: bool, no_new_privs: bool) -> Callable[[], None]:
-    # Runs in the child between fork and exec, after subprocess has already
-    # changed groups, gid and uid: only async-signal-safe-ish syscalls here.
+def _child_setup(spec: SpawnSpec) -> Callable[[], None]:
+    # Runs in the child between fork and exec: plain syscalls only, no locks,
+    # no imports. The order matters: root-only confinement (cgroup, namespaces)
+    # first, then the terminal, then the drop to the agent's user, then
+    # no_new_privs so that nothing exec'd later can get privileges back.
+    user = spec.user
+
     def setup() -> None:
-        if controlling_tty:
+        for confine in spec.confine:
+            confine()
+        if spec.use_pty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        if no_new_privs:
+        if user.drop:
+            os.setgroups(list(user.groups))
+            os.setgid(user.gid)
+            os.setuid(user.uid)
             set_no_new_privs()
 
     return setup
@@ -197,16 +209,13 @@ class AgentProcess:
         self.spec = spec
         self.started_at = time.time()
         self.master_fd: int | None = None
-        user = spec.user
         kwargs: dict = dict(
             env=spec.env,
             cwd=spec.cwd,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=_child_setup(spec.use_pty, user.drop),
+            preexec_fn=_child_setup(spec),
         )
-        if user.drop:
-            kwargs.update(user=user.uid, group=user.gid, extra_groups=list(user.groups))
         self._pumps: list[OutputPump] = []
         if spec.use_pty:
             master, slave = os.openpty()

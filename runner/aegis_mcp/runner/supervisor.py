@@ -314,8 +314,10 @@ class Supervisor:
 
     # -- restarts and stopping -----------------------------------------------
 
-    def request_restart(self, reason: str, prompt: str | None, by: str) -> dict[str, Any]:
-        """Stop the agent (after a short delay) and start it again with continue."""
+    def request_restart(
+        self, reason: str, prompt: str | None, by: str, delay: float = 0.0
+    ) -> dict[str, Any]:
+        """Stop the agent (after ``delay``) and start it again with continue."""
         if self.agent is None or not self.agent.running:
             raise ControlError(UNAVAILABLE, "no agent is running")
         if self._shutdown_signal is not None:
@@ -331,9 +333,7 @@ class Supervisor:
         self.watchdog.cancel_pending()
         self.status = "restarting"
         self.events.emit("agent.restart_requested", f"restart requested by {by}: {reason}")
-        self._stop_task = asyncio.create_task(
-            self._stop_agent(self.plan.config.runner.restart_delay_secs)
-        )
+        self._stop_task = asyncio.create_task(self._stop_agent(delay))
         return {
             "restarting": True,
             "restart_number": len(self.restarts) + 1,
@@ -457,7 +457,10 @@ class Supervisor:
             )
         if not isinstance(by, str):
             raise ControlError(INVALID_ARGUMENT, "by must be a string")
-        return self.request_restart(reason or "restart requested", prompt, by[:100])
+        # A restart asked for by the agent's own tool call waits a moment, so
+        # that the tool's reply reaches the agent before it is stopped.
+        delay = self.plan.config.runner.restart_delay_secs if request.activity else 0.0
+        return self.request_restart(reason or "restart requested", prompt, by[:100], delay)
 
     async def _op_events(self, request: Request) -> dict[str, Any]:
         since = request.args.get("since", 0)
