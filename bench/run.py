@@ -2,6 +2,10 @@
 
 Usage: python bench/run.py [--quick] [--only NAME[,NAME...]]
 
+Rows from bench/bench_*.py modules (their ``BENCHES``) are added to these.
+Helpers shared with them: ``_env``, ``_start_runner``, ``_wait``, ``_median_time``,
+``_ms``, ``_percentile``, ``Row``.
+
 Rows (each a measurement, the baseline it is compared with, and their ratio
 or difference):
   start      `aegis-mcp run -- true` vs plain `true` (median wall time)
@@ -243,7 +247,7 @@ def bench_idle_cpu(tmp: Path, quick: bool) -> list[Row]:
     ]
 
 
-BENCHES = {
+BENCHES: dict[str, Callable[[Path, bool], list[Row]]] = {
     "start": bench_start,
     "restart": bench_restart,
     "mcp": bench_mcp,
@@ -251,12 +255,24 @@ BENCHES = {
 }
 
 
+def _discover() -> None:
+    """Add the benchmarks of every bench/bench_*.py module (its ``BENCHES`` dict,
+    name -> function(tmp_dir, quick) -> rows), so that each concern keeps its own file."""
+    import importlib
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    for path in sorted(Path(__file__).parent.glob("bench_*.py")):
+        module = importlib.import_module(path.stem)
+        BENCHES.update(module.BENCHES)
+
+
 def main() -> int:
     """Run the selected benchmarks and print one table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test)")
-    parser.add_argument("--only", default="", help="comma-separated: " + ", ".join(BENCHES))
+    parser.add_argument("--only", default="", help="comma-separated benchmark names")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    _discover()
     args = parser.parse_args()
     selected = [name for name in (args.only.split(",") if args.only else BENCHES) if name]
     rows: list[Row] = []
