@@ -154,6 +154,8 @@ def test_config_profiles_and_errors(tmp_path):
     assert config.profiles["claude"].permission_args == ()
     assert config.profiles["claude"].continue_args == ("--continue",)
     assert config.watchdog.lockup_action == "kill"
+    cfg.write_text("[pool]\nmax_agents = 3\n")
+    assert load_config(cfg).pool.max_agents == 3
     for text, message in [
         ("[agents.x]\ncontinue_args = []\n", "command is required"),
         ("[agents.x]\ncommand = 'x'\n", "list of strings"),
@@ -161,6 +163,8 @@ def test_config_profiles_and_errors(tmp_path):
         ("[nonsense]\n", "unknown section"),
         ("this is not toml", "invalid TOML"),
         ("[runner]\nstop_grace_secs = -1\n", "between 0 and 3600"),
+        ("[pool]\nmax_agents = 0\n", "from 1 to 1000"),
+        ("[pool]\nqueue = 3\n", "unknown setting"),
     ]:
         cfg.write_text(text)
         with pytest.raises(ConfigError, match=message):

@@ -6,6 +6,9 @@
     stop_grace_secs = 3        # each of SIGINT, SIGTERM before the next signal
     restart_delay_secs = 0.3   # lets a restart tool's reply reach the agent first
 
+    [pool]
+    max_agents = 4             # background agents at once (default: CPUs, at least 2)
+
     [watchdog]
     heartbeat_timeout_secs = 120
     lockup_action = "restart_with_backoff"
@@ -46,11 +49,20 @@ class RunnerSettings:
 
 
 @dataclass(frozen=True)
+class PoolSettings:
+    """Background agent pool settings."""
+
+    max_agents: int | None = None
+    """Agents running at once; None: max(2, number of CPUs)."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything read from the config file, with defaults filled in."""
 
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    pool: PoolSettings = field(default_factory=PoolSettings)
     profiles: dict[str, AgentProfile] = field(default_factory=lambda: dict(BUILTIN_PROFILES))
     path: Path | None = None
 
@@ -130,6 +142,20 @@ def _runner(table: Any, where: str) -> RunnerSettings:
     return RunnerSettings(**values)
 
 
+def _pool(table: Any, where: str) -> PoolSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    for key in table:
+        if key != "max_agents":
+            raise ConfigError(f"{where}.{key}: unknown setting")
+    value = table.get("max_agents")
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000
+    ):
+        raise ConfigError(f"{where}.max_agents must be a whole number from 1 to 1000")
+    return PoolSettings(max_agents=value)
+
+
 def load_config(path: Path) -> Config:
     """Read and validate the config file; a missing file gives the defaults."""
     try:
@@ -145,12 +171,15 @@ def load_config(path: Path) -> Config:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     runner = RunnerSettings()
+    pool = PoolSettings()
     watchdog = WatchdogConfig()
     profiles = dict(BUILTIN_PROFILES)
     for section, table in data.items():
         where = f"{path}: [{section}]"
         if section == "runner":
             runner = _runner(table, where)
+        elif section == "pool":
+            pool = _pool(table, where)
         elif section == "watchdog":
             if not isinstance(table, dict):
                 raise ConfigError(f"{where} must be a table")
@@ -165,4 +194,4 @@ def load_config(path: Path) -> Config:
                 profiles[name] = _profile(name, body, f"{path}: [agents.{name}]")
         else:
             raise ConfigError(f"{where}: unknown section")
-    return Config(runner=runner, watchdog=watchdog, profiles=profiles, path=path)
+    return Config(runner=runner, watchdog=watchdog, pool=pool, profiles=profiles, path=path)

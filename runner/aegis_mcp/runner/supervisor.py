@@ -252,6 +252,7 @@ class Supervisor:
         pool = AgentPool(
             self.plan.config.profiles,
             reaper,
+            max_agents=self.plan.config.pool.max_agents,
             user=self.plan.user,
             env_for=self._agent_env,
             mcp_config=self.files.overlay if self.mcp_injection == "flag" else None,
@@ -308,7 +309,15 @@ class Supervisor:
             # The overlay stands in for the project's .mcp.json: keep its servers.
             servers = {**_project_mcp_servers(plan.cwd), **servers}
         data = json.dumps({"mcpServers": servers}, indent=2).encode()
-        write_atomic(self.files.overlay, data, owner=self.owner)
+        try:
+            write_atomic(self.files.overlay, data, owner=self.owner)
+        except OSError as exc:
+            # A full or read-only disk costs the injection, not the session.
+            self._say(
+                f"cannot write the MCP overlay {self.files.overlay}: {exc.strerror}; "
+                "the agent runs without the aegis-mcp MCP server"
+            )
+            return
         self.mcp_injection = plan.profile.mcp_inject
         self.mcp_server_entry = server
 
