@@ -35,9 +35,12 @@ def search_path() -> list[Path]:
     script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
     if script is not None:
         candidates.append(script.parent / LIBRARY_NAME)
-    # The symlink in ~/.local/bin points into the install venv: look beside the link too.
+    # The symlink in PREFIX/bin points into the install venv: look beside the
+    # link too, and in PREFIX/lib where `make install` puts the library.
     if sys.argv and sys.argv[0]:
-        candidates.append(Path(os.path.abspath(sys.argv[0])).parent / LIBRARY_NAME)
+        link_dir = Path(os.path.abspath(sys.argv[0])).parent
+        candidates.append(link_dir / LIBRARY_NAME)
+        candidates.append(link_dir.parent / "lib" / LIBRARY_NAME)
     candidates.append(Path.home() / ".local" / "lib" / LIBRARY_NAME)
     source_tree = Path(__file__).resolve().parents[2]
     candidates.append(source_tree / "hooks" / LIBRARY_NAME)
