@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import psutil
 
 READ_CHUNK = 65536
+REPEAT_INTERRUPT_SECS = 0.2
 
 
 def exit_code_of(status: int) -> int:
@@ -305,12 +306,24 @@ class AgentProcess:
     async def stop(
         self, grace: float, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
     ) -> int:
-        """Stop the agent: each of ``signals`` with ``grace`` seconds, then SIGKILL its session."""
+        """Stop the agent: each of ``signals`` with ``grace`` seconds, then SIGKILL its session.
+
+        SIGINT is sent twice, a moment apart: interactive agents (Claude Code,
+        the demo) take one Ctrl-C as "interrupt what you are doing" and exit on
+        the second, which is the clean way out that keeps their session state.
+        """
         for sig in signals:
             if not self.running:
                 break
             self.send_signal(sig)
-            if await self.wait_for_exit(grace):
+            if sig == signal.SIGINT:
+                repeat_after = min(REPEAT_INTERRUPT_SECS, grace)
+                if await self.wait_for_exit(repeat_after):
+                    break
+                self.send_signal(sig)
+                if await self.wait_for_exit(grace - repeat_after):
+                    break
+            elif await self.wait_for_exit(grace):
                 break
         if self.running:
             self.kill_session(signal.SIGKILL)
