@@ -55,15 +55,14 @@ class LocalBackend:
         self._ops: dict[str, Any] | None = None
         self._pool: Any = None
         self._reaper: Any = None
+        self._store: Any = None
 
     def _table(self) -> dict[str, Any]:
         if self._ops is None:
             from ..agents.profiles import BUILTIN_PROFILES
             from ..config import ConfigError, load_config
             from ..paths import config_file, state_dir
-            from ..pool.locks import FileLocks
-            from ..pool.manager import AgentPool
-            from ..pool.ops import pool_ops
+            from ..pool import AgentPool, FileLocks, PoolStore, pool_ops
             from ..privileges import resolve_agent_user
             from ..processes import ChildReaper
 
@@ -71,6 +70,7 @@ class LocalBackend:
                 profiles = load_config(config_file()).profiles
             except ConfigError:
                 profiles = dict(BUILTIN_PROFILES)
+            self._store = PoolStore.open(state_dir())
             self._reaper = ChildReaper(asyncio.get_running_loop())
             log_dir = state_dir() / "pool-logs"
             log_dir.mkdir(mode=0o700, exist_ok=True)
@@ -83,8 +83,9 @@ class LocalBackend:
                 mcp_config=None,
                 log_dir=log_dir,
                 default_cwd=cwd,
+                store=self._store,
             )
-            self._ops = pool_ops(self._pool, FileLocks(cwd))
+            self._ops = pool_ops(self._pool, FileLocks(cwd, self._store))
         return self._ops
 
     async def call(self, op: str, args: dict[str, Any]) -> Any:
@@ -97,6 +98,8 @@ class LocalBackend:
         """Stop the in-process agents."""
         if self._pool is not None:
             await self._pool.shutdown()
+        if self._store is not None:
+            self._store.close()
         if self._reaper is not None:
             self._reaper.close()
 

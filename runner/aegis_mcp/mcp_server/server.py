@@ -153,7 +153,10 @@ def build_server(backend: Backend) -> MCPServer:
         "(status queued or running). It runs headless (e.g. claude -p) in working_directory "
         "(default: the current one). agent_type is a profile name: claude, aider, cursor, "
         "codex, gemini, demo, or one from the config file. max_iterations bounds its turns; "
-        "timeout_secs stops it after that long. Follow up with agent_status or agent_await."
+        "timeout_secs stops it after that long. isolation='worktree' runs it in its own git "
+        "worktree on a new branch aegis/<agent_id> (kept afterwards; the final status says "
+        "where and what changed). sandbox: none (default), netns or container where this "
+        "runner offers them. Follow up with agent_status or agent_await."
     )
     async def agent_spawn(
         description: Annotated[str, Field(min_length=1, max_length=100_000)],
@@ -161,6 +164,8 @@ def build_server(backend: Backend) -> MCPServer:
         working_directory: str | None = None,
         max_iterations: Annotated[int | None, Field(ge=1, le=10_000)] = None,
         timeout_secs: Annotated[float | None, Field(ge=1, le=86_400)] = None,
+        isolation: Literal["none", "worktree"] = "none",
+        sandbox: Literal["none", "netns", "container"] = "none",
     ) -> dict[str, Any]:
         return await call(
             "agent_spawn",
@@ -169,18 +174,23 @@ def build_server(backend: Backend) -> MCPServer:
             working_directory=working_directory,
             max_iterations=max_iterations,
             timeout_secs=timeout_secs,
+            isolation=isolation,
+            sandbox=sandbox,
         )
 
     @server.tool(
-        description="List the background agents started with agent_spawn (this run and, where "
-        "kept, earlier ones) with their id, status, task and times."
+        description="List the background agents started with agent_spawn, by every runner on "
+        "this machine's state directory and by earlier runs, with their id, status (queued, "
+        "running, completed, failed, stopped, timed_out; orphaned = still running but its "
+        "runner died; lost = its runner died and it is gone), task and times."
     )
     async def agent_list() -> dict[str, Any]:
         return await call("agent_list")
 
     @server.tool(
         description="Details of one background agent: status, pid, times, exit code, last "
-        "output lines, the result text when it finished, and its full log file."
+        "output lines, the result text when it finished, its full log file, a note on why "
+        "it is orphaned or lost, and for worktree isolation the branch and its changes."
     )
     async def agent_status(
         agent_id: AgentId,

@@ -6,64 +6,52 @@ process from writing a locked file: agents ask before they edit. A claim ends
 when its holder releases it, when its time to live runs out, or when the
 process named as its holder dies; the last two are noticed on every call, so
 no timer is needed.
+
+Locks live in the pool database, so every pool on one state directory (two
+runners, say) sees the same locks, and an acquire is one ``BEGIN IMMEDIATE``
+transaction: check and claim are atomic across processes. A holder name is
+scoped by the process that took the lock for it (its *owner*, e.g. the runner):
+two runners' ``primary`` agents are different holders. A lock without a holder
+pid ends with its owner.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import validate
+from . import liveness, validate
+from .store import PoolStore
 
 DEFAULT_TTL_SECS = 300.0
 MAX_TTL_SECS = 86_400
 MAX_WAIT_SECS = 3_600
 POLL_SECS = 0.25
-"""How often a waiter looks again; expiry and holder deaths are noticed by looking."""
+"""How often a waiter looks again; expiry, holder deaths and other processes'
+releases are noticed by looking."""
 
 
-@dataclass
-class FileLock:
-    """One claim on one path."""
-
-    path: str
-    holder: str
-    holder_pid: int | None
-    since: float
-    expires_at: float
-    holder_started: float | None = None
-    """The holder process's start time, so that a reused pid is not taken for the holder."""
-
-    def view(self) -> dict[str, Any]:
-        """The public form (without the pid-reuse guard)."""
-        data = asdict(self)
-        del data["holder_started"]
-        return data
-
-
-def _process_start(pid: int) -> float | None:
-    """Start time of a live (non-zombie) process, None when there is none."""
-    # Imported here: the runner imports the pool at start-up, in front of every agent.
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.create_time()
-    except psutil.Error:
-        return None
+def _view(row: sqlite3.Row) -> dict[str, Any]:
+    """The public form of a lock row."""
+    return {
+        "path": row["path"],
+        "holder": row["holder"],
+        "holder_pid": row["holder_pid"],
+        "since": row["since"],
+        "expires_at": row["expires_at"],
+        "owner_pid": row["owner_pid"],
+    }
 
 
 class FileLocks:
-    """The locks on paths under ``root``."""
+    """The locks on paths under ``root``, kept in ``store`` (default: a private in-memory one)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, store: PoolStore | None = None) -> None:
         self.root = os.path.realpath(root)
-        self._locks: dict[str, FileLock] = {}
+        self.store = store if store is not None else PoolStore.in_memory()
         self._waiters: list[asyncio.Future[None]] = []
 
     def normalise(self, path: str) -> str:
@@ -97,37 +85,27 @@ class FileLocks:
         started: float | None = None
         if holder_pid is not None:
             holder_pid = validate.integer("holder_pid", holder_pid, 1, 2**31 - 1)
-            started = _process_start(holder_pid)
+            started = liveness.process_start(holder_pid)
             if started is None:
                 raise validate.invalid(f"holder_pid {holder_pid} is not a running process")
         begun = time.monotonic()
         deadline = begun + wait
         while True:
-            self._expire()
-            current = self._locks.get(real)
-            if current is None or current.holder == holder:
-                now = time.time()
-                lock = FileLock(
-                    path=real,
-                    holder=holder,
-                    holder_pid=holder_pid,
-                    since=now if current is None else current.since,
-                    expires_at=now + ttl,
-                    holder_started=started,
-                )
-                self._locks[real] = lock
+            got, row = self._try_acquire(real, holder, holder_pid, started, ttl)
+            if got:
                 waited = round(time.monotonic() - begun, 3)
-                return {"acquired": True, **lock.view(), "waited_secs": waited}
+                return {"acquired": True, **_view(row), "waited_secs": waited}
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return {
                     "acquired": False,
                     "path": real,
-                    "held_by": current.holder,
-                    "holder_pid": current.holder_pid,
-                    "expires_at": current.expires_at,
+                    "held_by": row["holder"],
+                    "holder_pid": row["holder_pid"],
+                    "owner_pid": row["owner_pid"],
+                    "expires_at": row["expires_at"],
                     "message": (
-                        f"{real} is locked by {current.holder!r}; retry later, wait with "
+                        f"{real} is locked by {row['holder']!r}; retry later, wait with "
                         "wait_secs, or ask that holder to release it"
                     ),
                 }
@@ -137,56 +115,122 @@ class FileLocks:
         """Release ``holder``'s lock on ``path``; another holder's lock is refused."""
         real = self.normalise(path)
         holder = validate.string("holder", holder)
-        self._expire()
-        current = self._locks.get(real)
-        if current is None:
+        with self.store.write() as conn:
+            expired = self._expire(conn)
+            row = conn.execute("SELECT * FROM locks WHERE path = ?", (real,)).fetchone()
+            mine = row is not None and self._mine(row, holder)
+            if mine:
+                conn.execute("DELETE FROM locks WHERE path = ?", (real,))
+                self.store.add_event(conn, "lock.release", f"{holder} released {real}")
+        if expired or mine:
+            self._wake()
+        if row is None:
             return {
                 "released": False,
                 "path": real,
                 "message": f"{real} was not locked (it may have expired or its holder died)",
             }
-        if current.holder != holder:
+        if not mine:
+            other = ""
+            if row["holder"] == holder:
+                other = f" of another process (pid {row['owner_pid']})"
             raise validate.invalid(
-                f"{real} is locked by {current.holder!r}, not by {holder!r}; "
+                f"{real} is locked by {row['holder']!r}{other}, not by {holder!r}; "
                 "only the holder can release a lock"
             )
-        del self._locks[real]
-        self._wake()
         return {"released": True, "path": real}
 
     def release_holder(self, holder: str) -> list[str]:
         """Release every lock of ``holder`` (a pool agent that ended); returns their paths."""
-        paths = [p for p, lock in self._locks.items() if lock.holder == holder]
-        for path in paths:
-            del self._locks[path]
+        with self.store.write() as conn:
+            rows = conn.execute(
+                "SELECT * FROM locks WHERE holder = ? AND owner_pid = ?",
+                (holder, self.store.me.pid),
+            ).fetchall()
+            paths = [row["path"] for row in rows if self._mine(row, holder)]
+            for path in paths:
+                conn.execute("DELETE FROM locks WHERE path = ?", (path,))
+                self.store.add_event(conn, "lock.release", f"{holder} ended: released {path}")
         if paths:
             self._wake()
         return paths
 
     def list(self) -> list[dict[str, Any]]:
-        """Every live lock, by path."""
-        self._expire()
-        return [self._locks[path].view() for path in sorted(self._locks)]
-
-    def _expire(self) -> None:
-        """Drop locks past their time to live or whose holder process is gone."""
+        """Every live lock under the root, by path, whichever process took it."""
+        # A read: stale rows are skipped here and deleted by the next write.
         now = time.time()
-        stale = [
-            path
-            for path, lock in self._locks.items()
-            if lock.expires_at <= now
-            or (
-                lock.holder_pid is not None
-                and _process_start(lock.holder_pid) != lock.holder_started
-            )
+        rows = self.store.query("SELECT * FROM locks ORDER BY path")
+        return [
+            _view(row)
+            for row in rows
+            if os.path.commonpath([self.root, row["path"]]) == self.root
+            and not self._stale(row, now)
         ]
-        for path in stale:
-            del self._locks[path]
-        if stale:
+
+    # -- inside transactions ---------------------------------------------------------
+
+    def _try_acquire(
+        self, real: str, holder: str, holder_pid: int | None, started: float | None, ttl: float
+    ) -> tuple[bool, sqlite3.Row]:
+        """One atomic attempt: ``(True, new row)`` or ``(False, the holder's row)``."""
+        me = self.store.me
+        with self.store.write() as conn:
+            expired = self._expire(conn)
+            row = conn.execute("SELECT * FROM locks WHERE path = ?", (real,)).fetchone()
+            got = row is None or self._mine(row, holder)
+            if got:
+                now = time.time()
+                conn.execute(
+                    "INSERT OR REPLACE INTO locks (path, holder, holder_pid, holder_started, "
+                    "owner_pid, owner_started, since, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        real,
+                        holder,
+                        holder_pid,
+                        started,
+                        me.pid,
+                        me.started,
+                        now if row is None else row["since"],
+                        now + ttl,
+                    ),
+                )
+                if row is None:
+                    self.store.add_event(conn, "lock.acquire", f"{holder} locked {real}")
+                row = conn.execute("SELECT * FROM locks WHERE path = ?", (real,)).fetchone()
+        if expired:
             self._wake()
+        return got, row
+
+    def _mine(self, row: sqlite3.Row, holder: str) -> bool:
+        return row["holder"] == holder and self.store.me.same(
+            row["owner_pid"], row["owner_started"]
+        )
+
+    def _stale(self, row: sqlite3.Row, now: float) -> bool:
+        """Past its time to live, or its holder (else its owner) process is gone."""
+        if row["expires_at"] <= now:
+            return True
+        if row["holder_pid"] is not None:
+            return not liveness.alive(row["holder_pid"], row["holder_started"])
+        if self.store.me.same(row["owner_pid"], row["owner_started"]):
+            return False
+        return not liveness.alive(row["owner_pid"], row["owner_started"])
+
+    def _expire(self, conn: sqlite3.Connection) -> int:
+        """Delete stale locks; returns how many."""
+        now = time.time()
+        stale = [row for row in conn.execute("SELECT * FROM locks") if self._stale(row, now)]
+        for row in stale:
+            conn.execute("DELETE FROM locks WHERE path = ?", (row["path"],))
+            why = "expired" if row["expires_at"] <= now else "its holder is gone"
+            message = f"{row['holder']}'s lock on {row['path']} {why}"
+            self.store.add_event(conn, "lock.expire", message)
+        return len(stale)
+
+    # -- waiting -------------------------------------------------------------------
 
     async def _changed(self, timeout: float) -> None:
-        """Sleep until a lock is released or ``timeout`` passes."""
+        """Sleep until a lock is released here or ``timeout`` passes."""
         # A future per waiter rather than an asyncio.Condition: the locks may be
         # built before the loop that uses them exists.
         waiter = asyncio.get_running_loop().create_future()

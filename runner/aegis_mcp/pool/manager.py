@@ -5,6 +5,14 @@ file. A task per running agent waits for it to end (or its timeout), reaps its
 leftovers and records the result; every end frees a slot for the queue. No
 error of an agent (a missing binary, a crash) reaches the host as an
 exception: it becomes the agent's ``failed`` status with an ``error``.
+
+Every state change is written through to the pool database (``PoolStore``),
+shared by all pools on one state directory. Each pool owns the agents it
+started (its records in memory are the truth for them) and reads the others'
+from the database. A spawn that cannot be saved is refused; a later change
+that cannot be saved (disk full) stays in memory, marked dirty, and is
+written again every second until it goes through. A new pool takes over the
+agents of pools that died (see ``orphans``).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import shutil
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +36,14 @@ from ..agents.profiles import AgentProfile
 from ..control.protocol import NOT_FOUND, UNAVAILABLE, ControlError
 from ..privileges import AgentUser
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
-from . import validate
+from . import agent_rows, liveness, orphans, validate
 from .records import (
+    ACTIVE_STATUSES,
+    DESCRIPTION_PREVIEW_CHARS,
     FAILED,
     FINAL_STATUSES,
+    LOST,
+    ORPHANED,
     QUEUED,
     RUNNING,
     STOPPED,
@@ -40,16 +52,22 @@ from .records import (
     status_view,
     summary_view,
 )
+from .requests import check_spawn
 from .results import OutputScanner, final_status
+from .sandbox import ConfineFor, confine_steps
+from .store import PoolStore
+from .worktree import Git, Worktree
+from .writer import RecordWriter
 
 log = logging.getLogger(__name__)
 
-MAX_DESCRIPTION_CHARS = 100_000
-MAX_ITERATIONS = 10_000
-MAX_TIMEOUT_SECS = 86_400
 STOP_GRACE_SECS = 3.0
 MAX_FINISHED_KEPT = 500
-"""Finished agents remembered in memory; older ones are forgotten (their logs stay)."""
+"""Finished agents kept in memory (and listed); older ones stay in the database."""
+UPKEEP_SECS = 1.0
+"""How often output tails and failed writes are saved and orphans looked at."""
+FOREIGN_POLL_SECS = 0.5
+"""How often ``agent_await`` re-reads an agent of another pool."""
 
 EventSink = Callable[[str, str, str], None]
 """``(kind, message, level)``, the shape of the runner's event log."""
@@ -88,9 +106,19 @@ class AgentPool:
         on_event: EventSink | None = None,
         stop_grace: float = STOP_GRACE_SECS,
         mcp_server: dict[str, Any] | None = None,
+        store: PoolStore | None = None,
+        confine_for: ConfineFor | None = None,
+        worktrees_dir: Path | None = None,
     ) -> None:
         """``env_for(agent_id)`` gives the whole environment of a pool agent;
-        ``mcp_config``/``mcp_server`` are the injected MCP server (file and entry)."""
+        ``mcp_config``/``mcp_server`` are the injected MCP server (file and entry).
+        ``store`` is the pool database (default: a private in-memory one, no history);
+        ``confine_for`` provides sandboxes (see ``sandbox``); worktrees go in
+        ``worktrees_dir`` (default: ``worktrees`` beside the database, or the logs).
+
+        Agents that pools on the same database left behind when they died are
+        taken over at once (orphaned or lost).
+        """
         if max_agents is not None and max_agents < 1:
             raise ValueError(f"max_agents must be at least 1, got {max_agents}")
         self.profiles = profiles
@@ -104,12 +132,31 @@ class AgentPool:
         self.default_cwd = default_cwd
         self._on_event = on_event
         self._stop_grace = stop_grace
+        self.store = store if store is not None else PoolStore.in_memory()
+        self._me = self.store.me
+        self._confine_for = confine_for
+        self.worktrees_dir = worktrees_dir or (
+            (self.store.directory or self.log_dir.parent) / "worktrees"
+        )
+        self._git = Git(reaper, user)
         self._records: dict[str, AgentRecord] = {}
+        """The agents this pool owns (started, or taken over as orphans)."""
         self._queue: deque[str] = deque()
         self._live: dict[str, _Live] = {}
         self._done: dict[str, asyncio.Event] = {}
         self._listeners: list[Callable[[AgentRecord], None]] = []
         self._closing = False
+        self._writer = RecordWriter(self.store, self._emit, UPKEEP_SECS)
+        self._stopping: set[str] = set()
+        self._upkeep: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        for kind, message, level in self.store.notices:
+            self._emit(kind, message, level)
+        try:
+            self._take_over_dead()
+        except ControlError as exc:
+            # Not fatal here: every listing tries again, and says why it fails.
+            self._emit("pool.store_error", exc.message, "error")
 
     # -- requests ------------------------------------------------------------------
 
@@ -120,45 +167,74 @@ class AgentPool:
         working_directory: str | None = None,
         max_iterations: int | None = None,
         timeout_secs: float | None = None,
+        sandbox: str = "none",
+        isolation: str = "none",
     ) -> dict[str, Any]:
-        """Queue a task for a new agent and start it if a slot is free; returns at once."""
+        """Queue a task for a new agent and start it if a slot is free; returns at once.
+
+        With ``isolation="worktree"`` the agent gets its own git worktree and
+        branch (made here, so that a bad repository is reported to the caller).
+        """
         if self._closing:
             raise ControlError(UNAVAILABLE, "the agent pool is shutting down")
-        description = validate.string("description", description, max_len=MAX_DESCRIPTION_CHARS)
-        profile = self._profile(agent_type)
-        cwd = self._working_directory(working_directory)
-        if max_iterations is not None:
-            max_iterations = validate.integer("max_iterations", max_iterations, 1, MAX_ITERATIONS)
-            if not profile.max_iterations_args:
-                raise validate.invalid(
-                    f"agent_type {profile.name!r} has no way to bound its iterations: "
-                    "omit max_iterations (or use timeout_secs)"
-                )
-        if timeout_secs is not None:
-            timeout_secs = validate.number("timeout_secs", timeout_secs, 1, MAX_TIMEOUT_SECS)
+        request = check_spawn(
+            self.profiles,
+            self.default_cwd,
+            self._confine_for,
+            description=description,
+            agent_type=agent_type,
+            working_dir=working_directory,
+            max_iterations=max_iterations,
+            timeout_secs=timeout_secs,
+            sandbox=sandbox,
+            isolation=isolation,
+        )
         agent_id = self._new_id()
         record = AgentRecord(
             agent_id=agent_id,
-            agent_type=agent_type,
-            description=description,
-            working_directory=cwd,
+            agent_type=request.profile.name,
+            description=request.description,
+            working_directory=request.working_directory,
             log_file=str(self.log_dir / f"{agent_id}.log"),
-            max_iterations=max_iterations,
-            timeout_secs=timeout_secs,
+            max_iterations=request.max_iterations,
+            timeout_secs=request.timeout_secs,
+            runner_pid=self._me.pid,
+            runner_started=self._me.started,
+            sandbox=request.sandbox,
+            isolation=request.isolation,
         )
+        queued = f"agent {agent_id} ({record.agent_type}) queued"
+        tree: Worktree | None = None
+        if request.isolation == "worktree":
+            tree = await self._git.create(request.working_directory, agent_id, self.worktrees_dir)
+            record.worktree, record.branch = tree.path, tree.branch
+            record.base_commit, record.working_directory = tree.base_commit, tree.cwd
+        try:
+            if self._closing:
+                raise ControlError(UNAVAILABLE, "the agent pool is shutting down")
+            # Saved before it exists in memory: a spawn the database refused leaves no trace.
+            self._writer.insert(record, ("pool.spawn", queued, "info"))
+        except ControlError:
+            if tree is not None:
+                await self._git.remove(tree)
+            raise
         self._records[agent_id] = record
         self._done[agent_id] = asyncio.Event()
         self._queue.append(agent_id)
-        self._emit("pool.spawn", f"agent {agent_id} ({agent_type}) queued")
+        self._emit("pool.spawn", queued)
         self._dispatch()
         self._forget_old()
-        reply = {
+        reply: dict[str, Any] = {
             "agent_id": agent_id,
             "status": record.status,
             "agent_type": record.agent_type,
-            "working_directory": cwd,
+            "working_directory": record.working_directory,
             "log_file": record.log_file,
+            "sandbox": record.sandbox,
+            "isolation": record.isolation,
         }
+        if tree is not None:
+            reply.update(worktree=tree.path, branch=tree.branch, base_commit=tree.base_commit)
         if record.status == QUEUED:
             reply["queue_position"] = self._queue.index(agent_id) + 1
         if record.error:
@@ -166,59 +242,108 @@ class AgentPool:
         return reply
 
     def list(self) -> list[dict[str, Any]]:
-        """Every agent the pool remembers, oldest first."""
-        return [summary_view(r) for r in self._records.values()]
+        """Every agent on the database (of every pool): the active ones and the
+        latest finished ones, oldest first."""
+        self._take_over_dead()
+        records = {
+            r.agent_id: r
+            for r in agent_rows.load_summaries(
+                self.store, MAX_FINISHED_KEPT, DESCRIPTION_PREVIEW_CHARS + 1
+            )
+        }
+        # Ours from memory: fresher (the tail) and present even if a write failed.
+        records.update(self._records)
+        return [summary_view(r) for r in sorted(records.values(), key=lambda r: r.created_at)]
 
     def status(self, agent_id: str) -> dict[str, Any]:
-        """Everything about one agent."""
-        record = self._record(agent_id)
-        position = self._queue.index(agent_id) + 1 if record.status == QUEUED else None
-        return status_view(record, position)
+        """Everything about one agent (this pool's or another's)."""
+        record = self._lookup(agent_id)
+        return status_view(record, self._queue_position(record))
 
     async def await_agent(self, agent_id: str, timeout_secs: float) -> dict[str, Any]:
         """Wait up to ``timeout_secs`` for the agent to finish; ``done`` says whether it did."""
-        record = self._record(agent_id)
-        done = self._done[agent_id]
-        if not done.is_set() and timeout_secs > 0:
+        record = self._lookup(agent_id)
+        deadline = time.monotonic() + timeout_secs
+        # Another pool's agent: its changes are only seen in the database.
+        while not self._owns(record) and not record.finished:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(FOREIGN_POLL_SECS, remaining))
+            record = self._lookup(agent_id)
+        done = self._done.get(agent_id)
+        remaining = deadline - time.monotonic()
+        if self._owns(record) and done is not None and not done.is_set() and remaining > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), timeout_secs)
+                await asyncio.wait_for(done.wait(), remaining)
         # From the record held, not by id: a long wait may outlast its place in memory.
-        position = self._queue.index(agent_id) + 1 if record.status == QUEUED else None
-        return {**status_view(record, position), "done": done.is_set()}
+        return {**status_view(record, self._queue_position(record)), "done": record.finished}
 
     async def stop(self, agent_id: str) -> dict[str, Any]:
         """Stop an agent: leave the queue, or SIGINT, SIGTERM, SIGKILL over its session."""
-        record = self._record(agent_id)
+        record = self._lookup(agent_id)
         if record.finished:
             message = f"agent {agent_id} had already finished ({record.status})"
+        elif not self._owns(record):
+            raise validate.invalid(
+                f"agent {agent_id} belongs to another aegis-mcp process (pid "
+                f"{record.runner_pid}), which is still running it: stop it through that one"
+            )
         elif record.status == QUEUED:
             self._queue.remove(agent_id)
             self._finish(record, STOPPED, None)
             message = f"agent {agent_id} removed from the queue before it started"
+        elif record.status == ORPHANED:
+            await self._stop_orphan(record, STOPPED)
+            message = (
+                f"agent {agent_id} (orphaned) stopped by pid; its exit code is unknown "
+                "(it was not this process's child)"
+            )
         else:
             self._request_stop(agent_id, STOPPED)
             await self._done[agent_id].wait()
             message = f"agent {agent_id} stopped"
-        return {**self.status(agent_id), "message": message}
+        return {**status_view(record, None), "message": message}
 
     def stats(self) -> dict[str, Any]:
-        """Counts by status, and the mean run time of the agents that ended."""
-        counts = dict.fromkeys((QUEUED, RUNNING, *FINAL_STATUSES), 0)
-        runs: list[float] = []
-        for record in self._records.values():
+        """Counts by status over the whole database, this pool's share, and the mean
+        run time of the agents that ended."""
+        totals = agent_rows.status_totals(self.store)
+        counts = dict.fromkeys((QUEUED, RUNNING, ORPHANED, *FINAL_STATUSES), 0)
+        counts.update({status: total[0] for status, total in totals.items()})
+        # Changes not saved yet (the disk is full) are counted as memory has them.
+        for agent_id in self._writer.dirty:
+            record = self._records.get(agent_id)
+            stored = agent_rows.stored_status(self.store, agent_id)
+            if record is None or stored == record.status:
+                continue
+            if stored is not None:
+                counts[stored] -= 1
             counts[record.status] = counts.get(record.status, 0) + 1
-            if record.finished and record.run_secs is not None:
-                runs.append(record.run_secs)
+        run_sum = sum(totals.get(s, (0, 0.0, 0))[1] for s in FINAL_STATUSES)
+        run_count = sum(totals.get(s, (0, 0.0, 0))[2] for s in FINAL_STATUSES)
+        mine = [r.status for r in self._records.values()]
         return {
             "max_agents": self.max_agents,
             "active": counts[QUEUED] + counts[RUNNING],
             **counts,
-            "total": len(self._records),
-            "mean_run_secs": round(sum(runs) / len(runs), 3) if runs else None,
+            "total": sum(counts.values()),
+            "mean_run_secs": round(run_sum / run_count, 3) if run_count else None,
+            "this_pool": {
+                "pid": self._me.pid,
+                "queued": mine.count(QUEUED),
+                "running": mine.count(RUNNING),
+                "orphaned": mine.count(ORPHANED),
+            },
+            "database": self.store.where,
+            "database_error": self._writer.error,
         }
 
     async def shutdown(self) -> None:
-        """Empty the queue and stop every running agent (the host is exiting)."""
+        """Empty the queue and stop every running agent (the host is exiting).
+
+        Orphans taken over are left running: the next pool takes them over again.
+        """
         self._closing = True
         while self._queue:
             self._finish(self._records[self._queue.popleft()], STOPPED, "the pool shut down")
@@ -227,46 +352,57 @@ class AgentPool:
         tasks = [live.task for live in self._live.values() if live.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for task in [self._upkeep, *self._tasks]:
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self.flush()
 
     def add_listener(self, listener: Callable[[AgentRecord], None]) -> None:
         """Call ``listener`` with each agent's record when it reaches a final status."""
         self._listeners.append(listener)
 
+    def flush(self) -> int:
+        """Save what could not be saved before; returns how many agents still wait."""
+        return self._writer.flush(self._records)
+
     # -- checks --------------------------------------------------------------------
 
-    def _record(self, agent_id: str) -> AgentRecord:
+    def _owns(self, record: AgentRecord) -> bool:
+        return self._records.get(record.agent_id) is record
+
+    def _lookup(self, agent_id: str) -> AgentRecord:
+        """Our record, else the database's (taking it over first if its pool died)."""
         validate.string("agent_id", agent_id)
         record = self._records.get(agent_id)
+        if record is not None:
+            return record
+        record = agent_rows.load(self.store, agent_id)
+        if record is not None and record.status in ACTIVE_STATUSES:
+            self._take_over_dead()
+            record = self._records.get(agent_id) or agent_rows.load(self.store, agent_id)
         if record is None:
             raise ControlError(
                 NOT_FOUND, f"no agent with id {agent_id!r}; agent_list shows the known ones"
             )
         return record
 
-    def _profile(self, agent_type: str) -> AgentProfile:
-        headless = sorted(name for name, p in self.profiles.items() if p.headless_args)
-        if not isinstance(agent_type, str) or agent_type not in headless:
-            known = ", ".join(headless) or "none"
-            raise validate.invalid(
-                f"agent_type must be one of the agents that can run a task headless "
-                f"({known}), got {agent_type!r}"
-            )
-        return self.profiles[agent_type]
-
-    def _working_directory(self, path: str | None) -> str:
-        if path is None:
-            path = self.default_cwd
-        path = validate.string("working_directory", path)
-        full = os.path.abspath(os.path.join(self.default_cwd, os.path.expanduser(path)))
-        if not os.path.isdir(full):
-            what = "does not exist" if not os.path.exists(full) else "is not a directory"
-            raise validate.invalid(f"working_directory {full} {what}")
-        return full
+    def _queue_position(self, record: AgentRecord) -> int | None:
+        if record.status != QUEUED or record.agent_id not in self._queue:
+            return None
+        return self._queue.index(record.agent_id) + 1
 
     def _new_id(self) -> str:
+        # Unique across every pool on the database, and no file of an older agent reused.
         while True:
             agent_id = secrets.token_hex(4)
-            if agent_id not in self._records and not (self.log_dir / f"{agent_id}.log").exists():
+            if (
+                agent_id not in self._records
+                and not (self.log_dir / f"{agent_id}.log").exists()
+                and not (self.worktrees_dir / agent_id).exists()
+                and not agent_rows.id_taken(self.store, agent_id)
+            ):
                 return agent_id
 
     # -- running -------------------------------------------------------------------
@@ -311,10 +447,13 @@ class AgentPool:
             argv = self._argv(profile, record, env)
             scanner = OutputScanner()
             record.last_output = scanner.tail
+            agent_id = record.agent_id
 
             def on_output(data: bytes) -> None:
                 scanner.feed(data)
                 record.output_bytes = scanner.bytes_seen
+                # Saved by the upkeep task: a write per chunk would cost more than the agent.
+                self._writer.dirty.add(agent_id)
 
             spec = SpawnSpec(
                 argv=argv,
@@ -323,6 +462,7 @@ class AgentPool:
                 user=self._user,
                 use_pty=False,
                 stdin_devnull=True,
+                confine=confine_steps(record.sandbox, record.agent_id, self._confine_for),
             )
             proc = AgentProcess(spec, self._reaper, on_output, stdout_fd=log_fd, stderr_fd=log_fd)
         except Exception as exc:
@@ -335,13 +475,17 @@ class AgentPool:
             return
         record.status = RUNNING
         record.pid = proc.pid
+        record.pid_started = liveness.process_start(proc.pid)
         record.started_at = proc.started_at
         live = _Live(proc=proc, log_fd=log_fd, scanner=scanner)
         self._live[record.agent_id] = live
         live.task = asyncio.get_running_loop().create_task(
             self._supervise(record, live), name=f"pool-agent-{record.agent_id}"
         )
-        self._emit("pool.start", f"agent {record.agent_id} started (pid {proc.pid})")
+        message = f"agent {record.agent_id} started (pid {proc.pid})"
+        self._save(record, ("pool.start", message, "info"))
+        self._emit("pool.start", message)
+        self._ensure_upkeep()
 
     async def _supervise(self, record: AgentRecord, live: _Live) -> None:
         """Wait for the agent to end, enforce its timeout, record how it went."""
@@ -364,6 +508,7 @@ class AgentPool:
                 status, error = live.stop_reason, None
             else:
                 status, error = final_status(record.exit_code, outcome)
+            await self._fill_changes(record)
         except Exception as exc:
             log.exception("supervising pool agent %s", record.agent_id)
             error = f"{error}: {exc}"
@@ -389,10 +534,14 @@ class AgentPool:
         record.status = status
         record.error = error
         record.ended_at = time.time()
-        self._done[record.agent_id].set()
-        level = "warning" if status in (FAILED, TIMED_OUT) else "info"
+        level = "warning" if status in (FAILED, TIMED_OUT, LOST) else "info"
         detail = f": {error}" if error else ""
-        self._emit("pool.end", f"agent {record.agent_id} {status}{detail}", level)
+        message = f"agent {record.agent_id} {status}{detail}"
+        self._save(record, ("pool.end", message, level))
+        done = self._done.get(record.agent_id)
+        if done is not None:
+            done.set()
+        self._emit("pool.end", message, level)
         for listener in self._listeners:
             try:
                 listener(record)
@@ -400,10 +549,124 @@ class AgentPool:
                 log.exception("pool listener failed for agent %s", record.agent_id)
 
     def _forget_old(self) -> None:
-        finished = [r.agent_id for r in self._records.values() if r.finished]
+        # Unsaved records stay until saved: memory is their only copy.
+        finished = [
+            r.agent_id
+            for r in self._records.values()
+            if r.finished and r.agent_id not in self._writer.dirty
+        ]
         for agent_id in finished[: max(0, len(finished) - MAX_FINISHED_KEPT)]:
             del self._records[agent_id]
-            del self._done[agent_id]
+            self._done.pop(agent_id, None)
+
+    # -- orphans of dead pools -------------------------------------------------------
+
+    def _take_over_dead(self) -> None:
+        """Take over the active agents of pools that died: orphaned if their process
+        still runs, else lost."""
+        for record, message in orphans.claim_dead(self.store, self._records):
+            self._emit(f"pool.{record.status}", message, "warning")
+            if record.status == ORPHANED:
+                self._records[record.agent_id] = record
+                self._done[record.agent_id] = asyncio.Event()
+                self._ensure_upkeep()
+            elif record.worktree is not None:
+                self._records[record.agent_id] = record
+                self._background(self._record_changes(record))
+
+    async def _fill_changes(self, record: AgentRecord) -> None:
+        if record.worktree is not None and record.base_commit is not None:
+            record.changes = await self._git.changes(record.worktree, record.base_commit)
+
+    async def _record_changes(self, record: AgentRecord) -> None:
+        """Fill in the worktree changes of an agent that ended out of our sight."""
+        await self._fill_changes(record)
+        self._save(record, None)
+
+    async def _stop_orphan(self, record: AgentRecord, reason: str) -> None:
+        if record.agent_id in self._stopping:
+            await self._done[record.agent_id].wait()
+            return
+        self._stopping.add(record.agent_id)
+        try:
+            assert record.pid is not None
+            gone = await orphans.stop(record.pid, record.pid_started, self._stop_grace)
+        finally:
+            self._stopping.discard(record.agent_id)
+        if not gone:
+            raise ControlError(
+                UNAVAILABLE,
+                f"agent {record.agent_id} (pid {record.pid}) survived SIGKILL (a process in "
+                "uninterruptible sleep?): look at it with `ps -o stat,wchan -p PID`",
+            )
+        if record.finished:
+            return  # the watcher saw it go first
+        await self._fill_changes(record)
+        error = None
+        if reason == TIMED_OUT:
+            error = f"ran longer than timeout_secs={record.timeout_secs:g} and was stopped"
+        record.note = orphans.ended_note("was stopped by pid")
+        self._finish(record, reason, error)
+
+    async def _watch_orphans(self) -> None:
+        """End the orphans that exited (lost) or outlived their timeout (stopped)."""
+        for record in [r for r in self._records.values() if r.status == ORPHANED]:
+            if record.agent_id in self._stopping:
+                continue
+            if not liveness.alive(record.pid, record.pid_started):
+                await self._fill_changes(record)
+                record.note = orphans.ended_note("exited")
+                self._finish(record, LOST, orphans.lost_error(record))
+            elif record.timeout_secs is not None and (record.run_secs or 0) > record.timeout_secs:
+                self._background(self._stop_orphan(record, TIMED_OUT))
+
+    # -- saving --------------------------------------------------------------------
+
+    def _save(self, record: AgentRecord, event: tuple[str, str, str] | None) -> None:
+        """Write one of our records through; on failure the upkeep task retries."""
+        if not self._writer.save(record, event):
+            self._ensure_upkeep()
+
+    # -- background ----------------------------------------------------------------
+
+    def _ensure_upkeep(self) -> None:
+        """Run the upkeep task while there is something to look after."""
+        if self._upkeep is not None and not self._upkeep.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # built outside a loop: started by the first request
+        self._upkeep = loop.create_task(self._upkeep_loop(), name="pool-upkeep")
+
+    async def _upkeep_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(UPKEEP_SECS)
+            self.flush()
+            try:
+                await self._watch_orphans()
+            except Exception:
+                log.exception("watching orphaned pool agents")
+            has_orphans = any(r.status == ORPHANED for r in self._records.values())
+            if not (self._live or self._writer.pending or has_orphans):
+                return
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(coro)
+        except RuntimeError:
+            coro.close()  # built outside a loop: that extra is skipped
+            return
+        # Held until done: the loop keeps only weak references to tasks.
+        self._tasks.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            message = exc.message if isinstance(exc, ControlError) else repr(exc)
+            self._emit("pool.error", message, "error")
 
     def _emit(self, kind: str, message: str, level: str = "info") -> None:
         if self._on_event is None:

@@ -46,7 +46,15 @@ def pool_ops(pool: AgentPool, locks: FileLocks) -> dict[str, OpHandler]:
         a = _args(
             "agent_spawn",
             args,
-            ("description", "agent_type", "working_directory", "max_iterations", "timeout_secs"),
+            (
+                "description",
+                "agent_type",
+                "working_directory",
+                "max_iterations",
+                "timeout_secs",
+                "sandbox",
+                "isolation",
+            ),
         )
         description = validate.string("description", _required("agent_spawn", a, "description"))
         agent_type = validate.string("agent_type", a.get("agent_type", "claude"))
@@ -59,6 +67,8 @@ def pool_ops(pool: AgentPool, locks: FileLocks) -> dict[str, OpHandler]:
             working_directory=working_directory,
             max_iterations=a.get("max_iterations"),
             timeout_secs=a.get("timeout_secs"),
+            sandbox=a.get("sandbox", "none"),
+            isolation=a.get("isolation", "none"),
         )
 
     async def agent_list(args: dict[str, Any]) -> Any:

@@ -18,9 +18,16 @@ COMPLETED = "completed"
 FAILED = "failed"
 STOPPED = "stopped"
 TIMED_OUT = "timed_out"
+ORPHANED = "orphaned"
+"""Still running, but the pool that started it died: nobody reads its output.
+A later pool watches it (by polling) and can still stop it by pid."""
+LOST = "lost"
+"""Its pool died and then so did it (or it never started): how it ended is unknown."""
 
-FINAL_STATUSES = (COMPLETED, FAILED, STOPPED, TIMED_OUT)
+FINAL_STATUSES = (COMPLETED, FAILED, STOPPED, TIMED_OUT, LOST)
 """Statuses an agent never leaves."""
+ACTIVE_STATUSES = (QUEUED, RUNNING, ORPHANED)
+"""Statuses of agents some pool still looks after (or should)."""
 
 DESCRIPTION_PREVIEW_CHARS = 200
 
@@ -47,6 +54,21 @@ class AgentRecord:
     output_bytes: int = 0
     last_output: deque[str] = field(default_factory=deque)
     """The last lines of output (bounded by whoever fills it)."""
+    pid_started: float | None = None
+    """The agent process's start time, so that a reused pid is not taken for it."""
+    runner_pid: int | None = None
+    """The process hosting the pool that owns the agent (a runner, or an MCP server)."""
+    runner_started: float | None = None
+    sandbox: str = "none"
+    isolation: str = "none"
+    worktree: str | None = None
+    """With ``isolation="worktree"``: the git worktree the agent works in (kept afterwards)."""
+    branch: str | None = None
+    base_commit: str | None = None
+    changes: dict[str, Any] | None = None
+    """What the agent left in its worktree: commits ahead of the base, uncommitted files."""
+    note: str | None = None
+    """Why an agent is orphaned or lost, and what can still be done about it."""
 
     @property
     def finished(self) -> bool:
@@ -79,6 +101,7 @@ def summary_view(record: AgentRecord) -> dict[str, Any]:
         "ended_at": record.ended_at,
         "run_secs": None if run_secs is None else round(run_secs, 3),
         "exit_code": record.exit_code,
+        "runner_pid": record.runner_pid,
     }
 
 
@@ -95,7 +118,22 @@ def status_view(record: AgentRecord, queue_position: int | None = None) -> dict[
         last_output=list(record.last_output),
         result=record.result,
         error=record.error,
+        note=record.note,
+        sandbox=record.sandbox,
+        isolation=record.isolation,
     )
+    if record.isolation == "worktree":
+        view.update(
+            worktree=record.worktree,
+            branch=record.branch,
+            base_commit=record.base_commit,
+            changes=record.changes,
+            worktree_help=(
+                f"the worktree is kept: review and merge with `git merge {record.branch}`, "
+                f"then remove it with `git worktree remove {record.worktree}` and "
+                f"`git branch -D {record.branch}`"
+            ),
+        )
     if queue_position is not None:
         view["queue_position"] = queue_position
     return view

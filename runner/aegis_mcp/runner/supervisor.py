@@ -80,6 +80,7 @@ class Supervisor:
         self.netmon_mode = "off"
         self.netmon_log: PreloadLog | None = None
         self.pool: AgentPool | None = None
+        self._pool_table: dict[str, OpHandler] | None = None
 
     # -- life cycle ----------------------------------------------------------
 
@@ -106,6 +107,10 @@ class Supervisor:
         await self.server.start()
         self._write_overlay()
         self.server.register_lazy(POOL_OPS, lambda: self._pool_ops(reaper))
+        if (state_dir() / "pool.db").exists():
+            # Earlier runs left pool history (perhaps orphans): take it over now,
+            # after the agent has started, rather than on the first pool call.
+            loop.call_later(0.5, self._take_over_pool, reaper)
         self.netmon_log = self._start_netmon()
         self.server.register_lazy(NETMON_OPS, self._netmon_ops)
         raw = RawMode(sys.stdin.fileno()) if self.plan.use_pty else None
@@ -127,6 +132,7 @@ class Supervisor:
             self.watchdog.cancel_pending()
             if self.pool is not None:
                 await self.pool.shutdown()
+                self.pool.store.close()
             if forwarder is not None:
                 forwarder.close()
             if raw is not None:
@@ -244,9 +250,18 @@ class Supervisor:
 
     def _pool_ops(self, reaper: ChildReaper) -> dict[str, OpHandler]:
         """The background agent pool, made on first use; its agents get the primary
-        agent's treatment (user, environment, MCP injection)."""
-        from ..pool import AgentPool, FileLocks, pool_ops
+        agent's treatment (user, environment, MCP injection) and its state is kept
+        in the state directory's SQLite database."""
+        if self._pool_table is not None:
+            return self._pool_table
+        from ..pool import AgentPool, FileLocks, PoolStore, pool_ops
 
+        try:
+            store = PoolStore.open(state_dir())
+        except ControlError as exc:
+            # Called eagerly at start: report it; the next pool call tries again.
+            self.events.emit("pool.unavailable", exc.message, "error")
+            raise
         log_dir = state_dir() / "pool-logs"
         log_dir.mkdir(mode=0o700, exist_ok=True)
         pool = AgentPool(
@@ -261,9 +276,22 @@ class Supervisor:
             default_cwd=self.plan.cwd,
             on_event=lambda kind, message, level: self.events.emit(kind, message, level),
             stop_grace=self.plan.config.runner.stop_grace_secs,
+            store=store,
+            worktrees_dir=self._worktrees_dir(),
         )
         self.pool = pool
-        return pool_ops(pool, FileLocks(self.plan.cwd))
+        self._pool_table = pool_ops(pool, FileLocks(self.plan.cwd, store))
+        return self._pool_table
+
+    def _take_over_pool(self, reaper: ChildReaper) -> None:
+        with contextlib.suppress(ControlError):
+            self._pool_ops(reaper)
+
+    def _worktrees_dir(self) -> Path | None:
+        # git runs as the agent's user, who cannot enter root's state directory.
+        if not self.plan.user.drop:
+            return None
+        return Path(self.plan.user.home) / ".local" / "state" / "aegis-mcp" / "worktrees"
 
     def _agent_env(self, agent_id: str = PRIMARY_AGENT_ID) -> dict[str, str]:
         env = dict(os.environ)

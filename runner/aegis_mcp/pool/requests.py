@@ -1,0 +1,91 @@
+"""Checking an ``agent_spawn`` request before anything is made for it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..agents.profiles import AgentProfile
+from . import validate
+from .sandbox import ConfineFor, check_sandbox
+from .worktree import check_isolation
+
+MAX_DESCRIPTION_CHARS = 100_000
+MAX_ITERATIONS = 10_000
+MAX_TIMEOUT_SECS = 86_400
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    """A checked spawn request."""
+
+    description: str
+    profile: AgentProfile
+    working_directory: str
+    max_iterations: int | None
+    timeout_secs: float | None
+    sandbox: str
+    isolation: str
+
+
+def profile_for(profiles: dict[str, AgentProfile], agent_type: object) -> AgentProfile:
+    """The profile named ``agent_type``, which must be able to run a task headless."""
+    headless = sorted(name for name, p in profiles.items() if p.headless_args)
+    if not isinstance(agent_type, str) or agent_type not in headless:
+        known = ", ".join(headless) or "none"
+        raise validate.invalid(
+            f"agent_type must be one of the agents that can run a task headless "
+            f"({known}), got {agent_type!r}"
+        )
+    return profiles[agent_type]
+
+
+def working_directory(path: object, default_cwd: str) -> str:
+    """``path`` (relative to ``default_cwd``, which it defaults to) as an existing directory."""
+    if path is None:
+        path = default_cwd
+    path = validate.string("working_directory", path)
+    full = os.path.abspath(os.path.join(default_cwd, os.path.expanduser(path)))
+    if not os.path.isdir(full):
+        what = "does not exist" if not os.path.exists(full) else "is not a directory"
+        raise validate.invalid(f"working_directory {full} {what}")
+    return full
+
+
+def check_spawn(
+    profiles: dict[str, AgentProfile],
+    default_cwd: str,
+    confine_for: ConfineFor | None,
+    *,
+    description: object,
+    agent_type: object,
+    working_dir: object,
+    max_iterations: object,
+    timeout_secs: object,
+    sandbox: object,
+    isolation: object,
+) -> SpawnRequest:
+    """Every argument of a spawn, checked; INVALID_ARGUMENT names the first bad one."""
+    text = validate.string("description", description, max_len=MAX_DESCRIPTION_CHARS)
+    profile = profile_for(profiles, agent_type)
+    cwd = working_directory(working_dir, default_cwd)
+    iterations: int | None = None
+    if max_iterations is not None:
+        iterations = validate.integer("max_iterations", max_iterations, 1, MAX_ITERATIONS)
+        if not profile.max_iterations_args:
+            raise validate.invalid(
+                f"agent_type {profile.name!r} has no way to bound its iterations: "
+                "omit max_iterations (or use timeout_secs)"
+            )
+    timeout: float | None = None
+    if timeout_secs is not None:
+        timeout = validate.number("timeout_secs", timeout_secs, 1, MAX_TIMEOUT_SECS)
+    return SpawnRequest(
+        description=text,
+        profile=profile,
+        working_directory=cwd,
+        max_iterations=iterations,
+        timeout_secs=timeout,
+        sandbox=check_sandbox(sandbox, confine_for),
+        isolation=check_isolation(isolation),
+    )

@@ -1,0 +1,68 @@
+"""The pool inside real runners: history and orphans survive a runner killed with SIGKILL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from helpers import AEGIS, call, runner_socket, wait_for, wait_reports
+
+
+def start_runner(env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*AEGIS, "demo", "--no-watchdog", "--no-inject-mcp", "--scenario", "quiet"],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_runner_killed_then_restarted_reports_orphans(aegis_env, report, runtime_dir, tmp_path):
+    first = start_runner(aegis_env, tmp_path)
+    orphan_pid = primary_pid = None
+    try:
+        sock = runner_socket(runtime_dir)
+        primary_pid = wait_reports(report, 1)[0]["pid"]
+        done = call(sock, "agent_spawn", description="/scenario say:finished", agent_type="demo")
+        assert call(sock, "agent_await", agent_id=done["agent_id"], timeout_secs=60)["done"]
+        slow = call(sock, "agent_spawn", description="/scenario quiet", agent_type="demo")
+        orphan_pid = wait_for(lambda: call(sock, "agent_status", agent_id=slow["agent_id"])["pid"])
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        # The SIGKILLed runner could not clean up: its primary agent lives on too.
+        os.kill(primary_pid, signal.SIGKILL)
+
+        second = start_runner(aegis_env, tmp_path)
+        try:
+            sock2 = wait_for(
+                lambda: next((s for s in runtime_dir.glob("runner-*.sock") if s != sock), None)
+            )
+            assert not sock.exists(), "the dead runner's files were not cleaned"
+            agents = {a["agent_id"]: a for a in call(sock2, "agent_list")["agents"]}
+            assert agents[done["agent_id"]]["status"] == "completed"
+            assert agents[slow["agent_id"]]["status"] == "orphaned"
+            stopped = call(sock2, "agent_stop", agent_id=slow["agent_id"])
+            assert stopped["status"] in ("stopped", "lost")
+            wait_for(lambda: not Path(f"/proc/{orphan_pid}").exists() or _zombie(orphan_pid))
+        finally:
+            second.terminate()
+            second.wait(timeout=30)
+    finally:
+        for pid in (primary_pid, orphan_pid):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if first.poll() is None:
+            first.kill()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+    except OSError:
+        return True
