@@ -9,7 +9,7 @@ VENV="${AEGIS_VENV:-$ROOT/.venv}"
 # Debian's own interpreter, not a per-user one (pyenv under /root): agents that
 # drop to another user must still be able to run the venv's python.
 PYTHON="${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}"
-APT_PACKAGES=(gcc make python3-venv tmux procps)
+APT_PACKAGES=(gcc make python3-venv tmux procps git nftables iproute2)
 
 say() { printf '[bootstrap] %s\n' "$*" >&2; }
 

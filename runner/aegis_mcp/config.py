@@ -13,6 +13,13 @@
     heartbeat_timeout_secs = 120
     lockup_action = "restart_with_backoff"
 
+    [sandbox]                  # --sandbox=netns
+    pool = "10.213.0.0/16"     # private range for the sandboxes' /30s
+
+    [policy]                   # egress policy of sandboxed agents (default allow)
+    deny = ["169.254.169.254", "10.0.0.0/8"]
+    allow = ["api.anthropic.com:443"]
+
     [agents.myagent]           # `aegis-mcp myagent ...`
     command = ["myagent", "--some-fixed-flag"]
     continue_args = ["--continue"]
@@ -57,12 +64,24 @@ class PoolSettings:
 
 
 @dataclass(frozen=True)
+class SandboxSettings:
+    """Network sandbox settings: the ``[sandbox]`` and ``[policy]`` tables."""
+
+    pool: str = "10.213.0.0/16"
+    """Private range the sandboxes' subnets are cut from."""
+    prefixlen: int = 30
+    policy: dict[str, Any] = field(default_factory=dict)
+    """The ``[policy]`` table (``default``, ``allow``, ``deny``), checked at load."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything read from the config file, with defaults filled in."""
 
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     pool: PoolSettings = field(default_factory=PoolSettings)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     profiles: dict[str, AgentProfile] = field(default_factory=lambda: dict(BUILTIN_PROFILES))
     path: Path | None = None
 
@@ -156,6 +175,35 @@ def _pool(table: Any, where: str) -> PoolSettings:
     return PoolSettings(max_agents=value)
 
 
+def _sandbox(table: Any, where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    for key in table:
+        if key not in ("pool", "prefixlen"):
+            raise ConfigError(f"{where}.{key}: unknown setting")
+    from .sandbox.errors import SandboxError
+    from .sandbox.netns.pool import AddressPool
+
+    try:
+        AddressPool(**table)
+    except (SandboxError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return dict(table)
+
+
+def _policy(table: Any, where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    from .sandbox.errors import PolicyError
+    from .sandbox.policy import Policy
+
+    try:
+        Policy.from_config(table)
+    except PolicyError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return dict(table)
+
+
 def load_config(path: Path) -> Config:
     """Read and validate the config file; a missing file gives the defaults."""
     try:
@@ -172,6 +220,8 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     runner = RunnerSettings()
     pool = PoolSettings()
+    sandbox: dict[str, Any] = {}
+    policy: dict[str, Any] = {}
     watchdog = WatchdogConfig()
     profiles = dict(BUILTIN_PROFILES)
     for section, table in data.items():
@@ -180,6 +230,10 @@ def load_config(path: Path) -> Config:
             runner = _runner(table, where)
         elif section == "pool":
             pool = _pool(table, where)
+        elif section == "sandbox":
+            sandbox = _sandbox(table, where)
+        elif section == "policy":
+            policy = _policy(table, where)
         elif section == "watchdog":
             if not isinstance(table, dict):
                 raise ConfigError(f"{where} must be a table")
@@ -194,4 +248,11 @@ def load_config(path: Path) -> Config:
                 profiles[name] = _profile(name, body, f"{path}: [agents.{name}]")
         else:
             raise ConfigError(f"{where}: unknown section")
-    return Config(runner=runner, watchdog=watchdog, pool=pool, profiles=profiles, path=path)
+    return Config(
+        runner=runner,
+        watchdog=watchdog,
+        pool=pool,
+        sandbox=SandboxSettings(**sandbox, policy=policy),
+        profiles=profiles,
+        path=path,
+    )

@@ -128,12 +128,12 @@ def _tracepoints() -> Check:
     )
 
 
-def _binary(name: str, disables: str) -> Callable[[], Check]:
-    def check() -> Check:
-        path = shutil.which(name)
-        return Check(name, path is not None, path or "not on PATH", "" if path else disables)
+def _nftables() -> Check:
+    from .sandbox.netns.nft import available
 
-    return check
+    ok = available()
+    detail = "libnftables loads" if ok else "libnftables not found (apt-get install nftables)"
+    return Check("nftables", ok, detail, "" if ok else "--sandbox=netns and its egress policy")
 
 
 def _container_engine() -> Check:
@@ -182,7 +182,7 @@ CHECKS: list[Callable[[], Check]] = [
     _kernel_headers,
     _kprobes,
     _tracepoints,
-    _binary("nft", "egress policy in network namespaces"),
+    _nftables,
     _container_engine,
     _hooks,
     _agents,

@@ -29,6 +29,8 @@ class WrapperOptions:
     sandbox: str = "none"
     inject_mcp: bool = True
     keep_root: bool = False
+    allow: list[str] = field(default_factory=list)
+    deny: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -78,6 +80,9 @@ def _apply(arg: str, rest: list[str], opts: WrapperOptions) -> bool:
         if kind not in SANDBOX_KINDS:
             raise UsageError(f"--sandbox must be one of {', '.join(SANDBOX_KINDS)}, got {kind!r}")
         opts.sandbox = kind
+    elif name in ("--allow", "--deny"):
+        spec = _value(name, arg, rest)
+        (opts.allow if name == "--allow" else opts.deny).append(spec)
     elif arg == "--no-inject-mcp":
         opts.inject_mcp = False
     elif arg == "--keep-root":

@@ -6,6 +6,12 @@ owns one. A runner that crashed leaves its namespaces mounted under
 ``/var/run/netns``; cleanup removes those whose owner is gone and never one
 of a live runner, nor anything that does not carry our name.
 
+A netns sandbox (:mod:`aegis_mcp.sandbox.netns`) also writes a marker file
+naming its owner by pid and start time: where there is one, it decides
+whether the owner lives. Cleanup then also removes what such sandboxes leave
+on the host besides the mount (veth, nft table, ``/etc/netns/<name>``,
+marker), each only when it carries both our name and our tag.
+
 pyroute2 is imported inside the functions: it costs about 130 ms, which
 every agent start would otherwise pay (DESIGN.md fact 10).
 """
@@ -60,35 +66,65 @@ def _run_dir(run_dir: Path | None) -> Path:
     return Path(netns.NETNS_RUN_DIR)
 
 
-def list_namespaces(run_dir: Path | None = None) -> list[dict[str, Any]]:
+def _sandbox_markers(state_dir: Path | None) -> dict[str, dict[str, Any]]:
+    """Markers of netns sandboxes by namespace name ({} when there are none to read)."""
+    from ..sandbox.netns import markers
+
+    directory = Path(state_dir) if state_dir is not None else markers.DEFAULT_STATE_DIR
+    return {m["name"]: m for m in markers.read_markers(directory)}
+
+
+def _alive(name: str, pid: int, found_markers: dict[str, dict[str, Any]]) -> bool:
+    marker = found_markers.get(name)
+    if marker is not None:
+        from ..sandbox.netns import markers
+
+        return markers.owner_alive(marker)
+    return owner_alive(pid)
+
+
+def list_namespaces(
+    run_dir: Path | None = None, state_dir: Path | None = None
+) -> list[dict[str, Any]]:
     """The aegis namespaces that exist, sorted by name. Needs no root.
 
-    ``run_dir`` is where named namespaces are mounted (``/var/run/netns``).
+    ``run_dir`` is where named namespaces are mounted (``/var/run/netns``),
+    ``state_dir`` where sandboxes keep their markers (``/run/aegis-mcp/netns``).
     """
     from pyroute2 import netns
 
     directory = _run_dir(run_dir)
+    found_markers = _sandbox_markers(state_dir)
     found = []
     for name in sorted(netns.listnetns(str(directory))):
         parsed = parse_name(name)
         if parsed is None:
             continue
         pid, agent = parsed
-        found.append(
-            {
-                "name": name,
-                "owner_pid": pid,
-                "agent_id": agent,
-                "owner_alive": owner_alive(pid),
-                "path": str(directory / name),
+        marker = found_markers.get(name)
+        entry = {
+            "name": name,
+            "owner_pid": pid,
+            "agent_id": agent,
+            "owner_alive": _alive(name, pid, found_markers),
+            "path": str(directory / name),
+        }
+        if marker is not None:
+            entry["sandbox"] = {
+                key: marker.get(key) for key in ("subnet", "host_if", "host_table", "created_at")
             }
-        )
+        found.append(entry)
     return found
 
 
-def cleanup_namespaces(run_dir: Path | None = None) -> dict[str, Any]:
-    """Remove the aegis namespaces whose owner is dead; returns removed/kept/errors.
+def cleanup_namespaces(
+    run_dir: Path | None = None, state_dir: Path | None = None
+) -> dict[str, Any]:
+    """Remove what runners that died left: namespaces, then their sandboxes' host resources.
 
+    Returns ``removed``/``kept`` (namespace names), ``errors``, and
+    ``resources``: the veths, nft tables, resolv.conf directories and markers
+    removed and kept (see :mod:`aegis_mcp.sandbox.netns.leftovers`).
     Raises PermissionError when not root (unmounting a namespace needs it).
     """
     if os.geteuid() != 0:
@@ -98,9 +134,11 @@ def cleanup_namespaces(run_dir: Path | None = None) -> dict[str, Any]:
     removed: list[str] = []
     kept: list[str] = []
     errors: list[dict[str, str]] = []
-    for entry in list_namespaces(run_dir):
+    for entry in list_namespaces(run_dir, state_dir):
         # Asked again right before removing: the listing may be a moment old.
-        if entry["owner_alive"] or owner_alive(entry["owner_pid"]):
+        if entry["owner_alive"] or _alive(
+            entry["name"], entry["owner_pid"], _sandbox_markers(state_dir)
+        ):
             kept.append(entry["name"])
             continue
         try:
@@ -111,4 +149,28 @@ def cleanup_namespaces(run_dir: Path | None = None) -> dict[str, Any]:
             errors.append({"name": entry["name"], "error": str(exc)})
         else:
             removed.append(entry["name"])
-    return {"removed": removed, "kept": kept, "errors": errors}
+    return {
+        "removed": removed,
+        "kept": kept,
+        "errors": errors,
+        "resources": _cleanup_sandbox_resources(state_dir, errors),
+    }
+
+
+def _cleanup_sandbox_resources(
+    state_dir: Path | None, errors: list[dict[str, str]]
+) -> dict[str, Any]:
+    from ..sandbox.errors import NftablesMissingError
+
+    try:
+        from ..sandbox.netns.leftovers import cleanup_leftovers
+
+        result = cleanup_leftovers(state_dir)
+    except NftablesMissingError:
+        # Without nftables no sandbox could have been made: nothing to look for.
+        return {"removed": [], "kept": [], "skipped": "nftables is not installed"}
+    except Exception as exc:
+        errors.append({"name": "sandbox resources", "error": str(exc)})
+        return {"removed": [], "kept": []}
+    errors.extend({"name": f"{e['kind']} {e['id']}", "error": e["error"]} for e in result["errors"])
+    return {"removed": result["removed"], "kept": result["kept"]}

@@ -39,6 +39,8 @@ class RunPlan:
     use_pty: bool
     cwd: str
     notices: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
 
     @property
     def headless(self) -> bool:
@@ -84,10 +86,15 @@ def make_plan(parsed: ParsedRun, config: Config) -> RunPlan:
     executable = resolve_executable(profile.command[0])
     if executable is None:
         raise UsageError(f"{profile.command[0]!r} ({profile.name}) was not found on PATH")
-    if opts.sandbox != "none":
-        raise UsageError(f"--sandbox={opts.sandbox} is not available in this version yet")
-    if opts.netmon not in (None, "auto", "preload"):
-        raise UsageError(f"--netmon={opts.netmon} is not available in this version yet")
+    sandbox = "netns" if opts.netmon == "netns" else opts.sandbox
+    if sandbox == "container":
+        raise UsageError("--sandbox=container is not available in this version yet")
+    if opts.netmon == "ebpf":
+        raise UsageError("--netmon=ebpf is not available in this version yet")
+    if (opts.allow or opts.deny) and sandbox != "netns":
+        raise UsageError("--allow/--deny are enforced in a network sandbox: add --sandbox=netns")
+    if sandbox == "netns":
+        _check_sandbox(opts.allow, opts.deny, config)
     try:
         user = resolve_agent_user(opts.keep_root)
     except RuntimeError as exc:
@@ -110,8 +117,23 @@ def make_plan(parsed: ParsedRun, config: Config) -> RunPlan:
         watchdog=watchdog,
         inject_mcp=opts.inject_mcp and profile.mcp_inject != "none",
         netmon=opts.netmon,
-        sandbox=opts.sandbox,
+        sandbox=sandbox,
         use_pty=is_terminal(sys.stdin.fileno()) and is_terminal(sys.stdout.fileno()),
         cwd=os.getcwd(),
         notices=tuple(notices),
+        allow=tuple(opts.allow),
+        deny=tuple(opts.deny),
     )
+
+
+def _check_sandbox(allow: list[str], deny: list[str], config: Config) -> None:
+    """UsageError unless a network sandbox can be made with this policy."""
+    from ..sandbox.errors import PolicyError, SandboxError
+    from ..sandbox.netns.sandbox import check_can_create
+    from ..sandbox.policy import Policy
+
+    try:
+        Policy.from_config(config.sandbox.policy, allow=allow, deny=deny)
+        check_can_create()
+    except (PolicyError, SandboxError) as exc:
+        raise UsageError(f"--sandbox=netns: {exc}") from None

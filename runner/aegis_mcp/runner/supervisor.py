@@ -38,6 +38,7 @@ from ..terminal import RawMode, get_winsize, set_winsize
 from ..watchdog.health import TreeSample, TreeSampler
 from ..watchdog.monitor import Watchdog
 from . import ops_watchdog
+from .confinement import Confinement, SandboxUnavailable
 from .control_server import ControlServer
 from .input import InputForwarder
 from .plan import PRIMARY_AGENT_ID, RunPlan
@@ -45,7 +46,6 @@ from .runtime_files import RunnerLock, clean_stale
 from .state import EventLog, SnapshotWriter, write_atomic
 
 if TYPE_CHECKING:
-    from ..netmon.preload_log import PreloadLog
     from ..pool import AgentPool
 
 MAX_REASON = 2000
@@ -77,10 +77,10 @@ class Supervisor:
         self.hooks = find_hooks()
         self.mcp_injection = "off"
         self.mcp_server_entry: dict[str, Any] | None = None
-        self.netmon_mode = "off"
-        self.netmon_log: PreloadLog | None = None
+        self.confinement = Confinement(self.pid, plan, self.files, self.hooks, self._say)
         self.pool: AgentPool | None = None
         self._pool_table: dict[str, OpHandler] | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     # -- life cycle ----------------------------------------------------------
 
@@ -111,13 +111,15 @@ class Supervisor:
             # Earlier runs left pool history (perhaps orphans): take it over now,
             # after the agent has started, rather than on the first pool call.
             loop.call_later(0.5, self._take_over_pool, reaper)
-        self.netmon_log = self._start_netmon()
         self.server.register_lazy(NETMON_OPS, self._netmon_ops)
         raw = RawMode(sys.stdin.fileno()) if self.plan.use_pty else None
         forwarder: InputForwarder | None = None
         watchdog_task = asyncio.create_task(self.watchdog.run())
         self._install_signal_handlers(loop)
         try:
+            if os.geteuid() == 0 and _stale_namespaces_possible():
+                await self._clean_stale_namespaces()
+            await self.confinement.start()
             if raw is not None:
                 raw.enter()
                 forwarder = InputForwarder(loop, sys.stdin.fileno(), self.watchdog.user_input)
@@ -127,12 +129,16 @@ class Supervisor:
                 socket=str(self.files.socket),
             )
             await self._supervise(reaper, forwarder)
+        except SandboxUnavailable as exc:
+            self._say(str(exc))
+            self.exit_code = 1
         finally:
             watchdog_task.cancel()
             self.watchdog.cancel_pending()
             if self.pool is not None:
                 await self.pool.shutdown()
                 self.pool.store.close()
+            await self.confinement.close()
             if forwarder is not None:
                 forwarder.close()
             if raw is not None:
@@ -199,6 +205,7 @@ class Supervisor:
             user=plan.user,
             use_pty=plan.use_pty,
             winsize=get_winsize(sys.stdout.fileno()) if plan.use_pty else None,
+            confine=self.confinement.confine(),
         )
         agent = AgentProcess(spec, reaper, self._on_output)
         self.agent = agent
@@ -225,28 +232,23 @@ class Supervisor:
             self.events.emit("agent.start", f"started {' '.join(argv)}", pid=agent.pid)
         return agent
 
-    def _start_netmon(self) -> PreloadLog | None:
-        """Network monitoring through the hooks library, when asked for and possible."""
-        if self.plan.netmon is None:
-            return None
-        if self.hooks is None:
-            self._say(
-                "--netmon: the hooks library was not found (run `make build`); "
-                "network monitoring is off"
-            )
-            self.netmon_mode = "unavailable"
-            return None
-        # `auto` means the best tier available; in this version that is preload.
-        from ..netmon.preload_log import PreloadLog
+    async def _clean_stale_namespaces(self) -> None:
+        """Remove what crashed runners left (namespaces, veths, nft tables): only theirs."""
+        from ..netmon.namespaces import cleanup_namespaces
 
-        self.netmon_mode = "preload"
-        return PreloadLog(self.files.netmon_log)
+        try:
+            result = await asyncio.to_thread(cleanup_namespaces)
+        except (OSError, RuntimeError) as exc:
+            self.events.emit("netns.cleanup_failed", str(exc), "warning")
+            return
+        removed = result.get("removed", [])
+        if removed:
+            self.events.emit("netns.cleanup", f"removed stale namespaces: {', '.join(removed)}")
 
     def _netmon_ops(self) -> dict[str, OpHandler]:
         from ..netmon.ops import netmon_ops
 
-        log = self.netmon_log
-        return netmon_ops(lambda: log.fresh_stats() if log is not None else None, self.netmon_mode)
+        return netmon_ops(self.confinement.current_stats, self.confinement.mode)
 
     def _pool_ops(self, reaper: ChildReaper) -> dict[str, OpHandler]:
         """The background agent pool, made on first use; its agents get the primary
@@ -278,10 +280,20 @@ class Supervisor:
             stop_grace=self.plan.config.runner.stop_grace_secs,
             store=store,
             worktrees_dir=self._worktrees_dir(),
+            confine_for=self.confinement.confine_for,
+        )
+        pool.add_listener(
+            lambda record: self._background(self.confinement.agent_ended(record.agent_id))
         )
         self.pool = pool
         self._pool_table = pool_ops(pool, FileLocks(self.plan.cwd, store))
         return self._pool_table
+
+    def _background(self, coro: Any) -> None:
+        # The loop keeps only weak references to tasks: hold them until done.
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _take_over_pool(self, reaper: ChildReaper) -> None:
         with contextlib.suppress(ControlError):
@@ -304,12 +316,7 @@ class Supervisor:
                 p for p in (str(self.hooks.path), env.get("LD_PRELOAD", "")) if p
             )
             env["AEGIS_MCP_OVERLAY"] = str(self.files.overlay)
-        if self.netmon_mode == "preload" and self.hooks is not None:
-            if str(self.hooks.path) not in env.get("LD_PRELOAD", ""):
-                env["LD_PRELOAD"] = " ".join(
-                    p for p in (str(self.hooks.path), env.get("LD_PRELOAD", "")) if p
-                )
-            env["AEGIS_NETMON_LOG"] = str(self.files.netmon_log)
+        self.confinement.agent_env(env)
         return env
 
     def _write_overlay(self) -> None:
@@ -564,10 +571,10 @@ class Supervisor:
             },
             "pool": self.pool.stats() if self.pool is not None else None,
             "netmon": {
-                "mode": self.netmon_mode,
-                "log_file": str(self.files.netmon_log) if self.netmon_log else None,
+                "mode": self.confinement.mode,
+                "log_file": str(self.files.netmon_log) if self.confinement.preload else None,
             },
-            "sandbox": plan.sandbox,
+            "sandbox": self.confinement.describe(),
         }
 
     def snapshot_data(self) -> dict[str, Any]:
@@ -587,6 +594,18 @@ class Supervisor:
         line = f"\r\naegis-mcp: {message}\r\n" if self.plan.use_pty else f"aegis-mcp: {message}\n"
         with contextlib.suppress(OSError):
             os.write(2, line.encode())
+
+
+def _stale_namespaces_possible() -> bool:
+    """Whether any aegis namespace or sandbox marker exists (cheap: no pyroute2 import)."""
+    from ..netmon.namespaces import PREFIX
+    from ..sandbox.netns.markers import DEFAULT_STATE_DIR
+
+    for directory in (Path("/var/run/netns"), DEFAULT_STATE_DIR):
+        with contextlib.suppress(OSError):
+            if any(name.startswith(PREFIX) for name in os.listdir(directory)):
+                return True
+    return False
 
 
 def _project_mcp_servers(cwd: str) -> dict[str, Any]:

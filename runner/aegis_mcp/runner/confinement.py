@@ -1,0 +1,167 @@
+"""The runner's network sandboxes and network monitoring for its agents.
+
+One place decides, from the plan, which monitoring sources feed the run's
+NetmonStats (the hooks library's log, the netns sandbox's events) and which
+confinement steps each agent's process runs before it drops privileges.
+Sandboxes are made per agent: ``aegis-<runner pid>`` for the primary agent,
+``aegis-<runner pid>-<agent id>`` for pool agents that ask for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..control.protocol import INVALID_ARGUMENT, ControlError
+from ..hooks_lib import HooksInfo
+from ..paths import RunnerFiles
+from .plan import PRIMARY_AGENT_ID, RunPlan
+
+if TYPE_CHECKING:
+    from ..netmon.preload_log import PreloadLog
+    from ..netmon.stats import NetmonStats
+    from ..sandbox.netns import NetnsSandbox
+
+Confine = tuple[Callable[[], None], ...]
+
+
+class SandboxUnavailable(RuntimeError):
+    """The primary agent's sandbox could not be made; the message says why."""
+
+
+class Confinement:
+    """Sandboxes and monitoring sources of one run."""
+
+    def __init__(
+        self,
+        runner_pid: int,
+        plan: RunPlan,
+        files: RunnerFiles,
+        hooks: HooksInfo | None,
+        say: Callable[[str], None],
+    ) -> None:
+        self.runner_pid = runner_pid
+        self.plan = plan
+        self.files = files
+        self.hooks = hooks
+        self._say = say
+        self.stats: NetmonStats | None = None
+        self.preload: PreloadLog | None = None
+        self.sources: list[str] = []
+        self.sandboxes: dict[str, NetnsSandbox] = {}
+
+    @property
+    def mode(self) -> str:
+        """The monitoring sources in use, e.g. ``preload`` or ``netns+preload``, or off."""
+        return "+".join(self.sources) if self.sources else "off"
+
+    def _ensure_stats(self) -> NetmonStats:
+        if self.stats is None:
+            from ..netmon.stats import NetmonStats
+
+            self.stats = NetmonStats(mode=self.mode)
+        return self.stats
+
+    async def start(self) -> None:
+        """Set up monitoring and, when asked for, the primary agent's sandbox."""
+        plan = self.plan
+        if plan.sandbox == "netns":
+            self.sources.append("netns")
+            try:
+                sandbox = await asyncio.to_thread(self._create, PRIMARY_AGENT_ID)
+            except Exception as exc:
+                raise SandboxUnavailable(f"cannot create the network sandbox: {exc}") from exc
+            self.sandboxes[PRIMARY_AGENT_ID] = sandbox
+        if plan.netmon in ("auto", "preload"):
+            if self.hooks is None:
+                self._say(
+                    "--netmon: the hooks library was not found (run `make build`); "
+                    "preload monitoring is off"
+                )
+            elif plan.netmon == "preload" or "netns" not in self.sources:
+                # `auto` means the best tier available: the sandbox's own view
+                # when there is one, else the hooks library.
+                from ..netmon.preload_log import PreloadLog
+
+                self.sources.append("preload")
+                self.preload = PreloadLog(self.files.netmon_log, self._ensure_stats())
+        if self.stats is not None:
+            self.stats.mode = self.mode
+
+    def _create(self, agent_id: str) -> NetnsSandbox:
+        from ..sandbox.netns import AddressPool, create_sandbox
+        from ..sandbox.policy import Policy
+
+        settings = self.plan.config.sandbox
+        policy = Policy.from_config(settings.policy, allow=self.plan.allow, deny=self.plan.deny)
+        pool = AddressPool(settings.pool, settings.prefixlen)
+        agent = None if agent_id == PRIMARY_AGENT_ID else agent_id
+        return create_sandbox(
+            self.runner_pid, agent, policy, pool, on_event=self._ensure_stats().ingest
+        )
+
+    def confine(self, agent_id: str = PRIMARY_AGENT_ID) -> Confine:
+        """The confinement steps of an agent's process (none when it is not sandboxed)."""
+        sandbox = self.sandboxes.get(agent_id)
+        return tuple(sandbox.confine) if sandbox is not None else ()
+
+    def confine_for(self, kind: str, agent_id: str) -> Confine:
+        """The pool's hook: make a pool agent's sandbox of ``kind`` and return its steps."""
+        if kind != "netns":
+            raise ControlError(
+                INVALID_ARGUMENT, f"sandbox {kind!r} is not available in this version"
+            )
+        from ..sandbox.errors import PolicyError, SandboxError
+
+        try:
+            self.sandboxes[agent_id] = self._create(agent_id)
+        except (SandboxError, PolicyError) as exc:
+            raise ControlError(INVALID_ARGUMENT, f"sandbox=netns: {exc}") from None
+        return self.confine(agent_id)
+
+    async def agent_ended(self, agent_id: str) -> None:
+        """Tear down a pool agent's sandbox once the agent is gone."""
+        sandbox = self.sandboxes.pop(agent_id, None)
+        if sandbox is not None:
+            await asyncio.to_thread(sandbox.teardown)
+
+    def agent_env(self, env: dict[str, str]) -> None:
+        """Add the monitoring variables to an agent's environment."""
+        if self.preload is None or self.hooks is None:
+            return
+        preload = env.get("LD_PRELOAD", "")
+        if str(self.hooks.path) not in preload:
+            env["LD_PRELOAD"] = " ".join(p for p in (str(self.hooks.path), preload) if p)
+        env["AEGIS_NETMON_LOG"] = str(self.files.netmon_log)
+
+    def current_stats(self) -> NetmonStats | None:
+        """The run's statistics, with the hooks' log read up to now (None when off)."""
+        if self.preload is not None:
+            self.preload.poll()
+        return self.stats
+
+    def describe(self) -> dict[str, Any]:
+        """Sandbox part of the runner's status."""
+        return {
+            "kind": self.plan.sandbox,
+            "sandboxes": {
+                agent: _safe_describe(sandbox) for agent, sandbox in self.sandboxes.items()
+            },
+        }
+
+    async def close(self) -> None:
+        """Tear every sandbox down (idempotent)."""
+        sandboxes, self.sandboxes = list(self.sandboxes.values()), {}
+        for sandbox in sandboxes:
+            errors = await asyncio.to_thread(sandbox.teardown)
+            for error in errors or ():
+                self._say(f"sandbox teardown: {error}")
+
+
+def _safe_describe(sandbox: NetnsSandbox) -> dict[str, Any]:
+    # A status request must not fail because a counter could not be read.
+    with contextlib.suppress(Exception):
+        return sandbox.describe()
+    return {"name": sandbox.name}

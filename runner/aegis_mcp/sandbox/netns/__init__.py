@@ -1,0 +1,43 @@
+"""The netns sandbox: one network namespace per agent, with an egress policy.
+
+Public API (import costs pyroute2's message classes, about 100 ms: import
+this package only when ``--sandbox=netns`` / ``--netmon=netns`` is asked for)::
+
+    from aegis_mcp.sandbox.netns import AddressPool, create_sandbox
+    from aegis_mcp.sandbox.policy import Policy
+
+    sandbox = create_sandbox(os.getpid(), None, Policy(deny=("10.0.0.0/8",)),
+                             AddressPool("10.213.0.0/16"), on_event=stats.ingest)
+    spec = SpawnSpec(..., confine=sandbox.confine)
+    ...
+    sandbox.teardown()
+
+Modules: :mod:`.sandbox` (set-up, confine steps, teardown), :mod:`.pool`
+(subnets), :mod:`.firewall` (nftables rules), :mod:`.monitor` (events),
+:mod:`.leftovers` (what crashed runners left), and the transports
+:mod:`.nlsock`, :mod:`.rtnl`, :mod:`.nfnetlink`, :mod:`.nft`, :mod:`.syscalls`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .pool import DEFAULT_POOL, AddressPool
+    from .sandbox import NetnsSandbox, check_can_create, create_sandbox
+
+__all__ = ["DEFAULT_POOL", "AddressPool", "NetnsSandbox", "check_can_create", "create_sandbox"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: netmon's namespace listing reads only the markers module, and must
+    # not pay for pyroute2 and dnspython through this package's init.
+    if name in ("DEFAULT_POOL", "AddressPool"):
+        from . import pool
+
+        return getattr(pool, name)
+    if name in ("NetnsSandbox", "check_can_create", "create_sandbox"):
+        from . import sandbox
+
+        return getattr(sandbox, name)
+    raise AttributeError(name)

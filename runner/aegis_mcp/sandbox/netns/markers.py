@@ -1,0 +1,100 @@
+"""Marker files: what a sandbox created, and who owns it.
+
+Each sandbox writes ``<state dir>/<namespace name>.json`` (``/run/aegis-mcp/netns``
+by default) *before* it creates anything, and removes it last. The marker
+names every resource (namespace, host veth, nft table, resolv.conf directory,
+subnet) and the owner by pid *and* start time, so that a reused pid is not
+taken for a live owner, and a live owner is known without guessing from its
+command line. Cleanup removes a resource only when both its name has our
+prefix and a marker (or the resource's own tag: the veth's alias, the
+table's comment) says who owns it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE_DIR = Path("/run/aegis-mcp/netns")
+SUFFIX = ".json"
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: fields start after the last ')'.
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def owner_alive(marker: dict[str, Any]) -> bool:
+    """Whether the process that wrote ``marker`` still runs (same pid, same start time)."""
+    pid = marker.get("owner_pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    start = process_start_time(pid)
+    if start is None:
+        return False
+    # A zombie's stat is still readable: it is not an owner any more.
+    with contextlib.suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_bytes()
+        if state[state.rfind(b")") + 2 :].startswith(b"Z"):
+            return False
+    return start == marker.get("owner_start")
+
+
+def state_dir(path: Path | None = None) -> Path:
+    """The marker directory, created (root only, 0755) on demand."""
+    directory = Path(path) if path is not None else DEFAULT_STATE_DIR
+    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+    return directory
+
+
+def marker_path(directory: Path, name: str) -> Path:
+    """Where the marker of namespace ``name`` lives."""
+    return directory / f"{name}{SUFFIX}"
+
+
+def write_marker(directory: Path, data: dict[str, Any]) -> Path:
+    """Write (or replace) a marker atomically."""
+    path = marker_path(directory, data["name"])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def read_marker(directory: Path, name: str) -> dict[str, Any] | None:
+    """The marker of ``name``, None if missing or unreadable."""
+    try:
+        data = json.loads(marker_path(directory, name).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("name") == name else None
+
+
+def read_markers(directory: Path) -> list[dict[str, Any]]:
+    """Every readable marker in ``directory``."""
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in sorted(directory.glob(f"*{SUFFIX}")):
+        marker = read_marker(directory, path.name[: -len(SUFFIX)])
+        if marker is not None:
+            found.append(marker)
+    return found
+
+
+def remove_marker(directory: Path, name: str) -> None:
+    """Remove the marker of ``name`` (no error if it is gone)."""
+    with contextlib.suppress(FileNotFoundError):
+        marker_path(directory, name).unlink()
