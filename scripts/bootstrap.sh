@@ -45,6 +45,8 @@ install_venv() {
 }
 
 install_system_packages
+# eBPF is optional: without it --netmon falls back to preload and says why.
+"$ROOT/scripts/setup_bpf.sh" || say "eBPF set-up incomplete: --netmon falls back to preload"
 install_venv
 make -C "$ROOT" --no-print-directory build VENV="$VENV" >/dev/null
 say "ready: $VENV/bin/aegis-mcp"

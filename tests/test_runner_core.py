@@ -459,7 +459,14 @@ def test_snapshot_and_event_log_follow_the_state(aegis_env, runtime_dir, report)
 def test_doctor_reports_each_capability(aegis_env):
     result = run(["doctor"], aegis_env)
     assert result.returncode == 0
-    for name in ("root", "cgroup v2", "kprobes", "tracepoints", "nftables", "hooks library"):
+    for name in (
+        "root",
+        "cgroup v2",
+        "kprobe tier",
+        "tracepoint tier",
+        "nftables",
+        "hooks library",
+    ):
         assert name in result.stdout
     assert "disables:" in result.stdout or "MISS" not in result.stdout
 

@@ -77,7 +77,7 @@ def test_netmon_counts_the_agents_traffic(aegis_env, runtime_dir, tmp_path):
         "time.sleep(300)\n"
     )
     proc = subprocess.Popen(
-        [*AEGIS, "run", "--netmon", "--no-watchdog", "--", sys.executable, str(agent)],
+        [*AEGIS, "run", "--netmon=preload", "--no-watchdog", "--", sys.executable, str(agent)],
         env=aegis_env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

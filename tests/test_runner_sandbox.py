@@ -164,7 +164,7 @@ def _zombie(pid: int) -> bool:
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["run", "--allow", "example.com", "--", "true"], "add --sandbox=netns"),
+        (["run", "--allow", "example.com", "--", "true"], "--netmon=ebpf): add one"),
         (["run", "--sandbox=netns", "--deny", "10.0.0.0/33", "--", "true"], "--sandbox=netns:"),
         (["run", "--sandbox=netns", "--allow", "host:99999", "--", "true"], "--sandbox=netns:"),
     ],

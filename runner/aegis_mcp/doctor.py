@@ -99,33 +99,21 @@ def _kernel_headers() -> Check:
     )
 
 
-def _tracefs() -> Path | None:
-    for base in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
-        if Path(base, "events").is_dir():
-            return Path(base)
-    return None
+def _ebpf_tiers() -> list[Check]:
+    from .netmon.ebpf.availability import tier_problems
+
+    ok, reason = _ebpf_ready()
+    checks = [Check("eBPF netmon", ok, "ready" if ok else reason, "" if ok else "--netmon=ebpf")]
+    for tier, problem in tier_problems().items():
+        disables = f"the {tier} netmon tier" if problem else ""
+        checks.append(Check(f"  {tier} tier", problem is None, problem or "usable", disables))
+    return checks
 
 
-def _kprobes() -> Check:
-    # The kprobe PMU is registered when the kernel has CONFIG_KPROBES; sysfs
-    # shows it whether or not tracefs is mounted.
-    ok = Path("/sys/bus/event_source/devices/kprobe").exists()
-    detail = "kprobe PMU present" if ok else "the kernel has no kprobes (CONFIG_KPROBES off)"
-    return Check("kprobes", ok, detail, "" if ok else "the kprobe netmon tier")
+def _ebpf_ready() -> tuple[bool, str]:
+    from .netmon.ebpf import ebpf_available
 
-
-def _tracepoints() -> Check:
-    base = _tracefs()
-    if base is None:
-        detail = "tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"
-        return Check("tracepoints", False, detail, "the tracepoint netmon tier")
-    ok = Path(base, "events/sock/inet_sock_set_state").is_dir()
-    return Check(
-        "tracepoints",
-        ok,
-        "sock:inet_sock_set_state present" if ok else "sock:inet_sock_set_state missing",
-        "" if ok else "the tracepoint netmon tier",
-    )
+    return ebpf_available()
 
 
 def _nftables() -> Check:
@@ -180,8 +168,6 @@ CHECKS: list[Callable[[], Check]] = [
     _cgroup_v2,
     _bcc,
     _kernel_headers,
-    _kprobes,
-    _tracepoints,
     _nftables,
     _container_engine,
     _hooks,
@@ -191,7 +177,7 @@ CHECKS: list[Callable[[], Check]] = [
 
 def run_checks() -> list[Check]:
     """All checks, in display order."""
-    return [check() for check in CHECKS]
+    return [check() for check in CHECKS] + _ebpf_tiers()
 
 
 def print_report() -> int:

@@ -4,7 +4,9 @@ The pool knows no sandbox implementation (they need root, namespaces, a
 container engine: the host's business). A host that has one passes
 ``confine_for(kind, agent_id)``, which returns the ``SpawnSpec.confine`` steps
 that put the agent's process into it (run in the child before the privilege
-drop). Without the hook only ``"none"`` is accepted. The hook is called when
+drop). The hook is asked for every agent, ``"none"`` included, since a host may
+confine all of them in some way (a monitored cgroup). Without the hook only
+``"none"`` is accepted. The hook is called when
 the agent starts, not when it is queued, so queued agents hold no namespaces;
 a hook that fails makes the agent ``failed`` with its message. Tearing a
 sandbox down after the agent ends is the host's job (``AgentPool.add_listener``
@@ -39,7 +41,7 @@ def check_sandbox(value: object, confine_for: ConfineFor | None) -> str:
 def confine_steps(
     kind: str, agent_id: str, confine_for: ConfineFor | None
 ) -> tuple[ConfineStep, ...]:
-    """The confine steps for one agent (none for ``"none"``)."""
-    if kind == "none" or confine_for is None:
+    """The confine steps for one agent (none without a hook)."""
+    if confine_for is None:
         return ()
     return tuple(confine_for(kind, agent_id))

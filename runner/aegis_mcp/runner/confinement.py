@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +22,11 @@ from ..paths import RunnerFiles
 from .plan import PRIMARY_AGENT_ID, RunPlan
 
 if TYPE_CHECKING:
+    from ..netmon.ebpf import EbpfMonitor
     from ..netmon.preload_log import PreloadLog
     from ..netmon.stats import NetmonStats
     from ..sandbox.netns import NetnsSandbox
+    from ..sandbox.policy import Policy
 
 Confine = tuple[Callable[[], None], ...]
 
@@ -49,6 +53,7 @@ class Confinement:
         self._say = say
         self.stats: NetmonStats | None = None
         self.preload: PreloadLog | None = None
+        self.ebpf: EbpfMonitor | None = None
         self.sources: list[str] = []
         self.sandboxes: dict[str, NetnsSandbox] = {}
 
@@ -74,15 +79,16 @@ class Confinement:
             except Exception as exc:
                 raise SandboxUnavailable(f"cannot create the network sandbox: {exc}") from exc
             self.sandboxes[PRIMARY_AGENT_ID] = sandbox
-        if plan.netmon in ("auto", "preload"):
+        if plan.netmon in ("auto", "ebpf"):
+            await self._start_ebpf()
+        if plan.netmon == "preload" or (plan.netmon == "auto" and not self.sources):
             if self.hooks is None:
                 self._say(
                     "--netmon: the hooks library was not found (run `make build`); "
                     "preload monitoring is off"
                 )
-            elif plan.netmon == "preload" or "netns" not in self.sources:
-                # `auto` means the best tier available: the sandbox's own view
-                # when there is one, else the hooks library.
+            else:
+                # `auto` lands here when neither eBPF nor a sandbox can watch.
                 from ..netmon.preload_log import PreloadLog
 
                 self.sources.append("preload")
@@ -90,12 +96,50 @@ class Confinement:
         if self.stats is not None:
             self.stats.mode = self.mode
 
-    def _create(self, agent_id: str) -> NetnsSandbox:
-        from ..sandbox.netns import AddressPool, create_sandbox
+    async def _start_ebpf(self) -> None:
+        """eBPF monitoring of the run's cgroup, or one line saying why not."""
+        from ..netmon.ebpf import EbpfUnavailable, ebpf_available
+
+        ok, reason = await asyncio.to_thread(ebpf_available)
+        if ok:
+            try:
+                # BCC compiles the programs here (1.5-3 s): the agent must not
+                # start before they are attached, or its first connects are missed.
+                self.ebpf = await asyncio.to_thread(self._create_ebpf)
+            except EbpfUnavailable as exc:
+                ok, reason = False, str(exc)
+        if ok:
+            self.sources.append("ebpf")
+            return
+        if self._policy_needs_ebpf():
+            raise SandboxUnavailable(
+                f"--allow/--deny need eBPF without --sandbox=netns, and it is unavailable: {reason}"
+            )
+        fallback = "the sandbox's view" if self.sources else "preload"
+        self._say(f"--netmon: eBPF unavailable ({reason}); using {fallback}")
+
+    def _create_ebpf(self) -> EbpfMonitor:
+        from ..netmon.ebpf import EbpfMonitor
+
+        policy = self._policy() if self._policy_needs_ebpf() else None
+        return EbpfMonitor(self.runner_pid, PRIMARY_AGENT_ID, self._ensure_stats(), policy=policy)
+
+    def _policy_needs_ebpf(self) -> bool:
+        # Without a namespace, only the cgroup programs can enforce a policy.
+        return self.plan.sandbox != "netns" and bool(self.plan.allow or self.plan.deny)
+
+    def _policy(self) -> Policy:
         from ..sandbox.policy import Policy
 
+        return Policy.from_config(
+            self.plan.config.sandbox.policy, allow=self.plan.allow, deny=self.plan.deny
+        )
+
+    def _create(self, agent_id: str) -> NetnsSandbox:
+        from ..sandbox.netns import AddressPool, create_sandbox
+
         settings = self.plan.config.sandbox
-        policy = Policy.from_config(settings.policy, allow=self.plan.allow, deny=self.plan.deny)
+        policy = self._policy()
         pool = AddressPool(settings.pool, settings.prefixlen)
         agent = None if agent_id == PRIMARY_AGENT_ID else agent_id
         return create_sandbox(
@@ -103,22 +147,29 @@ class Confinement:
         )
 
     def confine(self, agent_id: str = PRIMARY_AGENT_ID) -> Confine:
-        """The confinement steps of an agent's process (none when it is not sandboxed)."""
+        """The confinement steps of an agent's process: the monitored cgroup (all
+        agents of the run share it; events carry the pid), then its sandbox."""
+        steps: list[Callable[[], None]] = []
+        if self.ebpf is not None:
+            steps.extend(self.ebpf.confine)
         sandbox = self.sandboxes.get(agent_id)
-        return tuple(sandbox.confine) if sandbox is not None else ()
+        if sandbox is not None:
+            steps.extend(sandbox.confine)
+        return tuple(steps)
 
     def confine_for(self, kind: str, agent_id: str) -> Confine:
-        """The pool's hook: make a pool agent's sandbox of ``kind`` and return its steps."""
-        if kind != "netns":
+        """The pool's hook: a pool agent's steps, making its sandbox of ``kind`` first."""
+        if kind == "container":
             raise ControlError(
-                INVALID_ARGUMENT, f"sandbox {kind!r} is not available in this version"
+                INVALID_ARGUMENT, "sandbox 'container' is not available in this version"
             )
-        from ..sandbox.errors import PolicyError, SandboxError
+        if kind == "netns":
+            from ..sandbox.errors import PolicyError, SandboxError
 
-        try:
-            self.sandboxes[agent_id] = self._create(agent_id)
-        except (SandboxError, PolicyError) as exc:
-            raise ControlError(INVALID_ARGUMENT, f"sandbox=netns: {exc}") from None
+            try:
+                self.sandboxes[agent_id] = self._create(agent_id)
+            except (SandboxError, PolicyError) as exc:
+                raise ControlError(INVALID_ARGUMENT, f"sandbox=netns: {exc}") from None
         return self.confine(agent_id)
 
     async def agent_ended(self, agent_id: str) -> None:
@@ -140,6 +191,8 @@ class Confinement:
         """The run's statistics, with the hooks' log read up to now (None when off)."""
         if self.preload is not None:
             self.preload.poll()
+        if self.ebpf is not None:
+            return self.ebpf.fresh_stats()
         return self.stats
 
     def describe(self) -> dict[str, Any]:
@@ -151,8 +204,21 @@ class Confinement:
             },
         }
 
+    def describe_ebpf(self) -> dict[str, Any] | None:
+        """The eBPF monitor's tiers and counters, when it runs."""
+        return self.ebpf.status() if self.ebpf is not None else None
+
     async def close(self) -> None:
-        """Tear every sandbox down (idempotent)."""
+        """Detach the eBPF programs and tear every sandbox down (idempotent)."""
+        if self.ebpf is not None:
+            monitor, self.ebpf = self.ebpf, None
+            if not await asyncio.to_thread(monitor.close):
+                # Something escaped the agent's session but not its cgroup.
+                for pid in monitor.cgroup_pids():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                await asyncio.sleep(0.1)
+                await asyncio.to_thread(monitor.close)
         sandboxes, self.sandboxes = list(self.sandboxes.values()), {}
         for sandbox in sandboxes:
             errors = await asyncio.to_thread(sandbox.teardown)

@@ -89,12 +89,13 @@ def make_plan(parsed: ParsedRun, config: Config) -> RunPlan:
     sandbox = "netns" if opts.netmon == "netns" else opts.sandbox
     if sandbox == "container":
         raise UsageError("--sandbox=container is not available in this version yet")
-    if opts.netmon == "ebpf":
-        raise UsageError("--netmon=ebpf is not available in this version yet")
-    if (opts.allow or opts.deny) and sandbox != "netns":
-        raise UsageError("--allow/--deny are enforced in a network sandbox: add --sandbox=netns")
-    if sandbox == "netns":
-        _check_sandbox(opts.allow, opts.deny, config)
+    if (opts.allow or opts.deny) and sandbox != "netns" and opts.netmon != "ebpf":
+        raise UsageError(
+            "--allow/--deny are enforced by a network sandbox (--sandbox=netns) "
+            "or by eBPF on the agent's cgroup (--netmon=ebpf): add one"
+        )
+    if sandbox == "netns" or opts.allow or opts.deny:
+        _check_policy(opts.allow, opts.deny, config, sandbox == "netns")
     try:
         user = resolve_agent_user(opts.keep_root)
     except RuntimeError as exc:
@@ -126,14 +127,17 @@ def make_plan(parsed: ParsedRun, config: Config) -> RunPlan:
     )
 
 
-def _check_sandbox(allow: list[str], deny: list[str], config: Config) -> None:
-    """UsageError unless a network sandbox can be made with this policy."""
+def _check_policy(allow: list[str], deny: list[str], config: Config, netns: bool) -> None:
+    """UsageError unless the policy is valid and, for a sandbox, one can be made."""
     from ..sandbox.errors import PolicyError, SandboxError
-    from ..sandbox.netns.sandbox import check_can_create
     from ..sandbox.policy import Policy
 
+    where = "--sandbox=netns" if netns else "--allow/--deny"
     try:
         Policy.from_config(config.sandbox.policy, allow=allow, deny=deny)
-        check_can_create()
+        if netns:
+            from ..sandbox.netns.sandbox import check_can_create
+
+            check_can_create()
     except (PolicyError, SandboxError) as exc:
-        raise UsageError(f"--sandbox=netns: {exc}") from None
+        raise UsageError(f"{where}: {exc}") from None

@@ -111,7 +111,6 @@ class Supervisor:
             # Earlier runs left pool history (perhaps orphans): take it over now,
             # after the agent has started, rather than on the first pool call.
             loop.call_later(0.5, self._take_over_pool, reaper)
-        self.server.register_lazy(NETMON_OPS, self._netmon_ops)
         raw = RawMode(sys.stdin.fileno()) if self.plan.use_pty else None
         forwarder: InputForwarder | None = None
         watchdog_task = asyncio.create_task(self.watchdog.run())
@@ -120,6 +119,8 @@ class Supervisor:
             if os.geteuid() == 0 and _stale_namespaces_possible():
                 await self._clean_stale_namespaces()
             await self.confinement.start()
+            # Served once monitoring is set up: its mode is known from then on.
+            self.server.register_lazy(NETMON_OPS, self._netmon_ops)
             if raw is not None:
                 raw.enter()
                 forwarder = InputForwarder(loop, sys.stdin.fileno(), self.watchdog.user_input)
@@ -155,6 +156,10 @@ class Supervisor:
     async def _supervise(self, reaper: ChildReaper, forwarder: InputForwarder | None) -> None:
         restart: dict[str, Any] | None = None
         while True:
+            if self._shutdown_signal is not None:
+                # Asked to stop while the set-up (a BPF compile) was still running.
+                self.exit_code = 128 + self._shutdown_signal
+                return
             try:
                 agent = self._start(reaper, restart)
             except OSError as exc:
@@ -573,6 +578,7 @@ class Supervisor:
             "netmon": {
                 "mode": self.confinement.mode,
                 "log_file": str(self.files.netmon_log) if self.confinement.preload else None,
+                "ebpf": self.confinement.describe_ebpf(),
             },
             "sandbox": self.confinement.describe(),
         }

@@ -1,0 +1,61 @@
+/*
+ * sendmsg.c - cgroup/sendmsg4 and cgroup/sendmsg6: UDP datagrams sent with
+ * an explicit destination (sendto/sendmsg on an unconnected socket, which
+ * is how most resolvers send DNS queries). A record is sent for the first
+ * datagram of a socket to each destination only; the bytes themselves are
+ * counted by traffic.c. The egress policy applies here too.
+ */
+#include "aegis_common.h"
+#include "policy.h"
+
+/* (socket, destination) pairs already reported. LRU: forgetting an old pair
+ * costs one repeated record, never a wrong number. */
+BPF_TABLE("lru_hash", struct flow_key, u8, udp_seen, 16384);
+
+static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, u16 family, const u32 *addr,
+                                      int verdict, u16 port)
+{
+    u64 cookie = bpf_get_socket_cookie(ctx);
+    int blocked = verdict == VERDICT_DENY;
+    struct flow_key key = {};
+    key.cookie = cookie;
+    key.rport = port;
+    key.family = family;
+    __builtin_memcpy(key.raddr, addr, 16);
+    if (!blocked) {
+        aegis_track_sock(cookie);
+        u8 one = 1;
+        if (udp_seen.lookup(&key)) return 1;
+        udp_seen.update(&key, &one);
+    }
+    struct aegis_event *e = aegis_reserve(blocked ? EV_BLOCKED : EV_SENDTO, 1);
+    if (e) {
+        e->cookie = cookie;
+        e->family = family;
+        e->proto = ctx->protocol;
+        e->rport = port;
+        e->value = verdict;
+        __builtin_memcpy(e->raddr, key.raddr, 16);
+        events.ringbuf_submit(e, 0);
+    }
+    return blocked ? 0 : 1;
+}
+
+int aegis_sendmsg4(struct bpf_sock_addr *ctx)
+{
+    u16 port = aegis_ntohs((u16)ctx->user_port);
+    u32 a[4] = {};
+    a[0] = ctx->user_ip4;
+    return on_sendmsg(ctx, AEGIS_AF_INET, a, policy_check4(a[0], port), port);
+}
+
+int aegis_sendmsg6(struct bpf_sock_addr *ctx)
+{
+    u16 port = aegis_ntohs((u16)ctx->user_port);
+    u32 a[4];
+    a[0] = ctx->user_ip6[0];
+    a[1] = ctx->user_ip6[1];
+    a[2] = ctx->user_ip6[2];
+    a[3] = ctx->user_ip6[3];
+    return on_sendmsg(ctx, AEGIS_AF_INET6, a, policy_check6(a, port), port);
+}

@@ -1,0 +1,441 @@
+"""EbpfMonitor: one agent's eBPF network monitoring, from cgroup to NetmonStats.
+
+Set-up (root, before the agent starts): create the agent's cgroup, compile
+the programs of the tiers this kernel offers with BCC, fill the config and
+policy maps, attach the cgroup programs to the agent's cgroup (the tracepoint
+attaches as the module is built, kprobes after), and start a thread that
+reads the ring buffer and the flow counters into the stats. The agent joins
+the cgroup through :attr:`EbpfMonitor.confine`, in the child before the
+privilege drop. :meth:`EbpfMonitor.close` undoes it all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ..stats import NetmonStats
+from . import events as ev
+from . import policy as pol
+from . import programs
+from ._bcc import BccMissing, import_bcc
+from .availability import (
+    cgroup2_mount,
+    ebpf_available,
+    ensure_tracefs,
+    kprobe_problem,
+    tracepoint_problem,
+)
+from .cgroup import AgentCgroup
+from .tracker import FlowRow, SocketTracker
+
+BPF_F_ALLOW_MULTI = 2
+"""Attach beside programs that others (systemd, a container engine) put on parent cgroups."""
+FLUSH_INTERVAL = 0.5
+POLL_MS = 100
+DNS_PORTS = (53,)
+DNS_PORT_SLOTS = 4  # DNS_PORT_SLOTS of bpf/aegis_common.h: ports besides 53
+
+
+class EbpfUnavailable(RuntimeError):
+    """eBPF monitoring cannot run here; the message is the one-line reason."""
+
+
+class EbpfMonitor:
+    """eBPF monitoring of one agent (see the module docstring).
+
+    ``policy``: the egress policy (``aegis_mcp.sandbox.policy.Policy``, see
+    :mod:`.policy`) applied by the connect/sendmsg hooks; None for none.
+    ``tiers``: the tiers to try (default all); those the machine lacks are
+    skipped, with the reason in :attr:`skipped`. Raises :class:`EbpfUnavailable`
+    when even the cgroup tier cannot run, leaving nothing behind.
+    """
+
+    def __init__(
+        self,
+        runner_pid: int,
+        agent_id: str,
+        stats: NetmonStats,
+        policy: pol.PolicyLike | None = None,
+        *,
+        tiers: Iterable[str] = programs.TIERS,
+        dns_ports: Iterable[int] = DNS_PORTS,
+        flush_interval: float = FLUSH_INTERVAL,
+        cgroup_root: Path | None = None,
+    ) -> None:
+        ok, reason = ebpf_available()
+        if not ok:
+            raise EbpfUnavailable(reason)
+        self.stats = stats
+        self.agent_id = agent_id
+        self.policy = policy
+        self.flush_interval = flush_interval
+        self.skipped: dict[str, str] = {}
+        self.tiers = self._choose_tiers(tuple(tiers))
+        root = cgroup_root if cgroup_root is not None else cgroup2_mount()
+        if root is None:
+            raise EbpfUnavailable("no cgroup v2 hierarchy is mounted")
+        try:
+            self.cgroup = AgentCgroup(root, runner_pid, agent_id)
+        except OSError as exc:
+            raise EbpfUnavailable(f"cannot create the agent's cgroup: {exc}") from None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._attached: list[tuple[Any, int]] = []
+        self._cgroup_fd = -1
+        self._bpf: Any = None
+        self._counters_seen = [0] * 4
+        self.records_read = 0
+        self.closed = False
+        self._errors: set[str] = set()
+        self.tracker = SocketTracker(
+            deferred_connects="tracepoint" in self.tiers, kprobe_bytes="kprobe" in self.tiers
+        )
+        try:
+            self._load(list(dns_ports))
+        except BaseException as exc:
+            self._teardown()
+            self.cgroup.remove()
+            if isinstance(exc, EbpfUnavailable | KeyboardInterrupt):
+                raise
+            raise EbpfUnavailable(f"loading the BPF programs failed: {exc}") from exc
+        self._thread = threading.Thread(target=self._run, name="aegis-ebpf", daemon=True)
+        self._thread.start()
+
+    # ---- public --------------------------------------------------------------------------------
+
+    @property
+    def tier(self) -> str:
+        """The highest tier running: ``kprobe``, ``tracepoint`` or ``cgroup``."""
+        return self.tiers[-1]
+
+    @property
+    def confine(self) -> tuple[Callable[[], None], ...]:
+        """Steps for ``SpawnSpec.confine``: join the agent's cgroup (in the child, as root)."""
+        return (self.cgroup.join_step(),)
+
+    @property
+    def lost_events(self) -> int:
+        """Records the ring buffer had no room for (each also logged as a ``lost`` event)."""
+        return self._counters_seen[ev.CNT_LOST]
+
+    def fresh_stats(self) -> NetmonStats:
+        """Read the counters now, then return the stats: a ``stats_source`` for the netmon ops."""
+        if not self.closed:
+            self._flush()
+        return self.stats
+
+    def status(self) -> dict[str, Any]:
+        """What runs and how it fares, for netmon_status and doctor."""
+        return {
+            "agent": self.agent_id,
+            "tier": self.tier,
+            "tiers": list(self.tiers),
+            "skipped": dict(self.skipped),
+            "cgroup": str(self.cgroup.path),
+            "cgroup_id": self.cgroup.id,
+            "lost_events": self._counters_seen[ev.CNT_LOST],
+            "flow_table_full": self._counters_seen[ev.CNT_FLOW_FULL],
+            "dns_truncated": self._counters_seen[ev.CNT_DNS_TRUNC],
+            "socket_table_full": self._counters_seen[ev.CNT_SOCK_FULL],
+            "records_read": self.records_read,
+            "open_sockets": self.tracker.open_sockets,
+            "policy": None
+            if self.policy is None
+            else {
+                "default": self.policy.default,
+                "rules": len(self.policy.rules),
+                "kernel_entries": len(self._policy_keys),
+            },
+        }
+
+    def cgroup_pids(self) -> list[int]:
+        """Processes in the agent's cgroup now (leftovers, after the agent exited)."""
+        return self.cgroup.pids()
+
+    def close(self) -> bool:
+        """Stop: last counts in, programs detached, cgroup removed if empty.
+
+        Returns True when the cgroup directory is gone; False when processes
+        are still in it (killing them is the runner's job; call again after).
+        """
+        if not self.closed:
+            self.closed = True
+            self._stop.set()
+            self._thread.join(timeout=10)
+            with contextlib.suppress(Exception):
+                self._drain(final=True)
+            self._teardown()
+        return self.cgroup.remove()
+
+    # ---- set-up --------------------------------------------------------------------------------
+
+    def _choose_tiers(self, wanted: tuple[str, ...]) -> tuple[str, ...]:
+        tiers = ["cgroup"]
+        if "tracepoint" in wanted or "kprobe" in wanted:
+            ensure_tracefs()
+            problem = tracepoint_problem()
+            if problem is None:
+                tiers.append("tracepoint")
+            else:
+                self.skipped["tracepoint"] = problem
+        if "kprobe" in wanted:
+            problem = kprobe_problem()
+            if problem is None and "tracepoint" in tiers:
+                tiers.append("kprobe")
+            else:
+                self.skipped["kprobe"] = problem or "needs the tracepoint tier (tracefs)"
+        return tuple(tiers)
+
+    def _load(self, dns_ports: list[int]) -> None:
+        try:
+            bcc = import_bcc()
+        except BccMissing as exc:
+            raise EbpfUnavailable(str(exc)) from None
+        try:
+            self._bpf = bcc.BPF(
+                text=programs.source_for(self.tiers).encode(), cflags=programs.cflags()
+            )
+        except Exception as exc:
+            raise EbpfUnavailable(f"BCC could not compile the BPF programs: {exc}") from None
+        bpf = self._bpf
+        config = bpf[b"config"]
+        config[ct.c_int(ev.CFG_CGROUP_ID)] = ct.c_uint64(self.cgroup.id)
+        extra = [port for port in dict.fromkeys(dns_ports) if port != 53]
+        if len(extra) > DNS_PORT_SLOTS:
+            raise EbpfUnavailable(f"at most {DNS_PORT_SLOTS} DNS ports besides 53")
+        ports = bpf[b"dns_ports"]
+        for slot, port in enumerate(extra):
+            ports[ct.c_int(slot)] = ct.c_uint16(port)
+        self._load_policy()
+        bpf[b"events"].open_ring_buffer(self._on_record)
+        self._cgroup_fd = self.cgroup.open_fd()
+        for prog in programs.CGROUP_PROGRAMS:
+            attach_type = getattr(bcc.BPFAttachType, prog.attach_type)
+            prog_type = getattr(bcc.BPF, prog.prog_type)
+            fn = bpf.load_func(prog.function.encode(), prog_type, attach_type=attach_type)
+            bcc.BPF.attach_func(fn, self._cgroup_fd, attach_type, BPF_F_ALLOW_MULTI)
+            self._attached.append((fn, attach_type))
+        if "kprobe" in self.tiers:
+            for probe in programs.KPROBES:
+                attach = bpf.attach_kretprobe if probe.ret else bpf.attach_kprobe
+                attach(event=probe.event.encode(), fn_name=probe.function.encode())
+
+    def _load_policy(self) -> None:
+        policy = self.policy
+        self._policy_keys: dict[tuple[int, int, bytes], tuple[int, int]] = {}
+        if policy is None:
+            self._bpf[b"config"][ct.c_int(ev.CFG_POLICY)] = ct.c_uint64(pol.POLICY_OFF)
+            return
+        entries: list[pol.Entry] = []
+        for rule, learned in _initial_addresses(policy):
+            entries += pol.rule_entries(rule, learned)
+        if policy.default == "deny":
+            entries += pol.resolver_entries()
+        self._write_policy(entries)
+        # Last: the hooks apply the policy from the moment the mode is set.
+        self._bpf[b"config"][ct.c_int(ev.CFG_POLICY)] = ct.c_uint64(pol.mode_of(policy))
+
+    def _write_policy(self, entries: list[pol.Entry]) -> None:
+        tries = {4: self._bpf[b"policy4"], 6: self._bpf[b"policy6"]}
+        for key, (verdict, netbits) in pol.merge(entries).items():
+            if self._policy_keys.get(key, (0, 0))[0] == pol.DENY:
+                continue  # a deny for the same destination stays
+            self._policy_keys[key] = (verdict, netbits)
+            version, prefixlen, data = key
+            table = tries[version]
+            k = table.Key()
+            k.prefixlen = prefixlen
+            for i, byte in enumerate(data):
+                k.data[i] = byte
+            leaf = table.Leaf()
+            leaf.verdict = verdict
+            leaf.netbits = netbits
+            table[k] = leaf
+
+    def _learn_policy(self, events: list[dict[str, Any]]) -> None:
+        """Host-name rules follow the addresses of the DNS answers the agent gets."""
+        for event in events:
+            if event.get("event") != "dns" or not event.get("answers"):
+                continue
+            changes = self.policy.learn([event["host"]], event["answers"])  # type: ignore[union-attr]
+            entries = [e for rule, fresh in changes for e in pol.rule_entries(rule, fresh)]
+            if entries:
+                self._write_policy(entries)
+
+    def _teardown(self) -> None:
+        bcc_mod = None
+        with contextlib.suppress(BccMissing):
+            bcc_mod = import_bcc()
+        for fn, attach_type in self._attached:
+            with contextlib.suppress(Exception):
+                bcc_mod.BPF.detach_func(fn, self._cgroup_fd, attach_type)  # type: ignore[union-attr]
+        self._attached.clear()
+        if self._cgroup_fd >= 0:
+            os.close(self._cgroup_fd)
+            self._cgroup_fd = -1
+        if self._bpf is not None:
+            with contextlib.suppress(Exception):
+                self._bpf.cleanup()
+            self._bpf = None
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        last_flush = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self._bpf.ring_buffer_poll(POLL_MS)
+                now = time.monotonic()
+                if now - last_flush >= self.flush_interval:
+                    self._flush()
+                    last_flush = now
+            except Exception as exc:
+                # Keep monitoring; say what went wrong, once per kind of failure.
+                message = repr(exc)
+                if message not in self._errors:
+                    self._errors.add(message)
+                    self._ingest([{"event": "error", "source": "ebpf", "message": message}])
+                time.sleep(self.flush_interval)
+
+    def _drain(self, final: bool = False) -> None:
+        self._bpf.ring_buffer_consume()
+        self._flush(final=final)
+
+    def _on_record(self, _ctx: Any, data: Any, size: int) -> int:
+        record = ev.decode(data, size)
+        if record is None:
+            self.stats.count_malformed()
+            return 0
+        self.records_read += 1
+        with self._lock:
+            out = self.tracker.on_record(record)
+            if self.policy is not None and record.type == ev.EV_DNS:
+                self._learn_policy(out)
+        self._ingest(out)
+        return 0
+
+    def _flush(self, final: bool = False) -> None:
+        with self._lock:
+            rows = list(self._flow_rows())
+            out = self.tracker.on_flows(rows)
+            due, finished = self.tracker.due(final=final)
+            out += due
+            self._delete_flows(finished)
+            out += self._counter_events()
+        self._ingest(out)
+
+    def _flow_rows(self) -> Iterable[FlowRow]:
+        flows = self._bpf[b"flows"]
+        for key, val in flows.items():
+            family = key.family
+            yield FlowRow(
+                key=bytes(key),
+                cookie=key.cookie,
+                family=family,
+                remote_addr=ev.format_addr(family, bytes(key.raddr)),
+                remote_port=key.rport,
+                local_port=val.lport,
+                proto=val.proto,
+                bytes_out=val.bytes_out,
+                bytes_in=val.bytes_in,
+                pkts_out=val.pkts_out,
+                pkts_in=val.pkts_in,
+            )
+        if "kprobe" in self.tiers:
+            for key, val in self._bpf[b"kp_bytes"].items():
+                if val.proto != 6:  # UDP: the cgroup tier has it per destination
+                    continue
+                yield FlowRow(
+                    key=(b"kp", bytes(key)),
+                    cookie=0,
+                    family=val.family,
+                    remote_addr=ev.format_addr(val.family, bytes(val.raddr)),
+                    remote_port=val.rport,
+                    local_port=val.lport,
+                    proto=val.proto,
+                    bytes_out=val.sent,
+                    bytes_in=val.received,
+                    pid=key.tgid,
+                    comm=val.comm.decode(errors="replace"),
+                    kprobe=True,
+                )
+
+    def _delete_flows(self, keys: list[Any]) -> None:
+        if not keys:
+            return
+        flows = self._bpf[b"flows"]
+        for raw in keys:
+            key = flows.Key.from_buffer_copy(raw)
+            with contextlib.suppress(KeyError):
+                del flows[key]
+            self.tracker.forget_flow(raw)
+
+    def _counter_events(self) -> list[dict[str, Any]]:
+        counters = self._bpf[b"counters"]
+        out = []
+        reasons = {
+            ev.CNT_LOST: "ring buffer full: records lost",
+            ev.CNT_FLOW_FULL: "flow table full: traffic not counted",
+            ev.CNT_DNS_TRUNC: "DNS message longer than 1024 bytes: cut",
+            ev.CNT_SOCK_FULL: "socket table full: sockets not followed",
+        }
+        for slot, reason in reasons.items():
+            total = int(counters.sum(ct.c_int(slot)).value)
+            grown = total - self._counters_seen[slot]
+            if grown > 0:
+                self._counters_seen[slot] = total
+                out.append(
+                    {
+                        "ts": time.time(),
+                        "source": "ebpf",
+                        "event": "lost" if slot != ev.CNT_DNS_TRUNC else "truncated",
+                        "count": grown,
+                        "total": total,
+                        "reason": reason,
+                        "bytes": 0,
+                    }
+                )
+        return out
+
+    def _ingest(self, out: list[dict[str, Any]]) -> None:
+        # Pool agents each have a monitor, often feeding one NetmonStats: say whose it is.
+        for event in out:
+            event["agent"] = self.agent_id
+            self.stats.ingest(event)
+
+
+def _initial_addresses(policy: pol.PolicyLike) -> list[tuple[Any, list[str]]]:
+    """Each rule with the addresses known for it now: host names are resolved (the
+    system's resolver, 2 s at most each) and taught to the policy, as the sandbox does."""
+    out: list[tuple[Any, list[str]]] = []
+    for rule in policy.rules:
+        if not rule.is_host:
+            out.append((rule, []))
+            continue
+        learned_of = getattr(policy, "learned", None)
+        known = set(learned_of(rule)) if learned_of is not None else set()
+        if not rule.host.startswith("*."):  # a wildcard is learnt from answers only
+            known.update(_resolve(rule.host))
+            policy.learn([rule.host], sorted(known))
+        out.append((rule, sorted(known)))
+    return out
+
+
+def _resolve(name: str) -> list[str]:
+    import dns.exception
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver()
+    resolver.lifetime = 2.0
+    found: list[str] = []
+    for rdtype in ("A", "AAAA"):
+        with contextlib.suppress(dns.exception.DNSException):
+            found += [r.address for r in resolver.resolve(name, rdtype, search=False)]
+    return found
