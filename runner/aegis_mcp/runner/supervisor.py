@@ -107,17 +107,16 @@ class Supervisor:
         await self.server.start()
         self._write_overlay()
         self.server.register_lazy(POOL_OPS, lambda: self._pool_ops(reaper))
-        if (state_dir() / "pool.db").exists():
-            # Earlier runs left pool history (perhaps orphans): take it over now,
-            # after the agent has started, rather than on the first pool call.
-            loop.call_later(0.5, self._take_over_pool, reaper)
+        # Earlier runs may have left pool history (perhaps orphans): take it
+        # over soon after the agent has started rather than on the first pool
+        # call, and off the start-up path (finding the state dir costs imports).
+        loop.call_later(0.5, self._take_over_pool, reaper)
         raw = RawMode(sys.stdin.fileno()) if self.plan.use_pty else None
         forwarder: InputForwarder | None = None
         watchdog_task = asyncio.create_task(self.watchdog.run())
         self._install_signal_handlers(loop)
         try:
-            if os.geteuid() == 0 and _stale_namespaces_possible():
-                await self._clean_stale_namespaces()
+            await self._clean_stale_namespaces()
             await self.confinement.start()
             # Served once monitoring is set up: its mode is known from then on.
             self.server.register_lazy(NETMON_OPS, self._netmon_ops)
@@ -239,6 +238,8 @@ class Supervisor:
 
     async def _clean_stale_namespaces(self) -> None:
         """Remove what crashed runners left (namespaces, veths, nft tables): only theirs."""
+        if os.geteuid() != 0 or not _stale_namespaces_possible():
+            return
         from ..netmon.namespaces import cleanup_namespaces
 
         try:
@@ -301,6 +302,8 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
 
     def _take_over_pool(self, reaper: ChildReaper) -> None:
+        if not (state_dir() / "pool.db").exists():
+            return
         with contextlib.suppress(ControlError):
             self._pool_ops(reaper)
 
