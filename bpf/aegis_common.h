@@ -147,6 +147,15 @@ static __always_inline u16 aegis_ntohs(u16 x)
 #endif
 }
 
+/* The destination of a cgroup/connect6 or sendmsg6 call, as four words. */
+static __always_inline void aegis_dest6(struct bpf_sock_addr *ctx, u32 a[4])
+{
+    a[0] = ctx->user_ip6[0];
+    a[1] = ctx->user_ip6[1];
+    a[2] = ctx->user_ip6[2];
+    a[3] = ctx->user_ip6[3];
+}
+
 static __always_inline void aegis_count(u32 slot)
 {
     u64 *n = counters.lookup(&slot);

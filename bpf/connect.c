@@ -49,9 +49,6 @@ int aegis_connect6(struct bpf_sock_addr *ctx)
 {
     u16 port = aegis_ntohs((u16)ctx->user_port);
     u32 a[4];
-    a[0] = ctx->user_ip6[0];
-    a[1] = ctx->user_ip6[1];
-    a[2] = ctx->user_ip6[2];
-    a[3] = ctx->user_ip6[3];
+    aegis_dest6(ctx, a);
     return on_connect(ctx, AEGIS_AF_INET6, a, policy_check6(a, port), port);
 }
