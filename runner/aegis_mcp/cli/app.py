@@ -21,7 +21,10 @@ Run an agent under supervision (hot reload, watchdog, MCP tools):
 Wrapper options (anywhere before `--`; everything else goes to the agent):
   --watchdog-timeout=SECS   heartbeat timeout (default 60)
   --no-watchdog             no lockup detection
-  --netmon[=preload]        record the agent's network connections
+  --netmon[=ebpf|preload|netns]  record the agent's network connections
+                            (plain --netmon: the best mode this machine offers)
+  --sandbox=netns           run the agent in its own network namespace (root)
+  --allow SPEC, --deny SPEC egress policy: HOST or CIDR, optional :PORT
   --no-inject-mcp           do not give the agent the aegis-mcp MCP server
   --keep-root               under sudo, do not drop to the invoking user
 \b
