@@ -37,9 +37,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from .agents.profiles import BUILTIN_PROFILES, AgentProfile
+from .agents.profiles import BUILTIN_PROFILES, AgentProfile, McpInject
 from .watchdog.config import WatchdogConfig, WatchdogConfigError, validate_changes
 
 
@@ -86,20 +86,14 @@ class Config:
     path: Path | None = None
 
 
-_TUPLE_FIELDS = {
-    "command",
-    "continue_args",
-    "resume_options",
-    "resume_value_options",
-    "permission_args",
-    "headless_args",
-    "max_iterations_args",
-    "headless_markers",
-    "mcp_inject_args",
+# What each configurable profile field holds, read off the dataclass so that
+# a new field needs no second list here. ``name`` comes from the table's key.
+_FIELD_TYPES = {
+    f.name: f.type
+    for f in dataclasses.fields(AgentProfile)
+    if f.name not in ("name", "takes_prompt")
 }
-_SET_FIELDS = {"value_options", "variadic_options"}
-_BOOL_FIELDS = {"permission_refused_as_root", "continue_in_headless"}
-_STR_FIELDS = {"prompt_option"}
+_MCP_INJECT = get_args(McpInject)
 
 
 def _string_list(where: str, value: Any) -> list[str]:
@@ -117,21 +111,22 @@ def _profile(name: str, table: Any, where: str) -> AgentProfile:
     values: dict[str, Any] = {}
     for key, value in table.items():
         at = f"{where}.{key}"
-        if key in _TUPLE_FIELDS:
+        kind = _FIELD_TYPES.get(key)
+        if kind == "tuple[str, ...]":
             values[key] = tuple(_string_list(at, value))
-        elif key in _SET_FIELDS:
+        elif kind == "frozenset[str]":
             values[key] = frozenset(_string_list(at, value))
-        elif key in _BOOL_FIELDS:
+        elif kind == "bool":
             if not isinstance(value, bool):
                 raise ConfigError(f"{at} must be true or false")
             values[key] = value
-        elif key in _STR_FIELDS:
+        elif kind == "str":
             if not isinstance(value, str):
                 raise ConfigError(f"{at} must be a string")
             values[key] = value
-        elif key == "mcp_inject":
-            if value not in ("flag", "preload", "none"):
-                raise ConfigError(f"{at} must be one of flag, preload, none")
+        elif kind == "McpInject":
+            if value not in _MCP_INJECT:
+                raise ConfigError(f"{at} must be one of {', '.join(_MCP_INJECT)}")
             values[key] = value
         else:
             raise ConfigError(f"{at}: unknown setting")

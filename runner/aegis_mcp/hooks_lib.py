@@ -85,3 +85,10 @@ def find_hooks() -> HooksInfo | None:
             if info is not None:
                 return info
     return None
+
+
+def preload_into(env: dict[str, str], hooks: HooksInfo) -> None:
+    """Put the hooks library first in ``env``'s LD_PRELOAD (once)."""
+    current = env.get("LD_PRELOAD", "")
+    if str(hooks.path) not in current.split():
+        env["LD_PRELOAD"] = " ".join(p for p in (str(hooks.path), current) if p)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
@@ -37,6 +38,53 @@ Prompt = Annotated[
 AgentId = Annotated[str, Field(min_length=1, max_length=100)]
 
 
+# Tools without arguments: each forwards to the operation of the same name.
+SIMPLE_TOOLS: dict[str, str] = {
+    "server_status": (
+        "Status of the wrapper and the agent: runner pid and uptime, agent command, "
+        "pid, user, restarts (with reasons and times), MCP injection, watchdog summary, netmon "
+        "mode. Use it to check how this session is supervised."
+    ),
+    "watchdog_status": (
+        "Health of the agent as the watchdog sees it: state (Active, Idle, "
+        "Unresponsive, HighResource) with the reason, seconds since the last activity and what "
+        "it was, consecutive unresponsive checks, memory and CPU of the agent's process tree, "
+        "pending action, backoff state and the current settings."
+    ),
+    "watchdog_ping": (
+        "Tell the watchdog you are alive (resets the activity timer and ends a "
+        "notify_and_wait pause). Call it during long silent work."
+    ),
+    "agent_list": (
+        "List the background agents started with agent_spawn, by every runner on "
+        "this machine's state directory and by earlier runs, with their id, status (queued, "
+        "running, completed, failed, stopped, timed_out; orphaned = still running but its "
+        "runner died; lost = its runner died and it is gone), task and times."
+    ),
+    "agent_pool_stats": (
+        "Pool statistics: max agents, active, queued, running, completed, failed, "
+        "stopped, timed out, mean run time."
+    ),
+    "agent_file_locks": (
+        "File locks held by agents: path, holder, since, expiry. Check before "
+        "editing files other agents may be working on."
+    ),
+    "netmon_status": (
+        "Network monitoring summary for the agent and everything it started: mode, "
+        "connections, failed connects, unique addresses, bytes sent and received, top targets "
+        "with host names where known."
+    ),
+    "netmon_namespace_list": (
+        "aegis network namespaces on this machine (aegis-<runner pid>[-agent]) "
+        "with their owner pid and whether the owner is alive."
+    ),
+    "netmon_namespace_cleanup": (
+        "Remove aegis network namespaces left by runners that crashed (never a live "
+        "runner's). Needs root."
+    ),
+}
+
+
 def build_server(backend: Backend) -> MCPServer:
     """An MCPServer whose tools call ``backend``."""
     server = MCPServer(
@@ -59,53 +107,25 @@ def build_server(backend: Backend) -> MCPServer:
         "Restart the coding agent (this session) so that it reconnects to all MCP servers, "
         "e.g. after adding or changing one. The conversation is continued (the agent is "
         "started again with its continue flag, same arguments). This call answers first, then "
-        "the agent is stopped (SIGINT, then SIGTERM, then SIGKILL) and started again. "
+        "the agent is stopped (SIGINT twice, then SIGTERM, then SIGKILL) and started again. "
         "`reason` is recorded; `prompt` replaces the original command-line prompt for the "
         "new start. Returns the restart number."
     )
 
-    @server.tool(description=restart_doc)
-    async def restart_claude(
-        reason: Annotated[
-            str | None, Field(description="why (for the record)", max_length=2000)
-        ] = None,
-        prompt: Annotated[
-            str | None,
-            Field(description="prompt to start the new session with", max_length=100_000),
-        ] = None,
-    ) -> dict[str, Any]:
-        return await call("restart", reason=reason, prompt=prompt, by="restart_claude")
+    def restart_tool(by: str) -> Callable[..., Awaitable[dict[str, Any]]]:
+        async def restart(reason: Reason = None, prompt: Prompt = None) -> dict[str, Any]:
+            return await call("restart", reason=reason, prompt=prompt, by=by)
 
-    @server.tool(description=restart_doc + " Same as restart_claude, for any agent.")
-    async def restart_agent(
-        reason: Annotated[
-            str | None, Field(description="why (for the record)", max_length=2000)
-        ] = None,
-        prompt: Annotated[
-            str | None,
-            Field(description="prompt to start the new session with", max_length=100_000),
-        ] = None,
-    ) -> dict[str, Any]:
-        return await call("restart", reason=reason, prompt=prompt, by="restart_agent")
+        return restart
 
-    @server.tool(
-        description="Status of the wrapper and the agent: runner pid and uptime, agent command, "
-        "pid, user, restarts (with reasons and times), MCP injection, watchdog summary, netmon "
-        "mode. Use it to check how this session is supervised."
+    server.add_tool(restart_tool("restart_claude"), name="restart_claude", description=restart_doc)
+    server.add_tool(
+        restart_tool("restart_agent"),
+        name="restart_agent",
+        description=restart_doc + " Same as restart_claude, for any agent.",
     )
-    async def server_status() -> dict[str, Any]:
-        return await call("server_status")
 
     # -- watchdog ------------------------------------------------------------
-
-    @server.tool(
-        description="Health of the agent as the watchdog sees it: state (Active, Idle, "
-        "Unresponsive, HighResource) with the reason, seconds since the last activity and what "
-        "it was, consecutive unresponsive checks, memory and CPU of the agent's process tree, "
-        "pending action, backoff state and the current settings."
-    )
-    async def watchdog_status() -> dict[str, Any]:
-        return await call("watchdog_status")
 
     @server.tool(
         description="Change watchdog settings now (only the ones given). enabled: on/off. "
@@ -138,13 +158,6 @@ def build_server(backend: Backend) -> MCPServer:
         duration_secs: Annotated[float, Field(ge=1, le=604800)] = 300,
     ) -> dict[str, Any]:
         return await call("watchdog_disable", duration_secs=duration_secs)
-
-    @server.tool(
-        description="Tell the watchdog you are alive (resets the activity timer and ends a "
-        "notify_and_wait pause). Call it during long silent work."
-    )
-    async def watchdog_ping() -> dict[str, Any]:
-        return await call("watchdog_ping")
 
     # -- agent pool ----------------------------------------------------------
 
@@ -179,15 +192,6 @@ def build_server(backend: Backend) -> MCPServer:
         )
 
     @server.tool(
-        description="List the background agents started with agent_spawn, by every runner on "
-        "this machine's state directory and by earlier runs, with their id, status (queued, "
-        "running, completed, failed, stopped, timed_out; orphaned = still running but its "
-        "runner died; lost = its runner died and it is gone), task and times."
-    )
-    async def agent_list() -> dict[str, Any]:
-        return await call("agent_list")
-
-    @server.tool(
         description="Details of one background agent: status, pid, times, exit code, last "
         "output lines, the result text when it finished, its full log file, a note on why "
         "it is orphaned or lost, and for worktree isolation the branch and its changes."
@@ -216,20 +220,6 @@ def build_server(backend: Backend) -> MCPServer:
         agent_id: AgentId,
     ) -> dict[str, Any]:
         return await call("agent_stop", agent_id=agent_id)
-
-    @server.tool(
-        description="Pool statistics: max agents, active, queued, running, completed, failed, "
-        "stopped, timed out, mean run time."
-    )
-    async def agent_pool_stats() -> dict[str, Any]:
-        return await call("agent_pool_stats")
-
-    @server.tool(
-        description="File locks held by agents: path, holder, since, expiry. Check before "
-        "editing files other agents may be working on."
-    )
-    async def agent_file_locks() -> dict[str, Any]:
-        return await call("agent_file_locks")
 
     holder = os.environ.get("AEGIS_MCP_AGENT_ID", "primary")
 
@@ -265,35 +255,24 @@ def build_server(backend: Backend) -> MCPServer:
     # -- network monitoring --------------------------------------------------
 
     @server.tool(
-        description="Network monitoring summary for the agent and everything it started: mode, "
-        "connections, failed connects, unique addresses, bytes sent and received, top targets "
-        "with host names where known."
-    )
-    async def netmon_status() -> dict[str, Any]:
-        return await call("netmon_status")
-
-    @server.tool(
         description="The most recent network events (connect, close, send, recv, dns, "
         "blocked), newest last; count 1 to 1000, default 20."
     )
     async def netmon_log(count: Annotated[int, Field(ge=1, le=1000)] = 20) -> dict[str, Any]:
         return await call("netmon_log", count=count)
 
-    @server.tool(
-        description="aegis network namespaces on this machine (aegis-<runner pid>[-agent]) "
-        "with their owner pid and whether the owner is alive."
-    )
-    async def netmon_namespace_list() -> dict[str, Any]:
-        return await call("netmon_namespace_list")
-
-    @server.tool(
-        description="Remove aegis network namespaces left by runners that crashed (never a live "
-        "runner's). Needs root."
-    )
-    async def netmon_namespace_cleanup() -> dict[str, Any]:
-        return await call("netmon_namespace_cleanup")
-
+    for name, description in SIMPLE_TOOLS.items():
+        server.add_tool(_forwarding(call, name), name=name, description=description)
     return server
+
+
+def _forwarding(
+    call: Callable[..., Awaitable[dict[str, Any]]], op: str
+) -> Callable[[], Awaitable[dict[str, Any]]]:
+    async def tool() -> dict[str, Any]:
+        return await call(op)
+
+    return tool
 
 
 def serve() -> int:

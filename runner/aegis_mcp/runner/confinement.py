@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..control.protocol import INVALID_ARGUMENT, ControlError
-from ..hooks_lib import HooksInfo
+from ..hooks_lib import HooksInfo, preload_into
 from ..paths import RunnerFiles
 from .plan import PRIMARY_AGENT_ID, RunPlan
 
@@ -182,9 +182,7 @@ class Confinement:
         """Add the monitoring variables to an agent's environment."""
         if self.preload is None or self.hooks is None:
             return
-        preload = env.get("LD_PRELOAD", "")
-        if str(self.hooks.path) not in preload:
-            env["LD_PRELOAD"] = " ".join(p for p in (str(self.hooks.path), preload) if p)
+        preload_into(env, self.hooks)
         env["AEGIS_NETMON_LOG"] = str(self.files.netmon_log)
 
     def current_stats(self) -> NetmonStats | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..control.protocol import INVALID_ARGUMENT, ControlError, Request
-from ..watchdog.config import MAX_TIMEOUT_SECS, WatchdogConfigError
+from ..watchdog.config import MAX_TIMEOUT_SECS, WatchdogConfigError, number_in_range
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor
@@ -40,18 +40,14 @@ def register(sup: Supervisor) -> None:
         return result
 
     async def disable(request: Request) -> dict[str, Any]:
-        duration = request.args.get("duration_secs", 300)
-        if isinstance(duration, bool) or not isinstance(duration, int | float):
-            raise ControlError(
-                INVALID_ARGUMENT, f"duration_secs must be a number, got {duration!r}"
+        try:
+            duration = number_in_range(
+                "duration_secs", request.args.get("duration_secs", 300), 1, MAX_TIMEOUT_SECS
             )
-        if not 1 <= duration <= MAX_TIMEOUT_SECS:
-            raise ControlError(
-                INVALID_ARGUMENT,
-                f"duration_secs must be between 1 and {MAX_TIMEOUT_SECS}, got {duration}",
-            )
+        except WatchdogConfigError as exc:
+            raise ControlError(INVALID_ARGUMENT, str(exc)) from None
         sup.events.emit("watchdog.disabled", f"watchdog disabled for {duration:g}s")
-        return sup.watchdog.disable(float(duration))
+        return sup.watchdog.disable(duration)
 
     async def ping(request: Request) -> dict[str, Any]:
         return sup.watchdog.ping()

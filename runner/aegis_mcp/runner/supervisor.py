@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -30,7 +31,7 @@ from ..control.protocol import (
     OpHandler,
     Request,
 )
-from ..hooks_lib import find_hooks
+from ..hooks_lib import find_hooks, preload_into
 from ..paths import RunnerFiles, runtime_dir, state_dir
 from ..privileges import become_subreaper
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
@@ -76,7 +77,8 @@ class Supervisor:
         self.server: ControlServer
         self.hooks = find_hooks()
         self.mcp_injection = "off"
-        self.mcp_server_entry: dict[str, Any] | None = None
+        # How every agent of the run is launched; the overlay adds the MCP server.
+        self.launch = LaunchOptions(plan.executable, skip_permissions=plan.skip_permissions)
         self.confinement = Confinement(self.pid, plan, self.files, self.hooks, self._say)
         self.pool: AgentPool | None = None
         self._pool_table: dict[str, OpHandler] | None = None
@@ -187,13 +189,9 @@ class Supervisor:
 
     def _start(self, reaper: ChildReaper, restart: dict[str, Any] | None) -> AgentProcess:
         plan = self.plan
-        mcp_config = self.files.overlay if self.mcp_injection == "flag" else None
-        launch = LaunchOptions(
-            plan.executable, mcp_config, plan.skip_permissions, self.mcp_server_entry
-        )
         prompt = restart.get("prompt") if restart else None
         argv = build_argv(
-            plan.profile, launch, self.agent_args, restart=restart is not None, prompt=prompt
+            plan.profile, self.launch, self.agent_args, restart=restart is not None, prompt=prompt
         )
         if (
             restart is not None
@@ -264,13 +262,14 @@ class Supervisor:
             return self._pool_table
         from ..pool import AgentPool, FileLocks, PoolStore, pool_ops
 
+        directory = state_dir()
         try:
-            store = PoolStore.open(state_dir())
+            store = PoolStore.open(directory)
         except ControlError as exc:
             # Called eagerly at start: report it; the next pool call tries again.
             self.events.emit("pool.unavailable", exc.message, "error")
             raise
-        log_dir = state_dir() / "pool-logs"
+        log_dir = directory / "pool-logs"
         log_dir.mkdir(mode=0o700, exist_ok=True)
         pool = AgentPool(
             self.plan.config.profiles,
@@ -278,8 +277,8 @@ class Supervisor:
             max_agents=self.plan.config.pool.max_agents,
             user=self.plan.user,
             env_for=self._agent_env,
-            mcp_config=self.files.overlay if self.mcp_injection == "flag" else None,
-            mcp_server=self.mcp_server_entry,
+            mcp_config=self.launch.mcp_config,
+            mcp_server=self.launch.mcp_server,
             log_dir=log_dir,
             default_cwd=self.plan.cwd,
             on_event=lambda kind, message, level: self.events.emit(kind, message, level),
@@ -320,9 +319,7 @@ class Supervisor:
         env["AEGIS_MCP_WRAPPER_PID"] = str(self.pid)
         env["AEGIS_MCP_AGENT_ID"] = agent_id
         if self.mcp_injection == "preload" and self.hooks is not None:
-            env["LD_PRELOAD"] = " ".join(
-                p for p in (str(self.hooks.path), env.get("LD_PRELOAD", "")) if p
-            )
+            preload_into(env, self.hooks)
             env["AEGIS_MCP_OVERLAY"] = str(self.files.overlay)
         self.confinement.agent_env(env)
         return env
@@ -338,9 +335,10 @@ class Supervisor:
                 "library was not found (run `make build`); the agent runs without it"
             )
             return
+        command, *args = _self_command()
         server = {
-            "command": _self_command()[0],
-            "args": [*_self_command()[1:], "--mcp-server"],
+            "command": command,
+            "args": [*args, "--mcp-server"],
             # AEGIS_MCP_AGENT_ID is inherited: pool agents share this file.
             "env": {
                 SOCKET_ENV: str(self.files.socket),
@@ -362,7 +360,10 @@ class Supervisor:
             )
             return
         self.mcp_injection = plan.profile.mcp_inject
-        self.mcp_server_entry = server
+        if self.mcp_injection == "flag":
+            self.launch = dataclasses.replace(
+                self.launch, mcp_config=self.files.overlay, mcp_server=server
+            )
 
     # -- restarts and stopping -----------------------------------------------
 
@@ -395,17 +396,16 @@ class Supervisor:
             "message": "The agent will be stopped and started again, continuing its conversation.",
         }
 
-    async def _stop_agent(self, delay: float, signals: tuple[int, ...] | None = None) -> None:
+    async def _stop_agent(
+        self, delay: float, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+    ) -> None:
         agent = self.agent
         if agent is None:
             return
         # The delay lets a restart tool's reply travel back to the agent first.
         if delay:
             await asyncio.sleep(delay)
-        grace = self.plan.config.runner.stop_grace_secs
-        if signals is None:
-            signals = (signal.SIGINT, signal.SIGTERM)
-        await agent.stop(grace, signals)
+        await agent.stop(self.plan.config.runner.stop_grace_secs, signals)
 
     def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGINT, self._forward, signal.SIGINT)

@@ -53,7 +53,8 @@ class WatchdogConfig:
         return replace(self, **validate_changes(changes))
 
 
-def _number(name: str, value: Any, low: float, high: float, integer: bool = False) -> float:
+def number_in_range(name: str, value: Any, low: float, high: float, integer: bool = False) -> float:
+    """``value`` as a number within [low, high]; WatchdogConfigError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise WatchdogConfigError(f"{name} must be a number, got {value!r}")
     if integer and not float(value).is_integer():
@@ -81,15 +82,15 @@ def validate_changes(changes: dict[str, Any]) -> dict[str, Any]:
                 )
             out[name] = value
         elif name == "heartbeat_timeout_secs":
-            out[name] = _number(name, value, 0.1, MAX_TIMEOUT_SECS)
+            out[name] = number_in_range(name, value, 0.1, MAX_TIMEOUT_SECS)
         elif name == "check_interval_secs":
-            out[name] = _number(name, value, 0, 3600)
+            out[name] = number_in_range(name, value, 0, 3600)
         elif name == "max_memory_mb":
-            out[name] = _number(name, value, 0, MAX_MEMORY_MB, integer=True)
+            out[name] = number_in_range(name, value, 0, MAX_MEMORY_MB, integer=True)
         elif name in ("unresponsive_checks", "backoff_max_restarts"):
-            out[name] = _number(name, value, 1, 1000, integer=True)
+            out[name] = number_in_range(name, value, 1, 1000, integer=True)
         elif name == "busy_cpu_percent":
-            out[name] = _number(name, value, 1, 100 * 1024)
+            out[name] = number_in_range(name, value, 1, 100 * 1024)
         else:
-            out[name] = _number(name, value, 0, MAX_TIMEOUT_SECS)
+            out[name] = number_in_range(name, value, 0, MAX_TIMEOUT_SECS)
     return out
