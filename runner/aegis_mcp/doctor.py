@@ -67,53 +67,44 @@ def _net_namespaces() -> Check:
 
 
 def _cgroup_v2() -> Check:
-    for mount in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-        if Path(mount, "cgroup.controllers").exists():
-            return Check("cgroup v2", True, f"mounted at {mount}")
+    from .netmon.ebpf.availability import cgroup2_mount
+
+    mount = cgroup2_mount()
+    if mount is not None:
+        return Check("cgroup v2", True, f"mounted at {mount}")
     return Check("cgroup v2", False, "no cgroup2 mount found", "per-agent eBPF attribution")
 
 
 def _bcc() -> Check:
-    import importlib.util
+    from .netmon.ebpf.availability import BccMissing, bcc_version
 
-    found = (
-        importlib.util.find_spec("bcc") is not None
-        or Path("/usr/lib/python3/dist-packages/bcc").is_dir()
-    )
-    return Check(
-        "BCC (python3-bpfcc)",
-        found,
-        "importable" if found else "not installed",
-        "" if found else "--netmon=ebpf",
-    )
+    try:
+        detail = f"BCC {bcc_version()} importable"
+    except BccMissing as exc:
+        return Check("BCC (python3-bpfcc)", False, str(exc), "--netmon=ebpf")
+    return Check("BCC (python3-bpfcc)", True, detail)
 
 
 def _kernel_headers() -> Check:
-    build = Path("/lib/modules") / platform.release() / "build"
-    ok = build.exists()
-    return Check(
-        "kernel headers",
-        ok,
-        f"{build} -> {os.path.realpath(build)}" if ok else f"{build} missing",
-        "" if ok else "--netmon=ebpf (BCC compiles against them)",
-    )
+    from .netmon.ebpf.availability import headers_problem, kernel_headers_dir
+
+    build = kernel_headers_dir()
+    problem = headers_problem(build)
+    if problem is not None:
+        return Check("kernel headers", False, problem, "--netmon=ebpf (BCC compiles against them)")
+    return Check("kernel headers", True, f"{build} -> {os.path.realpath(build)}")
 
 
 def _ebpf_tiers() -> list[Check]:
+    from .netmon.ebpf import ebpf_available
     from .netmon.ebpf.availability import tier_problems
 
-    ok, reason = _ebpf_ready()
+    ok, reason = ebpf_available()
     checks = [Check("eBPF netmon", ok, "ready" if ok else reason, "" if ok else "--netmon=ebpf")]
     for tier, problem in tier_problems().items():
         disables = f"the {tier} netmon tier" if problem else ""
         checks.append(Check(f"  {tier} tier", problem is None, problem or "usable", disables))
     return checks
-
-
-def _ebpf_ready() -> tuple[bool, str]:
-    from .netmon.ebpf import ebpf_available
-
-    return ebpf_available()
 
 
 def _nftables() -> Check:
