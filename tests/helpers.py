@@ -22,6 +22,31 @@ AEGIS = [sys.executable, "-m", "aegis_mcp"]
 WAIT = 30.0
 
 
+def start_aegis(
+    argv: list[str], env: dict[str, str], cwd: Path | str | None = None, output: bool = True
+) -> subprocess.Popen:
+    """``aegis-mcp ARGV`` in the background with stdin closed; its output captured
+    as text (``output``) or discarded."""
+    sink = subprocess.PIPE if output else subprocess.DEVNULL
+    return subprocess.Popen(
+        [*AEGIS, *argv],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=sink,
+        stderr=sink,
+        text=True,
+    )
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie awaiting its reaper counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def wait_for(predicate, timeout: float = WAIT, interval: float = 0.05, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout

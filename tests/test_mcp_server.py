@@ -6,7 +6,17 @@ import asyncio
 import subprocess
 import time
 
-from helpers import AEGIS, call, mcp_client, runner_socket, tool, tool_error, wait_for, wait_reports
+from helpers import (
+    AEGIS,
+    call,
+    mcp_client,
+    runner_socket,
+    start_aegis,
+    tool,
+    tool_error,
+    wait_for,
+    wait_reports,
+)
 
 ORIGINAL_TOOLS = {
     "restart_claude",
@@ -29,21 +39,12 @@ ORIGINAL_TOOLS = {
 }
 
 
-def start_runner(argv: list[str], env: dict[str, str], cwd=None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*AEGIS, *argv],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def test_every_tool_under_a_runner(aegis_env, report, runtime_dir, tmp_path):
-    runner = start_runner(
-        ["demo", "--no-inject-mcp", "--scenario", "quiet", "hello"], aegis_env, cwd=tmp_path
+    runner = start_aegis(
+        ["demo", "--no-inject-mcp", "--scenario", "quiet", "hello"],
+        aegis_env,
+        cwd=tmp_path,
+        output=False,
     )
     try:
         sock = runner_socket(runtime_dir)
@@ -134,7 +135,7 @@ async def _exercise_tools(env, sock, report, tmp_path) -> None:
 
 
 def test_bad_arguments_are_tool_errors(aegis_env, runtime_dir):
-    runner = start_runner(["run", "--no-watchdog", "--", "sleep", "300"], aegis_env)
+    runner = start_aegis(["run", "--no-watchdog", "--", "sleep", "300"], aegis_env, output=False)
     try:
         sock = runner_socket(runtime_dir)
         env = dict(aegis_env, AEGIS_MCP_SOCKET=str(sock))
@@ -235,7 +236,7 @@ def test_agent_calls_restart_through_the_injected_server(aegis_env, report, runt
     # The stand-in agent talks MCP to the server the runner injected with --mcp-config,
     # exactly as Claude Code would; its first prompt asks for the restart.
     scenario = '/scenario tool:restart_claude:{"reason":"from the agent","prompt":"hi again"}'
-    runner = start_runner(["demo", "--no-watchdog", scenario], aegis_env)
+    runner = start_aegis(["demo", "--no-watchdog", scenario], aegis_env, output=False)
     try:
         first, second = wait_reports(report, 2, timeout=60)[:2]
         assert any(a.startswith("--mcp-config") for a in first["argv"])

@@ -15,23 +15,11 @@ from pathlib import Path
 import pytest
 
 from aegis_mcp.control.protocol import ControlError
-from helpers import AEGIS, PtyProcess, call, runner_socket, wait_for, wait_reports
+from helpers import AEGIS, PtyProcess, call, runner_socket, start_aegis, wait_for, wait_reports
 
 
 def run(argv: list[str], env: dict[str, str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(AEGIS + argv, env=env, capture_output=True, text=True, timeout=60, **kw)
-
-
-def start(argv: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        AEGIS + argv,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
-    )
 
 
 def test_arguments_reach_the_agent_unchanged(aegis_env, report):
@@ -159,7 +147,7 @@ def test_terminal_restored_when_runner_is_terminated(aegis_env):
 
 def test_sigint_in_pipe_mode_is_forwarded(aegis_env, tmp_path):
     marker = tmp_path / "got-int"
-    proc = start(
+    proc = start_aegis(
         [
             "run",
             "--",
@@ -177,7 +165,9 @@ def test_sigint_in_pipe_mode_is_forwarded(aegis_env, tmp_path):
 
 
 def test_restart_continues_and_replaces_prompt(aegis_env, report, runtime_dir):
-    proc = start(["demo", "--no-watchdog", "--scenario", "say:up;quiet", "first prompt"], aegis_env)
+    proc = start_aegis(
+        ["demo", "--no-watchdog", "--scenario", "say:up;quiet", "first prompt"], aegis_env
+    )
     try:
         sock = runner_socket(runtime_dir)
         first = wait_reports(report, 1)[0]
@@ -205,8 +195,8 @@ def test_restart_continues_and_replaces_prompt(aegis_env, report, runtime_dir):
         proc.wait(timeout=30)
 
 
-def test_headless_session_stays_headless_after_restart(aegis_env, report, runtime_dir):
-    proc = start(
+def test_headless_session_stays_headless_after_restart_aegis(aegis_env, report, runtime_dir):
+    proc = start_aegis(
         [
             "demo",
             "--no-watchdog",
@@ -232,7 +222,7 @@ def test_headless_session_stays_headless_after_restart(aegis_env, report, runtim
 
 
 def test_restart_cli_command(aegis_env, report, runtime_dir):
-    proc = start(["demo", "--no-watchdog", "--scenario", "quiet"], aegis_env)
+    proc = start_aegis(["demo", "--no-watchdog", "--scenario", "quiet"], aegis_env)
     try:
         runner_socket(runtime_dir)
         wait_reports(report, 1)
@@ -253,7 +243,7 @@ def test_agent_that_exits_by_itself_ends_the_run(aegis_env, report):
 
 
 def test_socket_is_private_and_rejects_garbage(aegis_env, runtime_dir):
-    proc = start(["run", "--no-watchdog", "--", "sleep", "300"], aegis_env)
+    proc = start_aegis(["run", "--no-watchdog", "--", "sleep", "300"], aegis_env)
     try:
         sock_path = runner_socket(runtime_dir)
         assert (sock_path.stat().st_mode & 0o777) == 0o600
@@ -305,7 +295,7 @@ def test_socket_is_private_and_rejects_garbage(aegis_env, runtime_dir):
 def test_rejects_a_peer_of_another_user(aegis_env, public_runtime):
     if os.geteuid() != 0:
         pytest.skip("needs root to connect as another uid")
-    proc = start(["run", "--no-watchdog", "--", "sleep", "300"], aegis_env)
+    proc = start_aegis(["run", "--no-watchdog", "--", "sleep", "300"], aegis_env)
     try:
         sock_path = runner_socket(public_runtime)
         os.chmod(sock_path, 0o666)  # even a permissive mode must not let others in
@@ -356,7 +346,7 @@ def test_stale_runtime_files_are_cleaned(aegis_env, runtime_dir):
 
 
 def test_live_runner_files_are_not_cleaned(aegis_env, runtime_dir):
-    first = start(["run", "--no-watchdog", "--", "sleep", "300"], aegis_env)
+    first = start_aegis(["run", "--no-watchdog", "--", "sleep", "300"], aegis_env)
     try:
         sock = runner_socket(runtime_dir)
         assert run(["run", "--", "true"], aegis_env).returncode == 0
@@ -430,7 +420,7 @@ def test_version_reports_hooks_and_warns_on_mismatch(aegis_env, tmp_path):
 
 
 def test_snapshot_and_event_log_follow_the_state(aegis_env, runtime_dir, report):
-    proc = start(["demo", "--no-watchdog", "--scenario", "quiet"], aegis_env)
+    proc = start_aegis(["demo", "--no-watchdog", "--scenario", "quiet"], aegis_env)
     try:
         sock = runner_socket(runtime_dir)
         agent_pid = wait_reports(report, 1)[0]["pid"]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 import threading
 
 import pytest
 
 from aegis_mcp.netmon.ebpf import ebpf_available
-from helpers import AEGIS, call, runner_socket, wait_for
+from helpers import call, runner_socket, start_aegis, wait_for
 
 READY, WHY = ebpf_available()
 pytestmark = pytest.mark.skipif(not READY, reason=f"eBPF unavailable: {WHY}")
@@ -55,12 +54,9 @@ def _agent(tmp_path, port: int, nbytes: int) -> str:
 @pytest.mark.parametrize("mode", ["--netmon=ebpf", "--netmon"])
 def test_ebpf_counts_the_agents_bytes_exactly(aegis_env, runtime_dir, tmp_path, mode):
     server, port, received = _server()
-    proc = subprocess.Popen(
-        [*AEGIS, "run", mode, "--no-watchdog", "--", sys.executable, _agent(tmp_path, port, 4321)],
-        env=aegis_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    proc = start_aegis(
+        ["run", mode, "--no-watchdog", "--", sys.executable, _agent(tmp_path, port, 4321)],
+        aegis_env,
     )
     try:
         sock = runner_socket(runtime_dir, timeout=60)
@@ -84,9 +80,8 @@ def test_ebpf_counts_the_agents_bytes_exactly(aegis_env, runtime_dir, tmp_path, 
 
 def test_ebpf_policy_refuses_a_denied_destination(aegis_env, runtime_dir, tmp_path):
     server, port, received = _server()
-    proc = subprocess.Popen(
+    proc = start_aegis(
         [
-            *AEGIS,
             "run",
             "--netmon=ebpf",
             f"--deny=127.0.0.1:{port}",
@@ -95,11 +90,7 @@ def test_ebpf_policy_refuses_a_denied_destination(aegis_env, runtime_dir, tmp_pa
             sys.executable,
             _agent(tmp_path, port, 10),
         ],
-        env=aegis_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        aegis_env,
     )
     try:
         sock = runner_socket(runtime_dir, timeout=60)

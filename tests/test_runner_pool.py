@@ -5,25 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 from pathlib import Path
 
-from helpers import AEGIS, call, runner_socket, wait_for, wait_reports
+from helpers import call, gone, runner_socket, start_aegis, wait_for, wait_reports
 
-
-def start_runner(env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*AEGIS, "demo", "--no-watchdog", "--no-inject-mcp", "--scenario", "quiet"],
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+QUIET_DEMO = ["demo", "--no-watchdog", "--no-inject-mcp", "--scenario", "quiet"]
 
 
 def test_runner_killed_then_restarted_reports_orphans(aegis_env, report, runtime_dir, tmp_path):
-    first = start_runner(aegis_env, tmp_path)
+    first = start_aegis(QUIET_DEMO, aegis_env, tmp_path, output=False)
     orphan_pid = primary_pid = None
     try:
         sock = runner_socket(runtime_dir)
@@ -37,7 +27,7 @@ def test_runner_killed_then_restarted_reports_orphans(aegis_env, report, runtime
         # The SIGKILLed runner could not clean up: its primary agent lives on too.
         os.kill(primary_pid, signal.SIGKILL)
 
-        second = start_runner(aegis_env, tmp_path)
+        second = start_aegis(QUIET_DEMO, aegis_env, tmp_path, output=False)
         try:
             sock2 = wait_for(
                 lambda: next((s for s in runtime_dir.glob("runner-*.sock") if s != sock), None)
@@ -48,7 +38,7 @@ def test_runner_killed_then_restarted_reports_orphans(aegis_env, report, runtime
             assert agents[slow["agent_id"]]["status"] == "orphaned"
             stopped = call(sock2, "agent_stop", agent_id=slow["agent_id"])
             assert stopped["status"] in ("stopped", "lost")
-            wait_for(lambda: not Path(f"/proc/{orphan_pid}").exists() or _zombie(orphan_pid))
+            wait_for(lambda: not Path(f"/proc/{orphan_pid}").exists() or gone(orphan_pid))
         finally:
             second.terminate()
             second.wait(timeout=30)
@@ -59,10 +49,3 @@ def test_runner_killed_then_restarted_reports_orphans(aegis_env, report, runtime
                     os.kill(pid, signal.SIGKILL)
         if first.poll() is None:
             first.kill()
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
-    except OSError:
-        return True

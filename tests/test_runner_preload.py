@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from aegis_mcp.hooks_lib import find_hooks
-from helpers import AEGIS, REPO, call, runner_socket, wait_for
+from helpers import AEGIS, REPO, call, runner_socket, start_aegis, wait_for
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -76,12 +76,8 @@ def test_netmon_counts_the_agents_traffic(aegis_env, runtime_dir, tmp_path):
         "print('done', flush=True)\n"
         "time.sleep(300)\n"
     )
-    proc = subprocess.Popen(
-        [*AEGIS, "run", "--netmon=preload", "--no-watchdog", "--", sys.executable, str(agent)],
-        env=aegis_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    proc = start_aegis(
+        ["run", "--netmon=preload", "--no-watchdog", "--", sys.executable, str(agent)], aegis_env
     )
     try:
         sock = runner_socket(runtime_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import AEGIS, call, runner_socket, wait_for, wait_reports
+from helpers import AEGIS, call, gone, runner_socket, start_aegis, wait_for, wait_reports
 
 NETNS_DIR = Path("/var/run/netns")
 
@@ -60,20 +60,10 @@ def _owner_dead(name: str) -> bool:
 
 
 def test_status_and_netmon_report_the_sandbox(aegis_env, runtime_dir, report):
-    proc = subprocess.Popen(
-        [
-            *AEGIS,
-            "demo",
-            "--sandbox=netns",
-            "--no-watchdog",
-            "--no-inject-mcp",
-            "--scenario",
-            "quiet",
-        ],
-        env=aegis_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = start_aegis(
+        ["demo", "--sandbox=netns", "--no-watchdog", "--no-inject-mcp", "--scenario", "quiet"],
+        aegis_env,
+        output=False,
     )
     try:
         sock = runner_socket(runtime_dir)
@@ -126,12 +116,8 @@ def _all_reports(path: Path) -> list[dict]:
 
 
 def test_sandbox_of_a_killed_runner_is_cleaned_by_the_next(aegis_env, runtime_dir, report):
-    proc = subprocess.Popen(
-        [*AEGIS, "demo", "--sandbox=netns", "--no-watchdog", "--scenario", "quiet"],
-        env=aegis_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = start_aegis(
+        ["demo", "--sandbox=netns", "--no-watchdog", "--scenario", "quiet"], aegis_env, output=False
     )
     agent_pid = None
     try:
@@ -141,7 +127,7 @@ def test_sandbox_of_a_killed_runner_is_cleaned_by_the_next(aegis_env, runtime_di
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         os.kill(agent_pid, signal.SIGKILL)
-        wait_for(lambda: not Path(f"/proc/{agent_pid}").exists() or _zombie(agent_pid))
+        wait_for(lambda: not Path(f"/proc/{agent_pid}").exists() or gone(agent_pid))
         result = subprocess.run(
             [*AEGIS, "run", "--", "true"], env=aegis_env, capture_output=True, timeout=60
         )
@@ -152,13 +138,6 @@ def test_sandbox_of_a_killed_runner_is_cleaned_by_the_next(aegis_env, runtime_di
             with contextlib.suppress(ProcessLookupError):
                 os.kill(agent_pid, signal.SIGKILL)
         subprocess.run([*AEGIS, "netns", "cleanup"], env=aegis_env, capture_output=True)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 @pytest.mark.parametrize(

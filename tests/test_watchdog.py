@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 from helpers import (
@@ -15,6 +14,7 @@ from helpers import (
     call,
     mcp_client,
     runner_socket,
+    start_aegis,
     tool,
     wait_for,
     wait_reports,
@@ -27,17 +27,6 @@ def configure(env: dict[str, str], extra: str = "") -> None:
     Path(env["AEGIS_MCP_CONFIG"]).write_text(FAST + extra)
 
 
-def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*AEGIS, *argv],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def event_kinds(sock: Path) -> list[dict]:
     return call(sock, "events", limit=500)["events"]
 
@@ -47,7 +36,7 @@ HEADLESS_QUIET = ["demo", "-p", "task", "--output-format", "stream-json", "--sce
 
 def test_quiet_headless_agent_is_restarted_with_continue(aegis_env, report, runtime_dir):
     configure(aegis_env, 'lockup_action = "restart"\n')
-    proc = start(HEADLESS_QUIET, aegis_env)
+    proc = start_aegis(HEADLESS_QUIET, aegis_env)
     try:
         sock = runner_socket(runtime_dir)
         reports = wait_reports(report, 2)
@@ -96,7 +85,7 @@ def test_agent_idle_at_its_prompt_is_left_alone(aegis_env, report, runtime_dir):
 
 def test_memory_growth_triggers_the_action(aegis_env, report, runtime_dir):
     configure(aegis_env, 'lockup_action = "kill"\nmax_memory_mb = 80\n')
-    proc = start(["demo", "--scenario", "say:growing;grow:200:20;quiet"], aegis_env)
+    proc = start_aegis(["demo", "--scenario", "say:growing;grow:200:20;quiet"], aegis_env)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGKILL
     assert "HighResource" in err and "above the 80 MB limit" in err
@@ -108,7 +97,7 @@ def test_backoff_schedule_then_gives_up(aegis_env, report, runtime_dir):
         'lockup_action = "restart_with_backoff"\nbackoff_initial_secs = 0.2\n'
         "backoff_max_secs = 0.5\nbackoff_max_restarts = 3\n",
     )
-    proc = start(HEADLESS_QUIET, aegis_env)
+    proc = start_aegis(HEADLESS_QUIET, aegis_env)
     try:
         sock = runner_socket(runtime_dir)
         status = wait_for(lambda: (s := call(sock, "watchdog_status"))["gave_up"] and s)
@@ -132,7 +121,7 @@ def test_backoff_schedule_then_gives_up(aegis_env, report, runtime_dir):
 
 def test_notify_and_wait_resumed_by_a_ping_over_mcp(aegis_env, report, runtime_dir):
     configure(aegis_env, 'lockup_action = "notify_and_wait"\n')
-    proc = start(HEADLESS_QUIET, aegis_env)
+    proc = start_aegis(HEADLESS_QUIET, aegis_env)
     try:
         sock = runner_socket(runtime_dir)
         wait_for(lambda: call(sock, "watchdog_status")["waiting_for_ping"])
@@ -157,7 +146,7 @@ def test_notify_and_wait_resumed_by_a_ping_over_mcp(aegis_env, report, runtime_d
 
 def test_warn_action_and_disable(aegis_env, report, runtime_dir):
     configure(aegis_env, 'lockup_action = "warn"\n')
-    proc = start(HEADLESS_QUIET, aegis_env)
+    proc = start_aegis(HEADLESS_QUIET, aegis_env)
     try:
         sock = runner_socket(runtime_dir)
         wait_for(lambda: any(e["kind"] == "watchdog.warn" for e in event_kinds(sock)))
@@ -173,7 +162,7 @@ def test_warn_action_and_disable(aegis_env, report, runtime_dir):
 
 
 def test_no_watchdog_flag_and_timeout_flag(aegis_env, report, runtime_dir):
-    proc = start(["demo", "--watchdog-timeout=42", "--scenario", "quiet"], aegis_env)
+    proc = start_aegis(["demo", "--watchdog-timeout=42", "--scenario", "quiet"], aegis_env)
     try:
         sock = runner_socket(runtime_dir)
         config = call(sock, "watchdog_status")["config"]
@@ -181,7 +170,7 @@ def test_no_watchdog_flag_and_timeout_flag(aegis_env, report, runtime_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    proc = start(["demo", "--no-watchdog", "--scenario", "quiet"], aegis_env)
+    proc = start_aegis(["demo", "--no-watchdog", "--scenario", "quiet"], aegis_env)
     try:
         sock = runner_socket(runtime_dir)
         assert call(sock, "watchdog_status")["enabled"] is False
@@ -191,7 +180,7 @@ def test_no_watchdog_flag_and_timeout_flag(aegis_env, report, runtime_dir):
 
 
 def test_watchdog_ops_reject_bad_arguments(aegis_env, runtime_dir):
-    proc = start(["run", "--", "sleep", "300"], aegis_env)
+    proc = start_aegis(["run", "--", "sleep", "300"], aegis_env)
     try:
         sock = runner_socket(runtime_dir)
         from aegis_mcp.control.protocol import ControlError
