@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "runner"))
@@ -173,11 +174,19 @@ def _loadgen(tmp: Path) -> Path:
     return out
 
 
-def _monitor(name: str):
+@contextlib.contextmanager
+def _monitored(tmp: Path, name: str) -> Iterator[tuple[str, Any]]:
+    """The load generator, built in ``tmp``, and an EbpfMonitor for one benchmark (closed
+    after it)."""
     from aegis_mcp.netmon.ebpf import EbpfMonitor
     from aegis_mcp.netmon.stats import NetmonStats
 
-    return EbpfMonitor(os.getpid(), f"bench-{name}", NetmonStats(mode="ebpf"))
+    gen = str(_loadgen(tmp))
+    monitor = EbpfMonitor(os.getpid(), f"bench-{name}", NetmonStats(mode="ebpf"))
+    try:
+        yield gen, monitor
+    finally:
+        monitor.close()
 
 
 # Both ends of the load generator on one CPU: on this 2-core VM, shared with other work,
@@ -227,10 +236,6 @@ def _alternate(argv: list[str], monitor, runs: int) -> tuple[float, float]:
     return statistics.median(on), statistics.median(off)
 
 
-def _close(monitor) -> None:
-    monitor.close()
-
-
 def _program_cost(argv: list[str], monitor) -> str:
     """The skb programs' own run time per packet, from the kernel's BPF statistics
     (kernel.bpf_stats_enabled, read with bpftool) over one more monitored run: a figure
@@ -265,18 +270,13 @@ def bench_bulk(tmp: Path, quick: bool) -> list[Row]:
     if reason:
         return _skipped(name, reason)
     size = (128 if quick else 1024) << 20
-    gen = str(_loadgen(tmp))
     runs = 3 if quick else 7
-    monitor = _monitor("bulk")
-    try:
-        with _server(gen, "bulk") as port:
-            argv = [gen, "bulk", port, str(size)]
-            on, off = _alternate(argv, monitor, runs)
-            # Every monitored run's bytes, counted exactly (payload only, not headers).
-            counted = monitor.fresh_stats().status()["bytes_sent"] / (size * runs)
-            cost = _program_cost(argv, monitor)
-    finally:
-        _close(monitor)
+    with _monitored(tmp, "bulk") as (gen, monitor), _server(gen, "bulk") as port:
+        argv = [gen, "bulk", port, str(size)]
+        on, off = _alternate(argv, monitor, runs)
+        # Every monitored run's bytes, counted exactly (payload only, not headers).
+        counted = monitor.fresh_stats().status()["bytes_sent"] / (size * runs)
+        cost = _program_cost(argv, monitor)
     gib = size / (1 << 30)
     return [
         (
@@ -296,15 +296,10 @@ def bench_pingpong(tmp: Path, quick: bool) -> list[Row]:
     if reason:
         return _skipped(name, reason)
     trips = 10_000 if quick else 100_000
-    gen = str(_loadgen(tmp))
-    monitor = _monitor("pingpong")
-    try:
-        with _server(gen, "pingpong", 64) as port:
-            argv = [gen, "pingpong", port, str(trips), "64"]
-            on, off = _alternate(argv, monitor, 3 if quick else 7)
-            cost = _program_cost(argv, monitor)
-    finally:
-        _close(monitor)
+    with _monitored(tmp, "pingpong") as (gen, monitor), _server(gen, "pingpong", 64) as port:
+        argv = [gen, "pingpong", port, str(trips), "64"]
+        on, off = _alternate(argv, monitor, 3 if quick else 7)
+        cost = _program_cost(argv, monitor)
     return [
         (
             f"{name}: 64 B round trips x{trips}, monitored cgroup (median)",
@@ -342,11 +337,7 @@ def bench_events(tmp: Path, quick: bool) -> list[Row]:
     if reason:
         return _skipped(name, reason)
     count = 5_000 if quick else 30_000
-    gen = str(_loadgen(tmp))
-    monitor = _monitor("events")
-    try:
-        server = _server(gen, "connects")
-        port = server.__enter__()
+    with _monitored(tmp, "events") as (gen, monitor), _server(gen, "connects") as port:
         rate, read, lost, generated = _records_run(monitor, [gen, "connects", port, str(count)])
         per_connect = max(read + lost, 1) / count
         # Paced at half the rate the reader managed flat out: this one must lose nothing.
@@ -355,9 +346,6 @@ def bench_events(tmp: Path, quick: bool) -> list[Row]:
         argv = [gen, "connects", port, str(paced_count), str(paced)]
         _, paced_read, paced_lost, _ = _records_run(monitor, argv)
         tier = monitor.tier
-        server.__exit__(None, None, None)
-    finally:
-        _close(monitor)
     return [
         (
             f"{name}: {count} connect/close flat out ({tier} tier)",

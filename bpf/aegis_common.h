@@ -168,15 +168,17 @@ static __always_inline u64 aegis_config(u32 slot)
     return v ? *v : 0;
 }
 
-/* A zeroed record with the time and the current task filled in, or NULL
- * (and a lost record counted) when the ring buffer is full. */
-static __always_inline struct aegis_event *aegis_reserve(u32 type, int task)
+/* Whether the current task is in the agent's cgroup (for programs that are not
+ * attached to it: the tracepoint and the kprobes). */
+static __always_inline int aegis_in_agent(void)
 {
-    struct aegis_event *e = events.ringbuf_reserve(sizeof(struct aegis_event));
-    if (!e) {
-        aegis_count(CNT_LOST);
-        return NULL;
-    }
+    return bpf_get_current_cgroup_id() == aegis_config(CFG_CGROUP_ID);
+}
+
+/* Zero a record (the header of a larger one too) and fill in the time and,
+ * with task, the current task. */
+static __always_inline void aegis_init_event(struct aegis_event *e, u32 type, int task)
+{
     __builtin_memset(e, 0, sizeof(*e));
     e->ts_ns = bpf_ktime_get_ns();
     e->type = type;
@@ -187,7 +189,35 @@ static __always_inline struct aegis_event *aegis_reserve(u32 type, int task)
         e->uid = (u32)bpf_get_current_uid_gid();
         bpf_get_current_comm(&e->comm, sizeof(e->comm));
     }
+}
+
+/* A zeroed record with the time and the current task filled in, or NULL
+ * (and a lost record counted) when the ring buffer is full. */
+static __always_inline struct aegis_event *aegis_reserve(u32 type, int task)
+{
+    struct aegis_event *e = events.ringbuf_reserve(sizeof(struct aegis_event));
+    if (!e) {
+        aegis_count(CNT_LOST);
+        return NULL;
+    }
+    aegis_init_event(e, type, task);
     return e;
+}
+
+/* The record of a cgroup/connect or sendmsg call: the calling task, the socket
+ * and the destination (addr: 16 bytes, IPv4 in the first 4 and zeros after). */
+static __always_inline void aegis_emit_dest(u32 type, u64 cookie, u16 family, u16 proto,
+                                            const void *addr, u16 port, int verdict)
+{
+    struct aegis_event *e = aegis_reserve(type, 1);
+    if (!e) return;
+    e->cookie = cookie;
+    e->family = family;
+    e->proto = proto;
+    e->rport = port;
+    e->value = verdict;
+    __builtin_memcpy(e->raddr, addr, 16);
+    events.ringbuf_submit(e, 0);
 }
 
 static __always_inline void aegis_track_sock(u64 cookie)

@@ -8,26 +8,15 @@
 #include "aegis_common.h"
 #include "policy.h"
 
-/* addr: the destination as 1 (IPv4) or 4 (IPv6) words in network order;
- * the caller reads it, since connect4 may not even look at user_ip6. */
+/* addr: the destination as 4 words in network order (IPv4: the first, zeros
+ * after); the caller reads it, since connect4 may not even look at user_ip6. */
 static __always_inline int on_connect(struct bpf_sock_addr *ctx, u16 family, const u32 *addr,
                                       int verdict, u16 port)
 {
     u64 cookie = bpf_get_socket_cookie(ctx);
     int blocked = verdict == VERDICT_DENY;
-    struct aegis_event *e = aegis_reserve(blocked ? EV_BLOCKED : EV_CONNECT, 1);
-    if (e) {
-        e->cookie = cookie;
-        e->family = family;
-        e->proto = ctx->protocol;
-        e->rport = port;
-        e->value = verdict;
-        if (family == AEGIS_AF_INET)
-            __builtin_memcpy(e->raddr, addr, 4);
-        else
-            __builtin_memcpy(e->raddr, addr, 16);
-        events.ringbuf_submit(e, 0);
-    }
+    aegis_emit_dest(blocked ? EV_BLOCKED : EV_CONNECT, cookie, family, ctx->protocol, addr, port,
+                    verdict);
     if (blocked) return 0;
     aegis_track_sock(cookie);
     if (ctx->protocol == IPPROTO_TCP) {

@@ -47,11 +47,6 @@ BPF_HASH(kp_connect, u32, u64, 16384);      /* tid -> sock, inside tcp_v*_connec
 BPF_HASH(kp_send, u32, u64, 16384);         /* tid -> sock, inside tcp/udp_sendmsg */
 BPF_TABLE("lru_hash", struct kp_key, struct kp_val, kp_bytes, MAX_FLOWS);
 
-static __always_inline int kp_in_agent(void)
-{
-    return bpf_get_current_cgroup_id() == aegis_config(CFG_CGROUP_ID);
-}
-
 /* The socket's own view of its peer. */
 static __always_inline void kp_peer(struct sock *sk, struct kp_val *v)
 {
@@ -86,7 +81,7 @@ static __always_inline struct kp_val *kp_entry(struct sock *sk, u32 tgid)
 
 int aegis_kp_tcp_connect(struct pt_regs *ctx, struct sock *sk)
 {
-    if (!kp_in_agent()) return 0;
+    if (!aegis_in_agent()) return 0;
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u64 s = (u64)sk;
     kp_connect.update(&tid, &s);
@@ -117,7 +112,7 @@ int aegis_kp_tcp_connect_ret(struct pt_regs *ctx)
 
 int aegis_kp_sendmsg(struct pt_regs *ctx, struct sock *sk)
 {
-    if (!kp_in_agent()) return 0;
+    if (!aegis_in_agent()) return 0;
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u64 s = (u64)sk;
     kp_send.update(&tid, &s);
@@ -142,7 +137,7 @@ int aegis_kp_sendmsg_ret(struct pt_regs *ctx)
 
 int aegis_kp_tcp_cleanup_rbuf(struct pt_regs *ctx, struct sock *sk, int copied)
 {
-    if (copied <= 0 || !kp_in_agent()) return 0;
+    if (copied <= 0 || !aegis_in_agent()) return 0;
     struct kp_val *v = kp_entry(sk, bpf_get_current_pid_tgid() >> 32);
     if (v) __sync_fetch_and_add(&v->received, copied);
     return 0;

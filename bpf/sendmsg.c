@@ -28,16 +28,8 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, u16 family, con
         if (udp_seen.lookup(&key)) return 1;
         udp_seen.update(&key, &one);
     }
-    struct aegis_event *e = aegis_reserve(blocked ? EV_BLOCKED : EV_SENDTO, 1);
-    if (e) {
-        e->cookie = cookie;
-        e->family = family;
-        e->proto = ctx->protocol;
-        e->rport = port;
-        e->value = verdict;
-        __builtin_memcpy(e->raddr, key.raddr, 16);
-        events.ringbuf_submit(e, 0);
-    }
+    aegis_emit_dest(blocked ? EV_BLOCKED : EV_SENDTO, cookie, family, ctx->protocol, key.raddr,
+                    port, verdict);
     return blocked ? 0 : 1;
 }
 

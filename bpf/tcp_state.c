@@ -24,11 +24,6 @@ BPF_HASH(tcp_socks, u64, u64, MAX_SOCKS);
 /* Local ports the agent listens on. */
 BPF_HASH(listen_ports, u16, u8, 1024);
 
-static __always_inline int in_agent_cgroup(void)
-{
-    return bpf_get_current_cgroup_id() == aegis_config(CFG_CGROUP_ID);
-}
-
 /* The tracepoint's fields, copied out: BCC declares the tracepoint's own
  * struct right before the probe function, so helpers cannot take it. */
 struct tp_state {
@@ -68,7 +63,7 @@ static __always_inline int on_state(struct tp_state *st)
     int newstate = st->newstate;
 
     if (newstate == TCP_SYN_SENT) {
-        if (!in_agent_cgroup()) return 0;
+        if (!aegis_in_agent()) return 0;
         u32 tid = (u32)bpf_get_current_pid_tgid();
         u64 cookie = 0;
         u64 *c = pending_connect.lookup(&tid);
@@ -81,12 +76,12 @@ static __always_inline int on_state(struct tp_state *st)
     }
     if (newstate == TCP_LISTEN) {
         u8 one = 1;
-        if (in_agent_cgroup()) listen_ports.update(&sport, &one);
+        if (aegis_in_agent()) listen_ports.update(&sport, &one);
         return 0;
     }
     if (oldstate == TCP_LISTEN) {
         /* only the listener's own close: the port may have been ours */
-        if (newstate == TCP_CLOSE && in_agent_cgroup()) listen_ports.delete(&sport);
+        if (newstate == TCP_CLOSE && aegis_in_agent()) listen_ports.delete(&sport);
         return 0;
     }
     if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {

@@ -145,9 +145,7 @@ static __always_inline void copy_dns(struct __sk_buff *skb, u64 cookie, struct l
         aegis_count(CNT_LOST);
         return;
     }
-    __builtin_memset(&e->h, 0, sizeof(e->h));
-    e->h.ts_ns = bpf_ktime_get_ns();
-    e->h.type = EV_DNS;
+    aegis_init_event(&e->h, EV_DNS, 0);
     e->h.cookie = cookie;
     e->h.family = info->family;
     e->h.proto = info->proto;

@@ -21,6 +21,8 @@ the runner without limit.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 from collections import Counter, OrderedDict, deque
@@ -301,18 +303,18 @@ class NetmonStats:
         if count <= 0:
             return []
         with self._lock:
-            tail = list(self._ring)[-count:]
-        return [dict(ev) for ev in tail]
+            tail = list(itertools.islice(reversed(self._ring), count))
+        return [dict(ev) for ev in reversed(tail)]
 
     def status(self) -> dict[str, Any]:
         """A JSON-able summary: totals, top targets and processes, where the data comes from."""
         with self._lock:
-            targets = sorted(self._targets.values(), key=_busiest, reverse=True)
-            procs = sorted(self._processes.values(), key=_busiest, reverse=True)
-            sources = set(self._by_source)
+            # the top few only: same order as sorted(..., reverse=True)[:n]
+            targets = heapq.nlargest(TOP_TARGETS, self._targets.values(), key=_busiest)
+            procs = heapq.nlargest(TOP_PROCESSES, self._processes.values(), key=_busiest)
             return {
                 "mode": self.mode,
-                "sources": sorted(sources),
+                "sources": sorted(self._by_source),
                 "log_file": str(self.log_file) if self.log_file is not None else None,
                 "started_at": self.started_at,
                 "events": self.events,
@@ -330,9 +332,9 @@ class NetmonStats:
                 "dns_lookups": self.dns_lookups,
                 "hosts_known": len(self._hosts),
                 "target_count": len(self._targets),
-                "top_targets": [t.as_dict() for t in targets[:TOP_TARGETS]],
+                "top_targets": [t.as_dict() for t in targets],
                 "process_count": len(self._processes),
-                "processes": [p.as_dict() for p in procs[:TOP_PROCESSES]],
+                "processes": [p.as_dict() for p in procs],
                 "ring_events": len(self._ring),
                 "ring_capacity": self._ring.maxlen,
                 "first_event_ts": self.first_event_ts,

@@ -37,7 +37,8 @@ def cgroup2_mount(mounts: Path = Path("/proc/self/mounts")) -> Path | None:
         lines = mounts.read_text().splitlines()
     except OSError:
         return None
-    found = [Path(f.split()[1]) for f in lines if len(f.split()) > 2 and f.split()[2] == "cgroup2"]
+    fields = (line.split() for line in lines)
+    found = [Path(f[1]) for f in fields if len(f) > 2 and f[2] == "cgroup2"]
     for preferred in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
         if preferred in found:
             return preferred

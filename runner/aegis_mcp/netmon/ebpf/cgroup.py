@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from ..namespaces import owner_alive
+
 PARENT = "aegis-mcp"
 _NAME = re.compile(r"(?P<pid>[1-9][0-9]{0,9})-(?P<agent>[A-Za-z0-9][A-Za-z0-9_.-]*)")
 
@@ -26,16 +28,6 @@ def cgroup_name(runner_pid: int, agent_id: str) -> str:
     if _NAME.fullmatch(name) is None:
         raise ValueError(f"agent id {agent_id!r} cannot name a cgroup")
     return name
-
-
-def _owner_alive(pid: int) -> bool:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    return b"aegis" in raw.lower()
 
 
 def join_step(path: Path) -> Callable[[], None]:
@@ -117,7 +109,7 @@ def remove_stale(parent: Path) -> list[str]:
         return removed
     for entry in entries:
         match = _NAME.fullmatch(entry.name)
-        if match is None or not entry.is_dir() or _owner_alive(int(match["pid"])):
+        if match is None or not entry.is_dir() or owner_alive(int(match["pid"])):
             continue
         with contextlib.suppress(OSError):
             entry.rmdir()

@@ -41,6 +41,12 @@ FLUSH_INTERVAL = 0.5
 POLL_MS = 100
 DNS_PORTS = (53,)
 DNS_PORT_SLOTS = 4  # DNS_PORT_SLOTS of bpf/aegis_common.h: ports besides 53
+COUNTER_REASONS = {
+    ev.CNT_LOST: "ring buffer full: records lost",
+    ev.CNT_FLOW_FULL: "flow table full: traffic not counted",
+    ev.CNT_DNS_TRUNC: "DNS message longer than 1024 bytes: cut",
+    ev.CNT_SOCK_FULL: "socket table full: sockets not followed",
+}
 
 
 class EbpfUnavailable(RuntimeError):
@@ -90,7 +96,8 @@ class EbpfMonitor:
         self._attached: list[tuple[Any, int]] = []
         self._cgroup_fd = -1
         self._bpf: Any = None
-        self._counters_seen = [0] * 4
+        self._counters_seen = [0] * len(COUNTER_REASONS)
+        self._policy_keys: dict[tuple[int, int, bytes], tuple[int, int]] = {}
         self.records_read = 0
         self.closed = False
         self._errors: set[str] = set()
@@ -229,7 +236,6 @@ class EbpfMonitor:
 
     def _load_policy(self) -> None:
         policy = self.policy
-        self._policy_keys: dict[tuple[int, int, bytes], tuple[int, int]] = {}
         if policy is None:
             self._bpf[b"config"][ct.c_int(ev.CFG_POLICY)] = ct.c_uint64(pol.POLICY_OFF)
             return
@@ -380,13 +386,7 @@ class EbpfMonitor:
     def _counter_events(self) -> list[dict[str, Any]]:
         counters = self._bpf[b"counters"]
         out = []
-        reasons = {
-            ev.CNT_LOST: "ring buffer full: records lost",
-            ev.CNT_FLOW_FULL: "flow table full: traffic not counted",
-            ev.CNT_DNS_TRUNC: "DNS message longer than 1024 bytes: cut",
-            ev.CNT_SOCK_FULL: "socket table full: sockets not followed",
-        }
-        for slot, reason in reasons.items():
+        for slot, reason in COUNTER_REASONS.items():
             total = int(counters.sum(ct.c_int(slot)).value)
             grown = total - self._counters_seen[slot]
             if grown > 0:
@@ -413,29 +413,12 @@ class EbpfMonitor:
 
 def _initial_addresses(policy: pol.PolicyLike) -> list[tuple[Any, list[str]]]:
     """Each rule with the addresses known for it now: host names are resolved (the
-    system's resolver, 2 s at most each) and taught to the policy, as the sandbox does."""
-    out: list[tuple[Any, list[str]]] = []
-    for rule in policy.rules:
-        if not rule.is_host:
-            out.append((rule, []))
-            continue
-        learned_of = getattr(policy, "learned", None)
-        known = set(learned_of(rule)) if learned_of is not None else set()
-        if not rule.host.startswith("*."):  # a wildcard is learnt from answers only
-            known.update(_resolve(rule.host))
-            policy.learn([rule.host], sorted(known))
-        out.append((rule, sorted(known)))
-    return out
+    system's resolvers, 2 s at most each) and taught to the policy, as the sandbox does."""
+    # a wildcard is learnt from answers only
+    names = sorted({r.host for r in policy.rules if r.is_host and not r.host.startswith("*.")})
+    if names:
+        from ...sandbox.dns_proxy import host_upstreams, resolve
 
-
-def _resolve(name: str) -> list[str]:
-    import dns.exception
-    import dns.resolver
-
-    resolver = dns.resolver.Resolver()
-    resolver.lifetime = 2.0
-    found: list[str] = []
-    for rdtype in ("A", "AAAA"):
-        with contextlib.suppress(dns.exception.DNSException):
-            found += [r.address for r in resolver.resolve(name, rdtype, search=False)]
-    return found
+        for name, addresses in resolve(names, host_upstreams()).items():
+            policy.learn([name], addresses)
+    return [(rule, sorted(policy.learned(rule)) if rule.is_host else []) for rule in policy.rules]

@@ -41,6 +41,10 @@ class PolicyLike(Protocol):
         """Addresses newly learnt per host-name rule."""
         ...
 
+    def learned(self, rule: Any) -> set[str]:
+        """The addresses known for a host-name rule."""
+        ...
+
 
 Entry = tuple[int, int, bytes, int, int]
 """(IP version, trie prefix length in bits, key data, verdict, network prefix bits)."""

@@ -76,6 +76,9 @@ class SockInfo:
     tcp_closed: bool = False
     pending: dict[str, Any] | None = None
     pending_since: float = 0.0
+    pending_tid: int = 0
+    # (family, local port, remote addr, remote port) under which _by_tuple knows it
+    tuples: set[tuple[int, int, str, int]] = field(default_factory=set)
     # flow key -> [bytes_out, bytes_in, remote_addr, remote_port, family, local_port]
     flows: dict[Hashable, list[Any]] = field(default_factory=dict)
 
@@ -100,6 +103,16 @@ class SocketTracker:
         self._by_tid: dict[int, int] = {}
         self._by_tuple: dict[tuple[int, int, str, int], int] = {}
         self.unparsed_dns = 0
+        self._handlers = {
+            ev.EV_CONNECT: self._on_connect,
+            ev.EV_BLOCKED: self._on_blocked,
+            ev.EV_SENDTO: self._on_sendto,
+            ev.EV_RELEASE: self._on_release,
+            ev.EV_DNS: self._on_dns,
+            ev.EV_TCP_STATE: self._on_tcp_state,
+            ev.EV_ACCEPT: self._on_accept,
+            ev.EV_KP_CONNECT: self._on_kp_connect,
+        }
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -119,8 +132,15 @@ class SocketTracker:
     def _forget(self, sock: SockInfo) -> None:
         for key in sock.flows:
             self._last.pop(key, None)
-        for index in [k for k, c in self._by_tuple.items() if c == sock.cookie]:
-            del self._by_tuple[index]
+        # Only the entries still naming this socket: a tuple may have moved to a newer one.
+        for index in sock.tuples:
+            if self._by_tuple.get(index) == sock.cookie:
+                del self._by_tuple[index]
+        self._unpend(sock)
+
+    def _unpend(self, sock: SockInfo) -> None:
+        if sock.pending_tid and self._by_tid.get(sock.pending_tid) == sock.cookie:
+            del self._by_tid[sock.pending_tid]
 
     @staticmethod
     def _owner(sock: SockInfo | None, record: ev.Event | None = None) -> dict[str, Any]:
@@ -157,16 +177,7 @@ class SocketTracker:
 
     def on_record(self, record: ev.Event) -> list[dict[str, Any]]:
         """The events one record makes (possibly none, e.g. a connect held back)."""
-        handler = {
-            ev.EV_CONNECT: self._on_connect,
-            ev.EV_BLOCKED: self._on_blocked,
-            ev.EV_SENDTO: self._on_sendto,
-            ev.EV_RELEASE: self._on_release,
-            ev.EV_DNS: self._on_dns,
-            ev.EV_TCP_STATE: self._on_tcp_state,
-            ev.EV_ACCEPT: self._on_accept,
-            ev.EV_KP_CONNECT: self._on_kp_connect,
-        }.get(record.type)
+        handler = self._handlers.get(record.type)
         return handler(record) if handler is not None else []
 
     def _endpoint_event(self, kind: str, record: ev.Event, sock: SockInfo | None) -> dict[str, Any]:
@@ -191,6 +202,7 @@ class SocketTracker:
         if self.deferred_connects and record.proto == socket.IPPROTO_TCP:
             sock.pending = out
             sock.pending_since = time.monotonic()
+            sock.pending_tid = record.tid
             self._by_tid[record.tid] = record.cookie
             return []
         if record.proto != socket.IPPROTO_TCP:
@@ -262,6 +274,7 @@ class SocketTracker:
         assert sock.pending is not None
         out = {**sock.pending, "result": result, **{k: v for k, v in extra.items() if v}}
         sock.pending = None
+        self._unpend(sock)
         return out
 
     # ---- counters ------------------------------------------------------------------------------
@@ -294,6 +307,7 @@ class SocketTracker:
                 if row.proto == socket.IPPROTO_TCP:
                     index = (row.family, row.local_port, row.remote_addr, row.remote_port)
                     self._by_tuple[index] = row.cookie
+                    sock.tuples.add(index)
                 if self.kprobe_bytes and row.proto == socket.IPPROTO_TCP:
                     continue  # the kprobe tier reports these with the caller's pid
             owner = {"pid": row.pid, "comm": row.comm} if row.kprobe else self._owner(sock)
