@@ -60,6 +60,12 @@ AEGIS_HIDDEN void *aegis_resolve(void **slot, const char *name);
         aegis_p_ ? aegis_p_ : aegis_resolve(&aegis_slot_##name, #name);         \
     }))
 
+/* For a list macro LIST(X) that names real functions, X(name) each:
+ * LIST(AEGIS_SLOT_ITEM) declares their slots, LIST(AEGIS_RESOLVE_ITEM)
+ * resolves them all. */
+#define AEGIS_SLOT_ITEM(name) AEGIS_SLOT(name);
+#define AEGIS_RESOLVE_ITEM(name) (void)REAL(name);
+
 /* Resolves every real function up front (called from the constructor) so
  * that hooks reached later from signal handlers never call dlsym(). */
 AEGIS_HIDDEN void aegis_overlay_preresolve(void);
@@ -110,6 +116,8 @@ struct jlog {
 AEGIS_HIDDEN void jlog_open(struct jlog *l);
 AEGIS_HIDDEN void jlog_write(struct jlog *l, const struct jbuf *j);
 AEGIS_HIDDEN void jlog_close(struct jlog *l);
+/* A batch of one line: open, write, close. */
+AEGIS_HIDDEN void jlog_append(const struct jbuf *j);
 
 /* "ECONNREFUSED" for the errors a connect() can return, NULL otherwise. */
 AEGIS_HIDDEN const char *aegis_errno_name(int err);

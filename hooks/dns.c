@@ -91,16 +91,18 @@ int nm_host_lookup(int family, const uint8_t *addr, char *out)
 
 #define DNS_MAX_ANSWERS 8
 
+struct dns_addr {
+    uint8_t family;
+    uint8_t addr[16];
+};
+
 struct dns_msg {
     int response;
     int rcode;
     unsigned qtype;
     char name[NM_HOST_MAX];
     int nanswers;
-    struct {
-        uint8_t family;
-        uint8_t addr[16];
-    } answers[DNS_MAX_ANSWERS];
+    struct dns_addr answers[DNS_MAX_ANSWERS];
 };
 
 static unsigned get16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
@@ -208,6 +210,17 @@ static void add_qtype(struct jbuf *j, unsigned qtype)
     }
 }
 
+/* "answers":[...] with the n addresses as text. */
+static void add_answers(struct jbuf *j, const struct dns_addr *a, int n)
+{
+    jb_list_begin(j, "answers");
+    for (int i = 0; i < n; i++) {
+        char text[INET6_ADDRSTRLEN];
+        if (inet_ntop(a[i].family, a[i].addr, text, sizeof text) != NULL) jb_item_str(j, text);
+    }
+    jb_list_end(j);
+}
+
 /* A UDP packet to or from port 53: log what it asks or answers. */
 void nm_dns_seen(const struct peer *p, const void *buf, size_t len)
 {
@@ -225,19 +238,10 @@ void nm_dns_seen(const struct peer *p, const void *buf, size_t len)
     add_qtype(&j, d.qtype);
     if (d.response) {
         jb_i64(&j, "rcode", d.rcode);
-        jb_list_begin(&j, "answers");
-        for (int i = 0; i < d.nanswers; i++) {
-            char text[INET6_ADDRSTRLEN];
-            if (inet_ntop(d.answers[i].family, d.answers[i].addr, text, sizeof text) != NULL)
-                jb_item_str(&j, text);
-        }
-        jb_list_end(&j);
+        add_answers(&j, d.answers, d.nanswers);
     }
     jb_end(&j);
-    struct jlog l;
-    jlog_open(&l);
-    jlog_write(&l, &j);
-    jlog_close(&l);
+    jlog_append(&j);
 }
 
 /* ---- name resolution ---------------------------------------------------- */
@@ -276,10 +280,7 @@ static void on_getaddrinfo(const char *node, const struct addrinfo *hints, int r
     if (node == NULL || node[0] == '\0') return;
     if (hints != NULL && (hints->ai_flags & AI_NUMERICHOST)) return;
     if (is_numeric_host(node)) return;
-    struct {
-        uint8_t family;
-        uint8_t addr[16];
-    } seen[DNS_MAX_ANSWERS];
+    struct dns_addr seen[DNS_MAX_ANSWERS];
     int nseen = 0;
     for (const struct addrinfo *a = ret == 0 ? res : NULL; a != NULL && nseen < DNS_MAX_ANSWERS;
          a = a->ai_next) {
@@ -309,18 +310,9 @@ static void on_getaddrinfo(const char *node, const struct addrinfo *hints, int r
         else
             jb_i64(&j, "result", ret);
     }
-    jb_list_begin(&j, "answers");
-    for (int i = 0; i < nseen; i++) {
-        char text[INET6_ADDRSTRLEN];
-        if (inet_ntop(seen[i].family, seen[i].addr, text, sizeof text) != NULL)
-            jb_item_str(&j, text);
-    }
-    jb_list_end(&j);
+    add_answers(&j, seen, nseen);
     jb_end(&j);
-    struct jlog l;
-    jlog_open(&l);
-    jlog_write(&l, &j);
-    jlog_close(&l);
+    jlog_append(&j);
 }
 
 AEGIS_EXPORT int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,

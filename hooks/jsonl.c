@@ -172,3 +172,11 @@ void jlog_close(struct jlog *l)
     if (l->fd >= 0) syscall(SYS_close, l->fd);
     l->fd = -1;
 }
+
+void jlog_append(const struct jbuf *j)
+{
+    struct jlog l;
+    jlog_open(&l);
+    jlog_write(&l, j);
+    jlog_close(&l);
+}

@@ -152,6 +152,14 @@ static int take(struct conn *e, int fd, struct snap *s)
  * pid) must leave it alone. */
 static int table_is_ours(void) { return (int)getpid() == aegis_pid; }
 
+/* take() for fd, if it is tracked and the table is ours (is_tracked()
+ * first: the cheap test spares untracked fds the getpid()). */
+static int untrack(int fd, struct snap *s)
+{
+    struct conn *e = lookup(fd);
+    return is_tracked(e) && table_is_ours() && take(e, fd, s);
+}
+
 /* ---- lines ------------------------------------------------------------ */
 
 static const char *family_name(int family) { return family == AF_INET ? "inet" : "inet6"; }
@@ -198,14 +206,10 @@ static void line_bytes(struct jlog *l, struct jbuf *j, const struct peer *p, int
     jb_u64(j, "bytes", bytes);
     jb_str(j, "reason", reason);
     jb_end(j);
-    if (l != NULL) {
+    if (l != NULL)
         jlog_write(l, j);
-    } else {
-        struct jlog own;
-        jlog_open(&own);
-        jlog_write(&own, j);
-        jlog_close(&own);
-    }
+    else
+        jlog_append(j);
 }
 
 /* The last lines of a connection that left the table. */
@@ -322,37 +326,66 @@ int nm_peer_from_sockaddr(const struct sockaddr *sa, socklen_t len, struct peer 
     return 0;
 }
 
-/* After a send to an explicit destination or on a tracked UDP socket to
- * port 53: a DNS query. */
-static void maybe_dns(int fd, const void *buf, size_t len, const struct sockaddr *dest,
-                      socklen_t destlen)
+static int sock_type(int fd)
+{
+    int type = 0;
+    socklen_t tl = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0) return 0;
+    return type;
+}
+
+/* A datagram sent to or received from addr (alen bytes) on fd: DNS if
+ * addr is port 53 and fd a UDP socket. Returns 1 if it was. */
+static int dns_by_addr(int fd, const void *buf, size_t len, const struct sockaddr *addr,
+                       socklen_t alen)
 {
     struct peer p;
-    if (dest != NULL) {
-        if (!nm_peer_from_sockaddr(dest, destlen, &p) || p.rport != 53) return;
-        p.fd = fd;
-        int type = 0;
-        socklen_t tl = sizeof type;
-        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_DGRAM) return;
-        p.socktype = SOCK_DGRAM;
-        nm_dns_seen(&p, buf, len);
-        return;
-    }
+    if (!nm_peer_from_sockaddr(addr, alen, &p) || p.rport != 53 || sock_type(fd) != SOCK_DGRAM)
+        return 0;
+    p.fd = fd;
+    p.socktype = SOCK_DGRAM;
+    nm_dns_seen(&p, buf, len);
+    return 1;
+}
+
+/* Data on fd without an address: DNS if fd is a tracked UDP socket
+ * connected to port 53. */
+static void dns_by_conn(int fd, const void *buf, size_t len)
+{
     struct conn *e = lookup(fd);
     if (is_tracked(e) && e->dns) {
+        struct peer p;
         peer_of(e, fd, &p);
         nm_dns_seen(&p, buf, len);
     }
+}
+
+/* After a send: a DNS query? An explicit destination decides alone. */
+static void maybe_dns(int fd, const void *buf, size_t len, const struct sockaddr *dest,
+                      socklen_t destlen)
+{
+    if (dest != NULL)
+        (void)dns_by_addr(fd, buf, len, dest, destlen);
+    else
+        dns_by_conn(fd, buf, len);
+}
+
+/* After a receive from src (or on a tracked UDP socket to port 53): a DNS
+ * answer? cap is the size of the caller's address buffer. */
+static void maybe_dns_answer(int fd, const void *buf, size_t len, const struct sockaddr *src,
+                             socklen_t srclen, socklen_t cap)
+{
+    if (src != NULL && cap > 0 && dns_by_addr(fd, buf, len, src, srclen < cap ? srclen : cap))
+        return;
+    dns_by_conn(fd, buf, len);
 }
 
 /* ---- table changes ---------------------------------------------------- */
 
 void aegis_netmon_fd_opened(int fd)
 {
-    struct conn *e = lookup(fd);
-    if (!is_tracked(e) || !table_is_ours()) return;
     struct snap s;
-    if (take(e, fd, &s)) lines_closed(&s, "reused");
+    if (untrack(fd, &s)) lines_closed(&s, "reused");
 }
 
 static void track(int fd, const struct peer *p)
@@ -387,23 +420,13 @@ static void fill_local(int fd, struct peer *p)
         p->lport = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 }
 
-static int sock_type(int fd)
-{
-    int type = 0;
-    socklen_t tl = sizeof type;
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0) return 0;
-    return type;
-}
-
 static void on_connect(int fd, const struct sockaddr *addr, socklen_t len, int ret, int err)
 {
     if (addr == NULL || len < (socklen_t)sizeof(sa_family_t)) return;
     if (addr->sa_family == AF_UNSPEC) {
         /* a UDP socket dissolving its association */
-        struct conn *e = lookup(fd);
         struct snap s;
-        if (ret == 0 && is_tracked(e) && table_is_ours() && take(e, fd, &s))
-            lines_closed(&s, "disconnect");
+        if (ret == 0 && untrack(fd, &s)) lines_closed(&s, "disconnect");
         return;
     }
     struct peer p;
@@ -433,10 +456,7 @@ static void on_connect(int fd, const struct sockaddr *addr, socklen_t len, int r
         jb_i64(&j, "errno", err);
     }
     jb_end(&j);
-    struct jlog l;
-    jlog_open(&l);
-    jlog_write(&l, &j);
-    jlog_close(&l);
+    jlog_append(&j);
 }
 
 static void on_accept(int fd)
@@ -456,10 +476,7 @@ static void on_accept(int fd)
     nm_add_peer(&j, &p);
     jb_u64(&j, "bytes", 0);
     jb_end(&j);
-    struct jlog l;
-    jlog_open(&l);
-    jlog_write(&l, &j);
-    jlog_close(&l);
+    jlog_append(&j);
 }
 
 /* Everything still tracked, at exit (the destructor). */
@@ -514,35 +531,14 @@ static void closing_range(unsigned first, unsigned last)
 
 /* ---- the hooks -------------------------------------------------------- */
 
-AEGIS_SLOT(connect);
-AEGIS_SLOT(accept);
-AEGIS_SLOT(accept4);
-AEGIS_SLOT(socket);
-AEGIS_SLOT(dup);
-AEGIS_SLOT(dup2);
-AEGIS_SLOT(dup3);
-AEGIS_SLOT(close);
-AEGIS_SLOT(fclose);
-AEGIS_SLOT(pipe);
-AEGIS_SLOT(pipe2);
-AEGIS_SLOT(socketpair);
-AEGIS_SLOT(send);
-AEGIS_SLOT(sendto);
-AEGIS_SLOT(sendmsg);
-AEGIS_SLOT(sendmmsg);
-AEGIS_SLOT(recv);
-AEGIS_SLOT(__recv_chk);
-AEGIS_SLOT(recvfrom);
-AEGIS_SLOT(__recvfrom_chk);
-AEGIS_SLOT(recvmsg);
-AEGIS_SLOT(recvmmsg);
-AEGIS_SLOT(read);
-AEGIS_SLOT(__read_chk);
-AEGIS_SLOT(readv);
-AEGIS_SLOT(write);
-AEGIS_SLOT(writev);
-AEGIS_SLOT(sendfile);
-AEGIS_SLOT(sendfile64);
+/* Every real function the hooks below call, X(name) each. */
+#define NETMON_REAL(X)                                                                      \
+    X(connect) X(accept) X(accept4) X(socket) X(dup) X(dup2) X(dup3) X(close) X(fclose)     \
+    X(pipe) X(pipe2) X(socketpair) X(send) X(sendto) X(sendmsg) X(sendmmsg) X(write)        \
+    X(writev) X(sendfile) X(sendfile64) X(recv) X(__recv_chk) X(recvfrom) X(__recvfrom_chk) \
+    X(recvmsg) X(recvmmsg) X(read) X(__read_chk) X(readv)
+
+NETMON_REAL(AEGIS_SLOT_ITEM)
 #if __GLIBC_PREREQ(2, 34)
 AEGIS_SLOT(close_range);
 AEGIS_SLOT(closefrom);
@@ -550,40 +546,47 @@ AEGIS_SLOT(closefrom);
 
 void aegis_netmon_preresolve(void)
 {
-    (void)REAL(connect);
-    (void)REAL(accept);
-    (void)REAL(accept4);
-    (void)REAL(socket);
-    (void)REAL(dup);
-    (void)REAL(dup2);
-    (void)REAL(dup3);
-    (void)REAL(close);
-    (void)REAL(fclose);
-    (void)REAL(pipe);
-    (void)REAL(pipe2);
-    (void)REAL(socketpair);
-    (void)REAL(send);
-    (void)REAL(sendto);
-    (void)REAL(sendmsg);
-    (void)REAL(sendmmsg);
-    (void)REAL(recv);
-    (void)REAL(__recv_chk);
-    (void)REAL(recvfrom);
-    (void)REAL(__recvfrom_chk);
-    (void)REAL(recvmsg);
-    (void)REAL(recvmmsg);
-    (void)REAL(read);
-    (void)REAL(__read_chk);
-    (void)REAL(readv);
-    (void)REAL(write);
-    (void)REAL(writev);
-    (void)REAL(sendfile);
-    (void)REAL(sendfile64);
+    NETMON_REAL(AEGIS_RESOLVE_ITEM)
     aegis_dns_preresolve();
 #if __GLIBC_PREREQ(2, 34)
     (void)REAL(close_range);
     (void)REAL(closefrom);
 #endif
+}
+
+/* What the hooks do after the real call (NETMON_AFTER: netmon on, errno
+ * saved). */
+
+static void fds_opened(const int fds[2])
+{
+    aegis_netmon_fd_opened(fds[0]);
+    aegis_netmon_fd_opened(fds[1]);
+}
+
+/* r > 0 bytes sent from buf (to dest if not NULL) */
+static void on_sent(int fd, const void *buf, ssize_t r, const struct sockaddr *dest,
+                    socklen_t destlen)
+{
+    count(fd, DIR_SEND, (uint64_t)r);
+    maybe_dns(fd, buf, (size_t)r, dest, destlen);
+}
+
+/* r > 0 bytes received into buf of len bytes (from src, see
+ * maybe_dns_answer) */
+static void on_received(int fd, const void *buf, size_t len, ssize_t r,
+                        const struct sockaddr *src, socklen_t srclen, socklen_t cap)
+{
+    count(fd, DIR_RECV, (uint64_t)r);
+    /* with MSG_TRUNC, r can be the datagram's size, beyond len */
+    maybe_dns_answer(fd, buf, (size_t)r < len ? (size_t)r : len, src, srclen, cap);
+}
+
+/* r > 0 messages of vec moved (sendmmsg, recvmmsg) */
+static void on_mmsg(int fd, int dir, const struct mmsghdr *vec, int r)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < r; i++) total += vec[i].msg_len;
+    if (total > 0) count(fd, dir, total);
 }
 
 AEGIS_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
@@ -647,15 +650,7 @@ AEGIS_EXPORT int close(int fd)
 {
     GET_REAL(f, close, -1);
     struct snap s;
-    int have = 0;
-    if (nm_active()) {
-        struct conn *e = lookup(fd);
-        if (is_tracked(e)) {
-            int saved = errno;
-            have = table_is_ours() && take(e, fd, &s);
-            errno = saved;
-        }
-    }
+    int have = nm_active() && untrack(fd, &s); /* leaves errno alone */
     int r = f(fd);
     NETMON_AFTER(have, lines_closed(&s, "close"));
     return r;
@@ -669,9 +664,7 @@ AEGIS_EXPORT int fclose(FILE *fp)
     int have = 0;
     if (fp != NULL && nm_active()) {
         int saved = errno;
-        int fd = fileno(fp);
-        struct conn *e = lookup(fd);
-        if (is_tracked(e)) have = table_is_ours() && take(e, fd, &s);
+        have = untrack(fileno(fp), &s);
         errno = saved;
     }
     int r = f(fp);
@@ -686,10 +679,7 @@ AEGIS_EXPORT int pipe(int fds[2])
 {
     GET_REAL(f, pipe, -1);
     int r = f(fds);
-    NETMON_AFTER(r == 0, {
-        aegis_netmon_fd_opened(fds[0]);
-        aegis_netmon_fd_opened(fds[1]);
-    });
+    NETMON_AFTER(r == 0, fds_opened(fds));
     return r;
 }
 
@@ -697,10 +687,7 @@ AEGIS_EXPORT int pipe2(int fds[2], int flags)
 {
     GET_REAL(f, pipe2, -1);
     int r = f(fds, flags);
-    NETMON_AFTER(r == 0, {
-        aegis_netmon_fd_opened(fds[0]);
-        aegis_netmon_fd_opened(fds[1]);
-    });
+    NETMON_AFTER(r == 0, fds_opened(fds));
     return r;
 }
 
@@ -708,10 +695,7 @@ AEGIS_EXPORT int socketpair(int domain, int type, int protocol, int fds[2])
 {
     GET_REAL(f, socketpair, -1);
     int r = f(domain, type, protocol, fds);
-    NETMON_AFTER(r == 0, {
-        aegis_netmon_fd_opened(fds[0]);
-        aegis_netmon_fd_opened(fds[1]);
-    });
+    NETMON_AFTER(r == 0, fds_opened(fds));
     return r;
 }
 
@@ -742,10 +726,7 @@ AEGIS_EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
 {
     GET_REAL(f, send, -1);
     ssize_t r = f(fd, buf, len, flags);
-    NETMON_AFTER(r > 0, {
-        count(fd, DIR_SEND, (uint64_t)r);
-        maybe_dns(fd, buf, (size_t)r, NULL, 0);
-    });
+    NETMON_AFTER(r > 0, on_sent(fd, buf, r, NULL, 0));
     return r;
 }
 
@@ -754,10 +735,7 @@ AEGIS_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags,
 {
     GET_REAL(f, sendto, -1);
     ssize_t r = f(fd, buf, len, flags, dest, destlen);
-    NETMON_AFTER(r > 0, {
-        count(fd, DIR_SEND, (uint64_t)r);
-        maybe_dns(fd, buf, (size_t)r, dest, destlen);
-    });
+    NETMON_AFTER(r > 0, on_sent(fd, buf, r, dest, destlen));
     return r;
 }
 
@@ -780,11 +758,7 @@ AEGIS_EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int fl
 {
     GET_REAL(f, sendmmsg, -1);
     int r = f(fd, vec, vlen, flags);
-    NETMON_AFTER(r > 0, {
-        uint64_t total = 0;
-        for (int i = 0; i < r; i++) total += vec[i].msg_len;
-        if (total > 0) count(fd, DIR_SEND, total);
-    });
+    NETMON_AFTER(r > 0, on_mmsg(fd, DIR_SEND, vec, r));
     return r;
 }
 
@@ -792,10 +766,7 @@ AEGIS_EXPORT ssize_t write(int fd, const void *buf, size_t len)
 {
     GET_REAL(f, write, -1);
     ssize_t r = f(fd, buf, len);
-    NETMON_AFTER(r > 0, {
-        count(fd, DIR_SEND, (uint64_t)r);
-        maybe_dns(fd, buf, (size_t)r, NULL, 0);
-    });
+    NETMON_AFTER(r > 0, on_sent(fd, buf, r, NULL, 0));
     return r;
 }
 
@@ -825,37 +796,11 @@ AEGIS_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t *offset, size_t n
 
 /* ---- receiving -------------------------------------------------------- */
 
-/* A datagram from src (or on a tracked UDP socket to port 53): a DNS
- * answer? cap is the size of the caller's address buffer. */
-static void maybe_dns_answer(int fd, const void *buf, size_t len, const struct sockaddr *src,
-                             socklen_t srclen, socklen_t cap)
-{
-    struct peer p;
-    if (src != NULL && cap > 0) {
-        socklen_t l = srclen < cap ? srclen : cap;
-        if (nm_peer_from_sockaddr(src, l, &p) && p.rport == 53 && sock_type(fd) == SOCK_DGRAM) {
-            p.fd = fd;
-            p.socktype = SOCK_DGRAM;
-            nm_dns_seen(&p, buf, len);
-            return;
-        }
-    }
-    struct conn *e = lookup(fd);
-    if (is_tracked(e) && e->dns) {
-        peer_of(e, fd, &p);
-        nm_dns_seen(&p, buf, len);
-    }
-}
-
 AEGIS_EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
     GET_REAL(f, recv, -1);
     ssize_t r = f(fd, buf, len, flags);
-    NETMON_AFTER(r > 0 && !(flags & MSG_PEEK), {
-        count(fd, DIR_RECV, (uint64_t)r);
-        /* with MSG_TRUNC, r can be the datagram's size, beyond len */
-        maybe_dns_answer(fd, buf, (size_t)r < len ? (size_t)r : len, NULL, 0, 0);
-    });
+    NETMON_AFTER(r > 0 && !(flags & MSG_PEEK), on_received(fd, buf, len, r, NULL, 0, 0));
     return r;
 }
 
@@ -863,10 +808,7 @@ AEGIS_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, in
 {
     GET_REAL(f, __recv_chk, -1);
     ssize_t r = f(fd, buf, len, buflen, flags);
-    NETMON_AFTER(r > 0 && !(flags & MSG_PEEK), {
-        count(fd, DIR_RECV, (uint64_t)r);
-        maybe_dns_answer(fd, buf, (size_t)r < len ? (size_t)r : len, NULL, 0, 0);
-    });
+    NETMON_AFTER(r > 0 && !(flags & MSG_PEEK), on_received(fd, buf, len, r, NULL, 0, 0));
     return r;
 }
 
@@ -876,11 +818,8 @@ AEGIS_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct s
     GET_REAL(f, recvfrom, -1);
     socklen_t cap = src != NULL && srclen != NULL ? *srclen : 0;
     ssize_t r = f(fd, buf, len, flags, src, srclen);
-    NETMON_AFTER(r > 0 && !(flags & MSG_PEEK), {
-        count(fd, DIR_RECV, (uint64_t)r);
-        size_t got = (size_t)r < len ? (size_t)r : len;
-        maybe_dns_answer(fd, buf, got, src, cap > 0 ? *srclen : 0, cap);
-    });
+    NETMON_AFTER(r > 0 && !(flags & MSG_PEEK),
+                 on_received(fd, buf, len, r, src, cap > 0 ? *srclen : 0, cap));
     return r;
 }
 
@@ -890,11 +829,8 @@ AEGIS_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen
     GET_REAL(f, __recvfrom_chk, -1);
     socklen_t cap = src != NULL && srclen != NULL ? *srclen : 0;
     ssize_t r = f(fd, buf, len, buflen, flags, src, srclen);
-    NETMON_AFTER(r > 0 && !(flags & MSG_PEEK), {
-        count(fd, DIR_RECV, (uint64_t)r);
-        size_t got = (size_t)r < len ? (size_t)r : len;
-        maybe_dns_answer(fd, buf, got, src, cap > 0 ? *srclen : 0, cap);
-    });
+    NETMON_AFTER(r > 0 && !(flags & MSG_PEEK),
+                 on_received(fd, buf, len, r, src, cap > 0 ? *srclen : 0, cap));
     return r;
 }
 
@@ -919,11 +855,7 @@ AEGIS_EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int fl
 {
     GET_REAL(f, recvmmsg, -1);
     int r = f(fd, vec, vlen, flags, timeout);
-    NETMON_AFTER(r > 0 && !(flags & MSG_PEEK), {
-        uint64_t total = 0;
-        for (int i = 0; i < r; i++) total += vec[i].msg_len;
-        if (total > 0) count(fd, DIR_RECV, total);
-    });
+    NETMON_AFTER(r > 0 && !(flags & MSG_PEEK), on_mmsg(fd, DIR_RECV, vec, r));
     return r;
 }
 
@@ -931,10 +863,7 @@ AEGIS_EXPORT ssize_t read(int fd, void *buf, size_t len)
 {
     GET_REAL(f, read, -1);
     ssize_t r = f(fd, buf, len);
-    NETMON_AFTER(r > 0, {
-        count(fd, DIR_RECV, (uint64_t)r);
-        maybe_dns_answer(fd, buf, (size_t)r, NULL, 0, 0);
-    });
+    NETMON_AFTER(r > 0, on_received(fd, buf, len, r, NULL, 0, 0));
     return r;
 }
 
@@ -942,10 +871,7 @@ AEGIS_EXPORT ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
 {
     GET_REAL(f, __read_chk, -1);
     ssize_t r = f(fd, buf, len, buflen);
-    NETMON_AFTER(r > 0, {
-        count(fd, DIR_RECV, (uint64_t)r);
-        maybe_dns_answer(fd, buf, (size_t)r, NULL, 0, 0);
-    });
+    NETMON_AFTER(r > 0, on_received(fd, buf, len, r, NULL, 0, 0));
     return r;
 }
 

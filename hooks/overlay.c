@@ -27,30 +27,14 @@ int __open64_2(const char *path, int flags);
 int __openat_2(int dirfd, const char *path, int flags);
 int __openat64_2(int dirfd, const char *path, int flags);
 
-AEGIS_SLOT(open);
-AEGIS_SLOT(open64);
-AEGIS_SLOT(openat);
-AEGIS_SLOT(openat64);
-AEGIS_SLOT(__open_2);
-AEGIS_SLOT(__open64_2);
-AEGIS_SLOT(__openat_2);
-AEGIS_SLOT(__openat64_2);
-AEGIS_SLOT(fopen);
-AEGIS_SLOT(fopen64);
+/* Every real function called here, X(name) each. */
+#define OVERLAY_REAL(X)                                                             \
+    X(open) X(open64) X(openat) X(openat64) X(__open_2) X(__open64_2) X(__openat_2) \
+    X(__openat64_2) X(fopen) X(fopen64)
 
-void aegis_overlay_preresolve(void)
-{
-    (void)REAL(open);
-    (void)REAL(open64);
-    (void)REAL(openat);
-    (void)REAL(openat64);
-    (void)REAL(__open_2);
-    (void)REAL(__open64_2);
-    (void)REAL(__openat_2);
-    (void)REAL(__openat64_2);
-    (void)REAL(fopen);
-    (void)REAL(fopen64);
-}
+OVERLAY_REAL(AEGIS_SLOT_ITEM)
+
+void aegis_overlay_preresolve(void) { OVERLAY_REAL(AEGIS_RESOLVE_ITEM) }
 
 #ifndef O_TMPFILE
 #define O_TMPFILE 0

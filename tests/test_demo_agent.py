@@ -97,10 +97,10 @@ def mcp_config(tmp_path: Path, **servers: dict) -> str:
     """Inline ``--mcp-config`` JSON; ``calc`` servers get the test server's script."""
     script = tmp_path / "calc_server.py"
     script.write_text(MCP_SERVER)
-    spec = {}
-    for name, extra in servers.items():
-        entry = {"command": sys.executable, "args": [str(script)], **extra}
-        spec[name] = entry
+    spec = {
+        name: {"command": sys.executable, "args": [str(script)], **extra}
+        for name, extra in servers.items()
+    }
     return json.dumps({"mcpServers": spec})
 
 

@@ -151,6 +151,15 @@ def compile_c(cc: str, tmp_path: Path, name: str, source: str, *flags: str) -> P
 # ---- running -------------------------------------------------------------------------------------
 
 
+def clean_env(lib: Path | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """os.environ without AEGIS_* and LD_PRELOAD, then lib preloaded (unless None) and extra."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_") and k != "LD_PRELOAD"}
+    if lib is not None:
+        env["LD_PRELOAD"] = str(lib)
+    env.update(extra or {})
+    return env
+
+
 def run(
     lib: Path | None,
     cmd: list[str],
@@ -159,12 +168,14 @@ def run(
     cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Runs cmd with the library preloaded (unless lib is None) and a clean AEGIS_* environment."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_") and k != "LD_PRELOAD"}
-    if lib is not None:
-        full["LD_PRELOAD"] = str(lib)
-    full.update(env or {})
     proc = subprocess.run(
-        cmd, env=full, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT, check=False
+        cmd,
+        env=clean_env(lib, env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
     )
     assert proc.returncode == 0, f"{cmd} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     assert "ld.so" not in proc.stderr, proc.stderr
@@ -585,8 +596,7 @@ def test_netmon_reports_long_lived_connection_while_open(hooks_lib: Path, tmp_pa
         "sys.stdin.readline()\n"
         "s.close()\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_") and k != "LD_PRELOAD"}
-    env |= {"LD_PRELOAD": str(hooks_lib), "AEGIS_NETMON_LOG": str(log)}
+    env = clean_env(hooks_lib, {"AEGIS_NETMON_LOG": str(log)})
     with tcp_server(recv_to_eof) as port:
         proc = subprocess.Popen(
             [sys.executable, "-c", code, str(port)],
@@ -707,8 +717,7 @@ def test_netmon_many_processes_and_threads(hooks_lib: Path, tmp_path: Path) -> N
         conn.sendall(b"d" * (2 * recv_to_eof(conn)))
 
     expected = sum(1000 * k + i for k in range(1, 5) for i in range(10))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_") and k != "LD_PRELOAD"}
-    env |= {"LD_PRELOAD": str(hooks_lib), "AEGIS_NETMON_LOG": str(log)}
+    env = clean_env(hooks_lib, {"AEGIS_NETMON_LOG": str(log)})
     with tcp_server(double) as port:
         procs = [
             subprocess.Popen(

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.version:
         console.out(f"{__version__} (aegis demo agent)")
         return 0
-    console.json_stdout = opts.headless and opts.output_format != "text"
+    console.json_stdout = opts.json_output
     sig = signals.install(console, opts.headless)
     if isinstance(sys.stdin, io.TextIOWrapper):
         # A stray byte from a terminal must not look like EOF to the prompt loop.
@@ -112,7 +112,7 @@ def _start(opts: Options, console: Console, sig: signals.SignalState) -> tuple[i
     except scenario.ScenarioError as exc:
         console.err(f"demo: invalid scenario: {exc}")
         return 2, None
-    conversation, log_problem = Conversation.open(cwd, opts.continuing, "")
+    conversation, log_problem = Conversation.open(cwd, opts.continuing)
     if log_problem:
         console.err(f"demo: {log_problem}")
     conversation.session_id = opts.resume or _last_session(conversation) or new_session_id()
@@ -154,7 +154,7 @@ def _run_mode(
     from aegis_mcp.demo.agent import Agent
 
     sink: TextSink
-    if opts.headless and opts.output_format != "text":
+    if opts.json_output:
         from aegis_mcp.demo.headless import JsonSink
 
         model = opts.model or "aegis-demo"

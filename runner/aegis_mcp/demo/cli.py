@@ -102,6 +102,11 @@ class Options:
         self.ignored: list[str] = []
 
     @property
+    def json_output(self) -> bool:
+        """Whether stdout carries JSON (``--print`` with a JSON output format)."""
+        return self.headless and self.output_format != "text"
+
+    @property
     def continuing(self) -> bool:
         """Whether the previous conversation in this directory is resumed."""
         return self.continue_ or self.resume is not None

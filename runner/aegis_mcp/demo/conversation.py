@@ -13,6 +13,8 @@ import json
 import os
 import time
 
+from aegis_mcp.demo.output import append_json_line
+
 
 def demo_home() -> str:
     """``$AEGIS_DEMO_HOME``, else ``$XDG_STATE_HOME/aegis-mcp/demo`` (``~/.local/state``)."""
@@ -34,13 +36,14 @@ def conversation_path(cwd: str) -> str:
 class Conversation:
     """The turns so far; appends go straight to disk when a log file is available."""
 
-    def __init__(self, path: str | None, turns: list[dict], session_id: str) -> None:
+    def __init__(self, path: str | None, turns: list[dict]) -> None:
         self.path = path
         self.turns = turns
-        self.session_id = session_id
+        # Set by the caller once known (it may come from the loaded turns).
+        self.session_id = ""
 
     @classmethod
-    def open(cls, cwd: str, resume: bool, session_id: str) -> tuple[Conversation, str | None]:
+    def open(cls, cwd: str, resume: bool) -> tuple[Conversation, str | None]:
         """Load (``resume``) or start afresh (truncating) the log for ``cwd``.
 
         Returns the conversation and a warning when the log cannot be used; the demo then
@@ -56,8 +59,8 @@ class Conversation:
                 os.close(fd)
                 turns = []
         except OSError as exc:
-            return cls(None, [], session_id), f"conversation log unavailable ({path}): {exc}"
-        return cls(path, turns, session_id), None
+            return cls(None, []), f"conversation log unavailable ({path}): {exc}"
+        return cls(path, turns), None
 
     def append(self, role: str, text: str) -> None:
         """Record one turn; a failed write is not worth stopping the agent for."""
@@ -65,13 +68,8 @@ class Conversation:
         self.turns.append(turn)
         if self.path is None:
             return
-        line = (json.dumps(turn, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+            append_json_line(self.path, turn)
         except OSError:
             self.path = None
 

@@ -25,7 +25,7 @@ class ConfigError(Exception):
 class ServerSpec:
     """How to reach one MCP server."""
 
-    __slots__ = ("args", "command", "env", "name", "source", "transport", "url")
+    __slots__ = ("args", "command", "env", "name", "transport", "url")
 
     def __init__(
         self,
@@ -35,7 +35,6 @@ class ServerSpec:
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
         url: str | None = None,
-        source: str = "",
     ) -> None:
         self.name = name
         self.transport = transport
@@ -43,7 +42,6 @@ class ServerSpec:
         self.args = args or []
         self.env = env or {}
         self.url = url
-        self.source = source
 
     def __repr__(self) -> str:
         return f"ServerSpec({self.name!r}, {self.transport!r}, {self.command or self.url!r})"
@@ -74,7 +72,7 @@ def _parse_servers(doc: object, source: str) -> list[ServerSpec]:
             url = entry.get("url")
             if not isinstance(url, str) or not url:
                 raise ConfigError(f'{source}: server {name!r} needs a "url"')
-            specs.append(ServerSpec(name, transport, url=_expand(url), source=source))
+            specs.append(ServerSpec(name, transport, url=_expand(url)))
             continue
         if transport != "stdio":
             raise ConfigError(f"{source}: server {name!r} has unknown type {transport!r}")
@@ -94,7 +92,6 @@ def _parse_servers(doc: object, source: str) -> list[ServerSpec]:
                 command=_expand(command),
                 args=[_expand(a) for a in args],
                 env={k: _expand(v) for k, v in env.items()},
-                source=source,
             )
         )
     return specs

@@ -9,6 +9,7 @@ headless JSON modes substitute a sink that emits Claude-style events instead.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import threading
@@ -59,6 +60,21 @@ class Console:
         """Write straight to fd 1, bypassing Python's buffers; safe inside signal handlers."""
         with contextlib.suppress(OSError):
             os.write(1, text.encode("utf-8", "replace"))
+
+
+def append_json_line(path: str, obj: object) -> None:
+    """Append ``obj`` as one JSON line with a single ``os.write`` to an ``O_APPEND`` descriptor,
+    so that concurrent or killed writers never leave half a line.
+
+    Raises:
+        OSError: the file cannot be opened or written.
+    """
+    line = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def format_tool_line(name: str, text: str, is_error: bool) -> str:

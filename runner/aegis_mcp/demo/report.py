@@ -8,12 +8,12 @@ each line is a single ``os.write`` to an ``O_APPEND`` descriptor.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
 
 from aegis_mcp.demo.cli import Options
+from aegis_mcp.demo.output import append_json_line
 
 _ENV_NAMES = ("HOME", "USER", "LOGNAME", "SHELL", "LD_PRELOAD", "IS_SANDBOX")
 
@@ -91,14 +91,9 @@ def collect(opts: Options, servers: list[str], error: str | None = None) -> dict
 
 def write(path: str, report: dict) -> None:
     """Append ``report`` as one line to ``path``; on failure warn on stderr and go on."""
-    line = (json.dumps(report, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
     try:
         # Opened with this process's own credentials: a dropped-privilege agent must not
         # be able to write where its user could not.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        append_json_line(path, report)
     except OSError as exc:
         print(f"demo: cannot write start-up report {path}: {exc}", file=sys.stderr, flush=True)
