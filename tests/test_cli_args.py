@@ -192,3 +192,9 @@ def test_codex_gets_the_server_inline_as_toml_overrides():
     ]
     restarted = build_argv(codex, launch, ["fix it"], restart=True)
     assert restarted[1:3] == ["resume", "--last"]
+
+
+def test_list_options_swallow_their_values_not_the_prompt():
+    args = ["--allowedTools", "Bash", "Edit", "--", "the prompt"]
+    argv = build_argv(CLAUDE, _launch(None), args, restart=True, prompt="new")
+    assert argv[-5:] == ["--allowedTools", "Bash", "Edit", "--", "new"]

@@ -75,11 +75,6 @@ _CLAUDE_VALUE_OPTIONS = frozenset(
         "--output-format",
         "--input-format",
         "--max-turns",
-        "--allowedTools",
-        "--allowed-tools",
-        "--disallowedTools",
-        "--disallowed-tools",
-        "--tools",
         "--append-system-prompt",
         "--system-prompt",
         "--permission-mode",
@@ -88,8 +83,6 @@ _CLAUDE_VALUE_OPTIONS = frozenset(
         "--settings",
         "--setting-sources",
         "--agents",
-        "--betas",
-        "--plugin-dir",
         "--json-schema",
         "--max-budget-usd",
     }
@@ -107,7 +100,20 @@ _CLAUDE_LIKE = dict(
     max_iterations_args=("--max-turns", "{n}"),
     headless_markers=("-p", "--print", "--output-format"),
     value_options=_CLAUDE_VALUE_OPTIONS,
-    variadic_options=frozenset({"--mcp-config", "--add-dir"}),
+    # Claude's list options take every following non-option argument.
+    variadic_options=frozenset(
+        {
+            "--mcp-config",
+            "--add-dir",
+            "--allowedTools",
+            "--allowed-tools",
+            "--disallowedTools",
+            "--disallowed-tools",
+            "--tools",
+            "--betas",
+            "--plugin-dir",
+        }
+    ),
 )
 
 BUILTIN_PROFILES: dict[str, AgentProfile] = {
