@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from aegis_mcp.agents.profiles import BUILTIN_PROFILES, AgentProfile
@@ -24,6 +23,7 @@ from aegis_mcp.pool import AgentPool, FileLocks, pool_ops
 from aegis_mcp.pool.results import OutputScanner
 from aegis_mcp.privileges import resolve_agent_user
 from aegis_mcp.processes import ChildReaper
+from helpers import gone
 
 FINAL = {"completed", "failed", "stopped", "timed_out"}
 
@@ -38,15 +38,6 @@ PROFILES = {
 def scenario(spec: str) -> str:
     """A task that makes the demo agent run scenario steps."""
     return f"/scenario {spec}"
-
-
-def gone(pid: int | None) -> bool:
-    """Whether a process no longer runs (a zombie awaiting its parent counts as gone)."""
-    assert pid is not None
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def with_pool(

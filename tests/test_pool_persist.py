@@ -23,7 +23,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from aegis_mcp.agents.profiles import BUILTIN_PROFILES
@@ -33,6 +32,7 @@ from aegis_mcp.pool.records import AgentRecord
 from aegis_mcp.pool.store import DB_NAME
 from aegis_mcp.privileges import resolve_agent_user
 from aegis_mcp.processes import ChildReaper
+from helpers import gone, wait_for
 
 WAIT = 60.0
 
@@ -91,15 +91,6 @@ def run_pool(
             store.close()
 
     return asyncio.run(main())
-
-
-def gone(pid: int | None) -> bool:
-    """Whether a process no longer runs (a zombie counts as gone)."""
-    assert pid is not None
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 async def until(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
@@ -288,10 +279,7 @@ def test_agents_of_a_killed_runner_are_orphaned_or_lost(tmp_path, aegis_env):
     os.kill(pids[dies_before], signal.SIGKILL)
     for agent_id in (stop_me, dies_before, dies_after):
         assert pids[agent_id] is not None
-    deadline = time.monotonic() + WAIT
-    while not gone(pids[dies_before]):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: gone(pids[dies_before]), WAIT, what=f"pid {pids[dies_before]} to end")
     events: list[tuple[str, str, str]] = []
 
     async def body(pool: AgentPool) -> None:

@@ -11,6 +11,7 @@ import json
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Collection
 from dataclasses import fields
 from typing import Any
 
@@ -19,15 +20,18 @@ from .records import ACTIVE_STATUSES, FINAL_STATUSES, AgentRecord
 from .store import PoolStore
 
 FIELDS = tuple(f.name for f in fields(AgentRecord))
-assert FIELDS[0] == "agent_id", "claim() relies on the key being the first column"
+assert FIELDS[0] == "agent_id", "_UPSERT and claim() rely on the key being the first column"
 _JSON_FIELDS = ("last_output", "changes")
 _COLUMNS = (*FIELDS, "updated_at")
-_UPSERT = (
-    f"INSERT INTO agents ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
-    f"ON CONFLICT (agent_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "agent_id")
-)
 _INSERT = f"INSERT INTO agents ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_UPSERT = f"{_INSERT} ON CONFLICT (agent_id) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in _COLUMNS[1:]
+)
+_CLAIM = (
+    "UPDATE agents SET "
+    + ", ".join(f"{c} = ?" for c in _COLUMNS[1:])
+    + " WHERE agent_id = ? AND status = ? AND runner_pid IS ? AND runner_started IS ?"
+)
 
 
 def _values(record: AgentRecord) -> tuple[Any, ...]:
@@ -115,10 +119,15 @@ def status_totals(store: PoolStore) -> dict[str, tuple[int, float, int]]:
     return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
 
-def stored_status(store: PoolStore, agent_id: str) -> str | None:
-    """The status the database holds for one agent."""
-    rows = store.query("SELECT status FROM agents WHERE agent_id = ?", (agent_id,))
-    return rows[0][0] if rows else None
+def stored_statuses(store: PoolStore, agent_ids: Collection[str]) -> dict[str, str]:
+    """The statuses the database holds for ``agent_ids`` (those it knows), in one read."""
+    if not agent_ids:
+        return {}
+    marks = ",".join("?" * len(agent_ids))
+    rows = store.query(
+        f"SELECT agent_id, status FROM agents WHERE agent_id IN ({marks})", tuple(agent_ids)
+    )
+    return {row[0]: row[1] for row in rows}
 
 
 def id_taken(store: PoolStore, agent_id: str) -> bool:
@@ -130,9 +139,7 @@ def claim(conn: sqlite3.Connection, previous: AgentRecord, record: AgentRecord) 
     """Replace ``previous`` by ``record`` only if the row still is ``previous``'s
     (same owner, same status); False when another pool got there first."""
     cursor = conn.execute(
-        "UPDATE agents SET "
-        + ", ".join(f"{c} = ?" for c in _COLUMNS if c != "agent_id")
-        + " WHERE agent_id = ? AND status = ? AND runner_pid IS ? AND runner_started IS ?",
+        _CLAIM,
         (
             *_values(record)[1:],
             previous.agent_id,

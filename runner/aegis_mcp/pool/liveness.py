@@ -50,10 +50,6 @@ class Identity:
     pid: int
     started: float | None
 
-    def is_alive(self) -> bool:
-        """Whether the process still runs."""
-        return alive(self.pid, self.started)
-
     def same(self, pid: int | None, started: float | None) -> bool:
         """Whether ``(pid, started)`` names this process."""
         return pid == self.pid and same_start(started, self.started)

@@ -77,6 +77,7 @@ class FileLocks:
 
         ``acquired`` in the reply says whether it worked; when it did not, the
         reply names the current holder. Re-acquiring one's own lock extends it.
+        Every argument is checked here (``ops`` passes them on as decoded JSON).
         """
         real = self.normalise(path)
         holder = validate.string("holder", holder)

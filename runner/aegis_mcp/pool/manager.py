@@ -89,6 +89,10 @@ def _default_max_agents() -> int:
     return max(2, os.cpu_count() or 1)
 
 
+def _timed_out_error(record: AgentRecord) -> str:
+    return f"ran longer than timeout_secs={record.timeout_secs:g} and was stopped"
+
+
 class AgentPool:
     """Background agents started on request, queued beyond ``max_agents``."""
 
@@ -312,9 +316,10 @@ class AgentPool:
         counts = dict.fromkeys((QUEUED, RUNNING, ORPHANED, *FINAL_STATUSES), 0)
         counts.update({status: total[0] for status, total in totals.items()})
         # Changes not saved yet (the disk is full) are counted as memory has them.
+        stored_statuses = agent_rows.stored_statuses(self.store, self._writer.dirty)
         for agent_id in self._writer.dirty:
             record = self._records.get(agent_id)
-            stored = agent_rows.stored_status(self.store, agent_id)
+            stored = stored_statuses.get(agent_id)
             if record is None or stored == record.status:
                 continue
             if stored is not None:
@@ -379,7 +384,12 @@ class AgentPool:
         if record is not None:
             return record
         record = agent_rows.load(self.store, agent_id)
-        if record is not None and record.status in ACTIVE_STATUSES:
+        if (
+            record is not None
+            and record.status in ACTIVE_STATUSES
+            and not liveness.alive(record.runner_pid, record.runner_started)
+        ):
+            # Its pool died: take it over (with the others of dead pools) before answering.
             self._take_over_dead()
             record = self._records.get(agent_id) or agent_rows.load(self.store, agent_id)
         if record is None:
@@ -502,8 +512,7 @@ class AgentPool:
             outcome = live.scanner.outcome()
             record.result = outcome.text
             if live.stop_reason == TIMED_OUT:
-                status = TIMED_OUT
-                error = f"ran longer than timeout_secs={timeout:g} and was stopped"
+                status, error = TIMED_OUT, _timed_out_error(record)
             elif live.stop_reason is not None:
                 status, error = live.stop_reason, None
             else:
@@ -602,9 +611,7 @@ class AgentPool:
         if record.finished:
             return  # the watcher saw it go first
         await self._fill_changes(record)
-        error = None
-        if reason == TIMED_OUT:
-            error = f"ran longer than timeout_secs={record.timeout_secs:g} and was stopped"
+        error = _timed_out_error(record) if reason == TIMED_OUT else None
         record.note = orphans.ended_note("was stopped by pid")
         self._finish(record, reason, error)
 

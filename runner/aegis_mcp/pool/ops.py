@@ -12,7 +12,7 @@ from typing import Any
 
 from ..control.protocol import OpHandler
 from . import validate
-from .locks import DEFAULT_TTL_SECS, MAX_TTL_SECS, MAX_WAIT_SECS, FileLocks
+from .locks import DEFAULT_TTL_SECS, FileLocks
 from .manager import AgentPool
 
 DEFAULT_AWAIT_SECS = 300.0
@@ -56,15 +56,12 @@ def pool_ops(pool: AgentPool, locks: FileLocks) -> dict[str, OpHandler]:
                 "isolation",
             ),
         )
-        description = validate.string("description", _required("agent_spawn", a, "description"))
-        agent_type = validate.string("agent_type", a.get("agent_type", "claude"))
-        working_directory = a.get("working_directory")
-        if working_directory is not None:
-            working_directory = validate.string("working_directory", working_directory)
+        # The values are checked by the pool (``requests.check_spawn``); agent_type here
+        # too, to say "must be a string" rather than list the profiles.
         return await pool.spawn(
-            description,
-            agent_type=agent_type,
-            working_directory=working_directory,
+            _required("agent_spawn", a, "description"),
+            agent_type=validate.string("agent_type", a.get("agent_type", "claude")),
+            working_directory=a.get("working_directory"),
             max_iterations=a.get("max_iterations"),
             timeout_secs=a.get("timeout_secs"),
             sandbox=a.get("sandbox", "none"),
@@ -103,24 +100,20 @@ def pool_ops(pool: AgentPool, locks: FileLocks) -> dict[str, OpHandler]:
         a = _args(
             "file_lock_acquire", args, ("path", "ttl_secs", "wait_secs", "holder", "holder_pid")
         )
-        path = validate.string("path", _required("file_lock_acquire", a, "path"))
-        holder_pid = a.get("holder_pid")
-        if holder_pid is not None:
-            holder_pid = validate.integer("holder_pid", holder_pid, 1, 2**31 - 1)
+        # The values are checked by the locks.
         return await locks.acquire(
-            path,
-            validate.string("holder", a.get("holder", DEFAULT_HOLDER)),
-            holder_pid,
-            ttl_secs=validate.number(
-                "ttl_secs", a.get("ttl_secs", DEFAULT_TTL_SECS), 1, MAX_TTL_SECS
-            ),
-            wait_secs=validate.number("wait_secs", a.get("wait_secs", 0), 0, MAX_WAIT_SECS),
+            _required("file_lock_acquire", a, "path"),
+            a.get("holder", DEFAULT_HOLDER),
+            a.get("holder_pid"),
+            ttl_secs=a.get("ttl_secs", DEFAULT_TTL_SECS),
+            wait_secs=a.get("wait_secs", 0),
         )
 
     async def file_lock_release(args: dict[str, Any]) -> Any:
         a = _args("file_lock_release", args, ("path", "holder"))
-        path = validate.string("path", _required("file_lock_release", a, "path"))
-        return locks.release(path, validate.string("holder", a.get("holder", DEFAULT_HOLDER)))
+        return locks.release(
+            _required("file_lock_release", a, "path"), a.get("holder", DEFAULT_HOLDER)
+        )
 
     return {
         "agent_spawn": agent_spawn,

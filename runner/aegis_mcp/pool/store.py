@@ -28,6 +28,7 @@ from typing import Any
 
 from ..control.protocol import UNAVAILABLE, ControlError
 from . import liveness
+from .records import FINAL_STATUSES
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -193,10 +194,10 @@ class PoolStore:
                 f"cannot create the pool database {path}: {exc.strerror}; check the "
                 "directory's permissions and free space, or set AEGIS_MCP_STATE_DIR",
             ) from None
+        # ``timeout`` is SQLite's busy timeout: how long a call waits for another writer.
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
         try:
             conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
             # In WAL mode NORMAL loses at most the last commits on a power cut,
             # never consistency; FULL would fsync on every agent state change.
@@ -291,8 +292,6 @@ class PoolStore:
 
     def _prune(self) -> None:
         """Drop the oldest finished agents and events beyond the limits (best effort)."""
-        from .records import FINAL_STATUSES
-
         marks = ",".join("?" * len(FINAL_STATUSES))
         try:
             finished = self.query(

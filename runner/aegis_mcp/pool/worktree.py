@@ -77,10 +77,11 @@ def check_isolation(value: object) -> str:
 class Git:
     """Runs git commands for the pool."""
 
-    def __init__(self, reaper: ChildReaper, user: AgentUser, git: str | None = None) -> None:
+    def __init__(self, reaper: ChildReaper, user: AgentUser) -> None:
         self._reaper = reaper
         self._user = user
-        self.git = git
+        self.git: str | None = None
+        """The git executable, looked up by ``create``."""
 
     def _env(self) -> dict[str, str]:
         # A runner started from a git hook would otherwise point every command at that repo.
