@@ -80,7 +80,7 @@ def _direct_argv() -> list[str]:
         executable=sys.executable,
         mcp_config=None,
         mcp_server=None,
-        skip_permissions=not (user.is_root and profile.permission_refused_as_root),
+        skip_permissions=profile.skips_permissions(user.is_root),
     )
     return build_argv(profile, launch, headless_task_args(profile, QUIET, None))
 

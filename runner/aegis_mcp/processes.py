@@ -195,6 +195,34 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
+def session_members(leader: int) -> list[psutil.Process]:
+    """Live processes other than ``leader`` in the session ``leader`` started."""
+    # psutil is imported here, not at start-up: the wrapper is on every agent's path.
+    import psutil
+
+    members = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+            if (
+                proc.pid != leader
+                and os.getsid(proc.pid) == leader
+                and proc.status() != psutil.STATUS_ZOMBIE
+            ):
+                members.append(proc)
+    return members
+
+
+def kill_session(leader: int, sig: int) -> None:
+    """Signal ``leader``'s process group and every other member of its session."""
+    import psutil
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(leader, sig)
+    for proc in session_members(leader):
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
+
+
 class AgentProcess:
     """One running agent process and its output pumps."""
 
@@ -269,21 +297,7 @@ class AgentProcess:
 
     def session_members(self) -> list[psutil.Process]:
         """Live processes still in the agent's session (its leftovers after it exits)."""
-        # psutil is imported here, not at start-up: the wrapper is on every agent's path.
-        import psutil
-
-        members = []
-        for proc in psutil.process_iter():
-            try:
-                if (
-                    proc.pid != self.pid
-                    and os.getsid(proc.pid) == self.pid
-                    and proc.status() != psutil.STATUS_ZOMBIE
-                ):
-                    members.append(proc)
-            except (ProcessLookupError, psutil.Error, PermissionError):
-                continue
-        return members
+        return session_members(self.pid)
 
     def tree(self) -> list[psutil.Process]:
         """The agent and its descendants (for resource sampling)."""
@@ -331,13 +345,7 @@ class AgentProcess:
 
     def kill_session(self, sig: int) -> None:
         """Signal the agent's process group and every other member of its session."""
-        import psutil
-
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)
-        for proc in self.session_members():
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(sig)
+        kill_session(self.pid, sig)
 
     def _may_have_leftovers(self) -> bool:
         # Without a terminal there is no job control, so descendants stay in

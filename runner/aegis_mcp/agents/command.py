@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,14 @@ def inject_args(profile: AgentProfile, launch: LaunchOptions) -> list[str]:
             arg = arg.replace(key, value)
         out.append(arg)
     return out
+
+
+def resolve_executable(name: str, path: str | None = None) -> str | None:
+    """Absolute path of ``name`` (absolute names are checked as they are)."""
+    if os.path.isabs(name):
+        return name if os.access(name, os.X_OK) and os.path.isfile(name) else None
+    found = shutil.which(name, path=path)
+    return os.path.abspath(found) if found else None
 
 
 def _is_option(arg: str) -> bool:

@@ -59,6 +59,10 @@ class AgentProfile:
     takes_prompt: bool = True
     """False for arbitrary commands (``aegis-mcp run``): their arguments are never rewritten."""
 
+    def skips_permissions(self, as_root: bool) -> bool:
+        """Whether to pass ``permission_args`` to an agent running as root or not."""
+        return not (as_root and self.permission_refused_as_root)
+
     def is_headless(self, args: list[str]) -> bool:
         """Whether these agent arguments ask for a headless session."""
         return any(

@@ -30,6 +30,9 @@ FORBIDDEN = "forbidden"
 INTERNAL = "internal"
 
 
+# The agent id of the runner's own (primary) agent; pool agents have generated ids.
+PRIMARY_AGENT_ID = "primary"
+
 # Operations served by tables from other packages, named here so that a host
 # can register them before (lazily) importing the package that serves them.
 POOL_OPS = (

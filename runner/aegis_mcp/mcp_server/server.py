@@ -20,7 +20,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from .. import __version__
-from ..control.protocol import ControlError
+from ..control.protocol import PRIMARY_AGENT_ID, ControlError
 from .backend import Backend, make_backend
 
 INSTRUCTIONS = """\
@@ -221,7 +221,7 @@ def build_server(backend: Backend) -> MCPServer:
     ) -> dict[str, Any]:
         return await call("agent_stop", agent_id=agent_id)
 
-    holder = os.environ.get("AEGIS_MCP_AGENT_ID", "primary")
+    holder = os.environ.get("AEGIS_MCP_AGENT_ID", PRIMARY_AGENT_ID)
 
     @server.tool(
         description="Lock a file (path inside the working tree) so that other agents leave it "

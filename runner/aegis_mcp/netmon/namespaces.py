@@ -58,29 +58,24 @@ def owner_alive(pid: int) -> bool:
     return b"aegis" in raw.lower()
 
 
-def _run_dir(run_dir: Path | None) -> Path:
-    if run_dir is not None:
-        return Path(run_dir)
-    from pyroute2 import netns
+def name_owner_alive(name: str, marker: dict[str, Any] | None) -> bool:
+    """Whether the owner of aegis namespace (or sandbox) ``name`` still runs.
 
-    return Path(netns.NETNS_RUN_DIR)
-
-
-def _sandbox_markers(state_dir: Path | None) -> dict[str, dict[str, Any]]:
-    """Markers of netns sandboxes by namespace name ({} when there are none to read)."""
-    from ..sandbox.netns import markers
-
-    directory = Path(state_dir) if state_dir is not None else markers.DEFAULT_STATE_DIR
-    return {m["name"]: m for m in markers.read_markers(directory)}
-
-
-def _alive(name: str, pid: int, found_markers: dict[str, dict[str, Any]]) -> bool:
-    marker = found_markers.get(name)
+    Its sandbox ``marker`` decides where there is one (pid and start time),
+    else the pid in the name (:func:`owner_alive`).
+    """
     if marker is not None:
         from ..sandbox.netns import markers
 
         return markers.owner_alive(marker)
-    return owner_alive(pid)
+    parsed = parse_name(name)
+    return parsed is not None and owner_alive(parsed[0])
+
+
+def _markers_dir(state_dir: Path | None) -> Path:
+    from ..sandbox.netns import markers
+
+    return Path(state_dir) if state_dir is not None else markers.DEFAULT_STATE_DIR
 
 
 def list_namespaces(
@@ -93,8 +88,10 @@ def list_namespaces(
     """
     from pyroute2 import netns
 
-    directory = _run_dir(run_dir)
-    found_markers = _sandbox_markers(state_dir)
+    from ..sandbox.netns import markers
+
+    directory = Path(run_dir) if run_dir is not None else DEFAULT_RUN_DIR
+    found_markers = {m["name"]: m for m in markers.read_markers(_markers_dir(state_dir))}
     found = []
     for name in sorted(netns.listnetns(str(directory))):
         parsed = parse_name(name)
@@ -106,7 +103,7 @@ def list_namespaces(
             "name": name,
             "owner_pid": pid,
             "agent_id": agent,
-            "owner_alive": _alive(name, pid, found_markers),
+            "owner_alive": name_owner_alive(name, marker),
             "path": str(directory / name),
         }
         if marker is not None:
@@ -131,24 +128,26 @@ def cleanup_namespaces(
         raise PermissionError(ROOT_HINT)
     from pyroute2 import netns
 
+    from ..sandbox.netns import markers
+
+    directory = _markers_dir(state_dir)
     removed: list[str] = []
     kept: list[str] = []
     errors: list[dict[str, str]] = []
     for entry in list_namespaces(run_dir, state_dir):
         # Asked again right before removing: the listing may be a moment old.
-        if entry["owner_alive"] or _alive(
-            entry["name"], entry["owner_pid"], _sandbox_markers(state_dir)
-        ):
-            kept.append(entry["name"])
+        name = entry["name"]
+        if entry["owner_alive"] or name_owner_alive(name, markers.read_marker(directory, name)):
+            kept.append(name)
             continue
         try:
             netns.remove(entry["path"])
         except FileNotFoundError:
             continue  # another cleanup got there first
         except OSError as exc:
-            errors.append({"name": entry["name"], "error": str(exc)})
+            errors.append({"name": name, "error": str(exc)})
         else:
-            removed.append(entry["name"])
+            removed.append(name)
     return {
         "removed": removed,
         "kept": kept,

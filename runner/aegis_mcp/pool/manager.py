@@ -22,7 +22,6 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
 import signal
 import time
 from collections import deque
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..agents.command import LaunchOptions, build_argv, headless_task_args
+from ..agents.command import LaunchOptions, build_argv, headless_task_args, resolve_executable
 from ..agents.profiles import AgentProfile
 from ..control.protocol import NOT_FOUND, UNAVAILABLE, ControlError
 from ..privileges import AgentUser
@@ -424,7 +423,7 @@ class AgentPool:
 
     def _argv(self, profile: AgentProfile, record: AgentRecord, env: dict[str, str]) -> list[str]:
         search = env.get("PATH", os.environ.get("PATH", os.defpath))
-        executable = shutil.which(profile.command[0], path=search)
+        executable = resolve_executable(profile.command[0], search)
         if executable is None:
             raise FileNotFoundError(
                 f"{profile.command[0]!r} (agent_type {profile.name!r}) was not found on PATH"
@@ -433,7 +432,7 @@ class AgentPool:
             executable=executable,
             mcp_config=self._mcp_config,
             mcp_server=self._mcp_server,
-            skip_permissions=not (self._user.is_root and profile.permission_refused_as_root),
+            skip_permissions=profile.skips_permissions(self._user.is_root),
         )
         # A task starting with "-" (a Markdown list) would be read as an option;
         # a leading space changes nothing for the model and everything for the parser.

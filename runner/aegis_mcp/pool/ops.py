@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..control.protocol import OpHandler
+from ..control.protocol import PRIMARY_AGENT_ID, OpHandler
 from . import validate
 from .locks import DEFAULT_TTL_SECS, FileLocks
 from .manager import AgentPool
 
 DEFAULT_AWAIT_SECS = 300.0
 MAX_AWAIT_SECS = 3_600
-DEFAULT_HOLDER = "primary"
+DEFAULT_HOLDER = PRIMARY_AGENT_ID
 """The holder name of the interactive agent (pool agents use their agent id)."""
 
 

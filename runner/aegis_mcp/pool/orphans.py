@@ -22,6 +22,7 @@ import time
 from collections.abc import Container
 from dataclasses import replace
 
+from ..processes import kill_session, session_members
 from . import agent_rows, liveness
 from .records import LOST, ORPHANED, QUEUED, AgentRecord
 from .store import PoolStore
@@ -96,26 +97,6 @@ def ended_note(how: str) -> str:
     )
 
 
-def _session_members(leader: int) -> list[int]:
-    """Pids of the live processes in the session that ``leader`` started."""
-    import psutil
-
-    members = []
-    for proc in psutil.process_iter():
-        with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
-            if os.getsid(proc.pid) == leader and proc.status() != psutil.STATUS_ZOMBIE:
-                members.append(proc.pid)
-    return members
-
-
-def _kill_session(leader: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(leader, signal.SIGKILL)
-    for member in _session_members(leader):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(member, signal.SIGKILL)
-
-
 async def wait_gone(pid: int, started: float | None, timeout: float) -> bool:
     """Poll until the process is gone (or a zombie); True when it is."""
     deadline = time.monotonic() + timeout
@@ -140,8 +121,8 @@ async def stop(pid: int, started: float | None, grace: float) -> bool:
             break
     else:
         if liveness.alive(pid, started):
-            _kill_session(pid)
+            kill_session(pid, signal.SIGKILL)
     gone = await wait_gone(pid, started, max(grace, 5.0))
-    if gone and _session_members(pid):
-        _kill_session(pid)
+    if gone and session_members(pid):
+        kill_session(pid, signal.SIGKILL)
     return gone

@@ -16,10 +16,10 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..control.protocol import INVALID_ARGUMENT, ControlError
+from ..control.protocol import INVALID_ARGUMENT, PRIMARY_AGENT_ID, ControlError
 from ..hooks_lib import HooksInfo, preload_into
 from ..paths import RunnerFiles
-from .plan import PRIMARY_AGENT_ID, RunPlan
+from .plan import RunPlan
 
 if TYPE_CHECKING:
     from ..netmon.ebpf import EbpfMonitor

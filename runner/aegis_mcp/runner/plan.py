@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..agents.command import resolve_executable
 from ..agents.profiles import AgentProfile
 from ..cli.args import ParsedRun, UsageError
 from ..config import Config
 from ..privileges import AgentUser, resolve_agent_user
 from ..terminal import is_terminal
 from ..watchdog.config import WatchdogConfig
-
-PRIMARY_AGENT_ID = "primary"
 
 
 @dataclass(frozen=True)
@@ -55,15 +53,7 @@ class RunPlan:
     @property
     def skip_permissions(self) -> bool:
         """Whether to pass the permission-skipping flags."""
-        return not (self.user.is_root and self.profile.permission_refused_as_root)
-
-
-def resolve_executable(name: str, path: str | None = None) -> str | None:
-    """Absolute path of ``name`` (absolute names are checked as they are)."""
-    if os.path.isabs(name):
-        return name if os.access(name, os.X_OK) and os.path.isfile(name) else None
-    found = shutil.which(name, path=path)
-    return os.path.abspath(found) if found else None
+        return self.profile.skips_permissions(self.user.is_root)
 
 
 def make_plan(parsed: ParsedRun, config: Config) -> RunPlan:

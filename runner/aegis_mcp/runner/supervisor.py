@@ -26,6 +26,7 @@ from ..control.protocol import (
     INVALID_ARGUMENT,
     NETMON_OPS,
     POOL_OPS,
+    PRIMARY_AGENT_ID,
     UNAVAILABLE,
     ControlError,
     OpHandler,
@@ -42,7 +43,7 @@ from . import ops_watchdog
 from .confinement import Confinement, SandboxUnavailable
 from .control_server import ControlServer
 from .input import InputForwarder
-from .plan import PRIMARY_AGENT_ID, RunPlan
+from .plan import RunPlan
 from .runtime_files import RunnerLock, clean_stale
 from .state import EventLog, SnapshotWriter, write_atomic
 

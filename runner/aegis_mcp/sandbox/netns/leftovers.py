@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...netmon.namespaces import owner_alive, parse_name
+from ...netmon.namespaces import name_owner_alive, parse_name
 from . import firewall, markers
 from .pool import pool_lock
 from .sandbox import (
@@ -29,6 +29,7 @@ from .sandbox import (
     remove_host_link,
     remove_host_table,
     remove_resolv_dir,
+    resolv_is_ours,
     restore_forwarding,
 )
 
@@ -47,14 +48,6 @@ def _tagged(table: str) -> bool:
     return False
 
 
-def _alive(name: str, by_name: dict[str, dict[str, Any]]) -> bool:
-    marker = by_name.get(name)
-    if marker is not None:
-        return markers.owner_alive(marker)
-    parsed = parse_name(name)
-    return parsed is not None and owner_alive(parsed[0])
-
-
 def find_leftovers(
     state_dir: Path | None = None, resolv_dir: Path = RESOLV_DIR
 ) -> list[dict[str, Any]]:
@@ -64,9 +57,8 @@ def find_leftovers(
     found: list[dict[str, Any]] = []
 
     def add(kind: str, ident: str, sandbox: str) -> None:
-        found.append(
-            {"kind": kind, "id": ident, "sandbox": sandbox, "owner_alive": _alive(sandbox, by_name)}
-        )
+        alive = name_owner_alive(sandbox, by_name.get(sandbox))
+        found.append({"kind": kind, "id": ident, "sandbox": sandbox, "owner_alive": alive})
 
     for name in by_name:
         add("marker", name, name)
@@ -86,10 +78,10 @@ def find_leftovers(
             if parse_name(entry.name) is None:
                 continue
             try:
-                first = (entry / "resolv.conf").read_text().split("\n", 1)[0]
+                ours = resolv_is_ours(entry, entry.name)
             except OSError:
                 continue
-            if first.startswith(f"# {ALIAS_PREFIX}{entry.name}:"):
+            if ours:
                 add("resolv_dir", str(entry), entry.name)
     return found
 

@@ -18,22 +18,33 @@ import os
 from pathlib import Path
 from typing import Any
 
-DEFAULT_STATE_DIR = Path("/run/aegis-mcp/netns")
+from ...paths import ROOT_RUNTIME_DIR
+
+DEFAULT_STATE_DIR = ROOT_RUNTIME_DIR / "netns"
 SUFFIX = ".json"
 
 
-def process_start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat from the third (state) on, None if unreadable."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
     # The command name may contain spaces and parentheses: fields start after the last ')'.
-    fields = raw[raw.rfind(b")") + 2 :].split()
+    return raw[raw.rfind(b")") + 2 :].split()
+
+
+def _start_time(fields: list[bytes]) -> int | None:
     try:
         return int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
+    fields = _stat_fields(pid)
+    return _start_time(fields) if fields is not None else None
 
 
 def owner_alive(marker: dict[str, Any]) -> bool:
@@ -41,15 +52,12 @@ def owner_alive(marker: dict[str, Any]) -> bool:
     pid = marker.get("owner_pid")
     if not isinstance(pid, int) or pid <= 0:
         return False
-    start = process_start_time(pid)
-    if start is None:
-        return False
+    fields = _stat_fields(pid)
     # A zombie's stat is still readable: it is not an owner any more.
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_bytes()
-        if state[state.rfind(b")") + 2 :].startswith(b"Z"):
-            return False
-    return start == marker.get("owner_start")
+    if fields is None or fields[:1] == [b"Z"]:
+        return False
+    start = _start_time(fields)
+    return start is not None and start == marker.get("owner_start")
 
 
 def state_dir(path: Path | None = None) -> Path:

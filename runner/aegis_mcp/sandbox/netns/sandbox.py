@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyroute2 import netns as pyroute2_netns
+
 from ...netmon.namespaces import DEFAULT_RUN_DIR, namespace_name, parse_name
 from ..dns_proxy import DnsAnswer, DnsForwarder, Upstream, host_upstreams, resolve
 from ..errors import NameClashError, NotRootError, SandboxError
@@ -54,7 +56,6 @@ HOST_RESOLV = Path("/etc/resolv.conf")
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 FORWARD_ORIG = "ip_forward.orig"
 SETUP_TIMEOUT = 10.0
-MS_SLAVE = 1 << 19
 
 
 def host_if_name(owner_pid: int, number: int) -> str:
@@ -73,7 +74,6 @@ class _Host:
 
     def __init__(self) -> None:
         self.netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        self.netns_inode = os.fstat(self.netns_fd).st_ino
         self.rtnl = Rtnl()
         self.nft = Nft()
 
@@ -81,6 +81,7 @@ class _Host:
 _host: _Host | None = None
 _host_lock = threading.Lock()
 _run_dir_ready: set[Path] = set()
+_run_dir_lock = threading.Lock()
 
 
 def host() -> _Host:
@@ -94,19 +95,21 @@ def host() -> _Host:
 
 def _prepare_run_dir(run_dir: Path) -> None:
     # As `ip netns add` does: a shared mount, so that namespaces mounted in it
-    # later are seen by processes in other mount namespaces too.
-    if run_dir in _run_dir_ready:
-        return
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-    target = bytes(run_dir)
-    try:
-        syscalls.mount(b"none", target, None, syscalls.MS_SHARED | syscalls.MS_REC)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-        syscalls.mount(target, target, None, syscalls.MS_BIND | syscalls.MS_REC)
-        syscalls.mount(b"none", target, None, syscalls.MS_SHARED | syscalls.MS_REC)
-    _run_dir_ready.add(run_dir)
+    # later are seen by processes in other mount namespaces too. Under a lock:
+    # two first sandboxes made at once must not bind-mount the directory twice.
+    with _run_dir_lock:
+        if run_dir in _run_dir_ready:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        target = bytes(run_dir)
+        try:
+            syscalls.mount(b"none", target, None, syscalls.MS_SHARED | syscalls.MS_REC)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            syscalls.mount(target, target, None, syscalls.MS_BIND | syscalls.MS_REC)
+            syscalls.mount(b"none", target, None, syscalls.MS_SHARED | syscalls.MS_REC)
+        _run_dir_ready.add(run_dir)
 
 
 def _write(path: str | Path, value: str) -> None:
@@ -131,9 +134,8 @@ class _NamespaceThread(threading.Thread):
         self.monitor: Monitor | None = None
 
     def run(self) -> None:
-        rtnl: Rtnl | None = None
         try:
-            rtnl = self._setup()
+            self._setup()
         except BaseException as exc:
             self.error = exc
         finally:
@@ -142,12 +144,10 @@ class _NamespaceThread(threading.Thread):
             if self.error is None and self.monitor is not None:
                 self.monitor.run()
         finally:
-            if rtnl is not None:
-                rtnl.close()
             if self.nft is not None:
                 self.nft.close()
 
-    def _setup(self) -> Rtnl:
+    def _setup(self) -> None:
         sb = self.sandbox
         syscalls.unshare(syscalls.CLONE_NEWNET)
         try:
@@ -155,7 +155,6 @@ class _NamespaceThread(threading.Thread):
         except FileExistsError:
             raise NameClashError(f"network namespace {sb.name} already exists") from None
         os.close(fd)
-        sb.created.add("netns")
         syscalls.mount(b"/proc/thread-self/ns/net", bytes(sb.netns_path), b"none", syscalls.MS_BIND)
         self.netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         # No IPv6 on the veth (the pool is IPv4): no link-local chatter in the
@@ -165,24 +164,22 @@ class _NamespaceThread(threading.Thread):
         # Per-flow byte counts in conntrack's DESTROY events.
         with contextlib.suppress(OSError):
             _write("/proc/sys/net/netfilter/nf_conntrack_acct", "1")
-        rtnl = Rtnl()
         index = SANDBOX_IF_INDEX
-        rtnl.request(
-            [
-                up_msg(1),
-                veth_msg(SANDBOX_IF, index, sb.host_if, sb.host_netns_fd),
-                addr_msg(index, sb.address, sb.subnet.prefixlen),
-                up_msg(index),
-                default_route_msg(sb.gateway, index),
-            ]
-        )
-        sb.created.add("veth")
+        with contextlib.closing(Rtnl()) as rtnl:
+            rtnl.request(
+                [
+                    up_msg(1),
+                    veth_msg(SANDBOX_IF, index, sb.host_if, sb.host_netns_fd),
+                    addr_msg(index, sb.address, sb.subnet.prefixlen),
+                    up_msg(index),
+                    default_route_msg(sb.gateway, index),
+                ]
+            )
         self.nft = Nft()
         self.nft.run(self.ruleset)
         rules = {rule.index: rule for rule in sb.policy.rules}
         inode = os.fstat(self.netns_fd).st_ino
         self.monitor = Monitor(sb.name, inode, sb.gateway, rules, sb.on_event)
-        return rtnl
 
 
 # ---- the sandbox ---------------------------------------------------------------------------
@@ -208,7 +205,6 @@ class NetnsSandbox:
     host_netns_fd: int
     on_event: Callable[[Event], None] | None = None
     ip_forward_was: str | None = None
-    created: set[str] = field(default_factory=set)
     dns: DnsForwarder | None = None
     setup_secs: float | None = None
     unresolved: list[str] = field(default_factory=list)
@@ -329,14 +325,13 @@ class NetnsSandbox:
 
     def _write_resolv(self, search: list[str]) -> None:
         self.resolv_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        lines = [f"# {ALIAS_PREFIX}{self.name}: DNS through the sandbox's forwarder"]
+        lines = [f"{_resolv_tag(self.name)} DNS through the sandbox's forwarder"]
         lines.append(f"nameserver {self.gateway}")
         lines += search
         tmp = self.resolv_path.with_name(".resolv.conf.tmp")
         tmp.write_text("\n".join(lines) + "\n")
         os.chmod(tmp, 0o644)
         os.replace(tmp, self.resolv_path)
-        self.created.add("resolv")
 
     def _prepare_confine(self) -> None:
         fd = self.netns_fd
@@ -352,7 +347,7 @@ class NetnsSandbox:
             # A slave mount tree: the host's later mounts still reach the
             # agent, the agent's (our resolv.conf bind) never reach the host.
             syscalls.unshare(syscalls.CLONE_NEWNS)
-            syscalls.mount(b"none", b"/", None, MS_SLAVE | syscalls.MS_REC)
+            syscalls.mount(b"none", b"/", None, syscalls.MS_SLAVE | syscalls.MS_REC)
 
         def bind_resolv_conf() -> None:
             syscalls.mount(resolv, target, None, syscalls.MS_BIND)
@@ -422,26 +417,34 @@ def remove_host_link(ifname: str) -> bool:
 
 
 def remove_netns_mount(path: Path) -> bool:
-    """Unmount and unlink a named namespace; False if it was not there."""
-    with contextlib.suppress(OSError):
-        syscalls.umount2(bytes(path))
+    """Unmount (lazily) and unlink a named namespace; False if it was not there."""
     try:
-        path.unlink()
+        pyroute2_netns.remove(str(path))
     except FileNotFoundError:
         return False
     return True
 
 
+def _resolv_tag(name: str) -> str:
+    # The first line of a sandbox's resolv.conf: what says the directory is ours.
+    return f"# {ALIAS_PREFIX}{name}:"
+
+
+def resolv_is_ours(directory: Path, name: str) -> bool:
+    """Whether ``directory``'s resolv.conf is the one sandbox ``name`` wrote (OSError if unreadable)."""
+    with open(directory / "resolv.conf") as f:
+        return f.readline().startswith(_resolv_tag(name))
+
+
 def remove_resolv_dir(directory: Path, name: str) -> bool:
     """Remove ``/etc/netns/<name>`` if it is ours (our resolv.conf and nothing foreign)."""
-    resolv = directory / "resolv.conf"
     try:
-        first = resolv.read_text().split("\n", 1)[0]
+        ours = resolv_is_ours(directory, name)
     except FileNotFoundError:
         with contextlib.suppress(OSError):
             directory.rmdir()
         return False
-    if not first.startswith(f"# {ALIAS_PREFIX}{name}:"):
+    if not ours:
         return False
     shutil.rmtree(directory, ignore_errors=True)
     return True
@@ -560,8 +563,8 @@ def create_sandbox(
     def claim_subnet(subnet: ipaddress.IPv4Network) -> None:
         taken = {m.get("host_if") for m in markers.read_markers(directory)}
         number = 0
-        while host_if_name(runner_pid, number) in taken or handles.rtnl.link_index(
-            host_if_name(runner_pid, number)
+        while (host_if := host_if_name(runner_pid, number)) in taken or handles.rtnl.link_index(
+            host_if
         ):
             number += 1
         gateway, address = endpoints(subnet)
@@ -573,7 +576,7 @@ def create_sandbox(
             subnet=str(subnet),
             gateway=gateway,
             address=address,
-            host_if=host_if_name(runner_pid, number),
+            host_if=host_if,
             host_table=name,
             netns=str(netns_path),
             resolv_dir=str(resolv_dir / name),
@@ -646,7 +649,6 @@ def _start(
     handles.nft.run(
         firewall.host_ruleset(sb.host_table, comment, sb.host_if, sb.subnet, sb.gateway, sb.policy)
     )
-    sb.created.add("table")
     sb._write_resolv(_search_lines(host_resolv_conf))
     # One thread at a time: this one waits while the namespace thread works.
     # Overlapping them looked cheaper but cost more, as each handed the GIL

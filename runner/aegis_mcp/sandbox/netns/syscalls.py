@@ -14,9 +14,8 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 MS_BIND = 0x1000
 MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
-MNT_DETACH = 0x2
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _unshare = _libc.unshare
@@ -31,8 +30,6 @@ _mount.argtypes = [
     ctypes.c_ulong,
     ctypes.c_void_p,
 ]
-_umount2 = _libc.umount2
-_umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 def _check(result: int, what: str, path: bytes | None = None) -> None:
@@ -54,8 +51,3 @@ def setns(fd: int, nstype: int) -> None:
 def mount(source: bytes | None, target: bytes, fstype: bytes | None, flags: int) -> None:
     """mount(2) with no data argument; paths as bytes (prepared before a fork)."""
     _check(_mount(source, target, fstype, flags, None), "mount", target)
-
-
-def umount2(target: bytes, flags: int = MNT_DETACH) -> None:
-    """umount2(2), lazily by default."""
-    _check(_umount2(target, flags), "umount", target)
