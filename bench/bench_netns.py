@@ -92,7 +92,7 @@ def bench_setup(tmp: Path, quick: bool) -> list[Row]:
     if skip:
         return skip
     from aegis_mcp.sandbox.netns import AddressPool, create_sandbox, firewall
-    from aegis_mcp.sandbox.netns.pool import choose_subnet
+    from aegis_mcp.sandbox.netns.pool import choose_subnet, endpoints
     from aegis_mcp.sandbox.netns.sandbox import host
     from aegis_mcp.sandbox.policy import Policy
 
@@ -123,17 +123,14 @@ def bench_setup(tmp: Path, quick: bool) -> list[Row]:
     addresses, networks = host().rtnl.addresses_and_networks()
     pool = AddressPool()
     subnet = choose_subnet(pool, "bench-ip", networks)
-    base_setups, base_pairs = [], []
-    for i in range(runs):
-        name, host_if = f"aegis-{pid}-ip{i}", f"ae{pid}x{i}"
+    gateway, _ = endpoints(subnet)
+
+    def baseline(name: str, host_if: str) -> tuple[float, float]:
+        """One set-up by ip/nft subprocesses and its teardown: (set-up, both) in seconds."""
         policy = Policy()
         rulesets = (
-            firewall.host_ruleset(
-                name, "bench", host_if, subnet, str(subnet.network_address + 1), policy
-            ),
-            firewall.sandbox_ruleset(
-                policy, str(subnet.network_address + 1), pool.network, addresses
-            ),
+            firewall.host_ruleset(name, "bench", host_if, subnet, gateway, policy),
+            firewall.sandbox_ruleset(policy, gateway, pool.network, addresses),
         )
         t0 = time.perf_counter()
         try:
@@ -141,26 +138,18 @@ def bench_setup(tmp: Path, quick: bool) -> list[Row]:
             t1 = time.perf_counter()
         finally:
             _ip_teardown(name, host_if)
-        t2 = time.perf_counter()
-        base_setups.append(t1 - t0)
-        base_pairs.append(t2 - t0)
+        return t1 - t0, time.perf_counter() - t0
+
+    base_setups, base_pairs = [], []
+    for i in range(runs):
+        setup, pair = baseline(f"aegis-{pid}-ip{i}", f"ae{pid}x{i}")
+        base_setups.append(setup)
+        base_pairs.append(pair)
     base_setup, base_pair = statistics.median(base_setups), statistics.median(base_pairs)
     base_rested = []
     for i in range(5 if quick else 10):
-        name, host_if = f"aegis-{pid}-ipr{i}", f"ae{pid}y{i}"
-        policy = Policy()
-        gateway = str(subnet.network_address + 1)
-        rulesets = (
-            firewall.host_ruleset(name, "bench", host_if, subnet, gateway, policy),
-            firewall.sandbox_ruleset(policy, gateway, pool.network, addresses),
-        )
         time.sleep(0.5)
-        t0 = time.perf_counter()
-        try:
-            _ip_setup(name, host_if, subnet, rulesets)
-            base_rested.append(time.perf_counter() - t0)
-        finally:
-            _ip_teardown(name, host_if)
+        base_rested.append(baseline(f"aegis-{pid}-ipr{i}", f"ae{pid}y{i}")[0])
     base_rest = statistics.median(base_rested)
     return [
         (

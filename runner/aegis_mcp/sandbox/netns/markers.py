@@ -24,27 +24,24 @@ DEFAULT_STATE_DIR = ROOT_RUNTIME_DIR / "netns"
 SUFFIX = ".json"
 
 
-def _stat_fields(pid: int) -> list[bytes] | None:
-    """The fields of /proc/PID/stat from the third (state) on, None if unreadable."""
+def process_start_time(pid: int) -> int | None:
+    """Start time of live ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat).
+
+    None when there is no such process, or only its zombie (whose stat is
+    still readable, but which is not an owner any more).
+    """
     try:
         raw = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
     # The command name may contain spaces and parentheses: fields start after the last ')'.
-    return raw[raw.rfind(b")") + 2 :].split()
-
-
-def _start_time(fields: list[bytes]) -> int | None:
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    if fields[:1] == [b"Z"]:
+        return None
     try:
         return int(fields[19])
     except (IndexError, ValueError):
         return None
-
-
-def process_start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
-    fields = _stat_fields(pid)
-    return _start_time(fields) if fields is not None else None
 
 
 def owner_alive(marker: dict[str, Any]) -> bool:
@@ -52,11 +49,7 @@ def owner_alive(marker: dict[str, Any]) -> bool:
     pid = marker.get("owner_pid")
     if not isinstance(pid, int) or pid <= 0:
         return False
-    fields = _stat_fields(pid)
-    # A zombie's stat is still readable: it is not an owner any more.
-    if fields is None or fields[:1] == [b"Z"]:
-        return False
-    start = _start_time(fields)
+    start = process_start_time(pid)
     return start is not None and start == marker.get("owner_start")
 
 

@@ -207,7 +207,7 @@ class Monitor:
                 event["reason"] = (
                     f"denied by --deny {rule.spec}" if rule is not None else _REASONS.get(tag, tag)
                 )
-            key = (event["proto"], event["local_port"], event["remote_addr"], event["remote_port"])
+            key = self._flow_key(event)
             if allowed:
                 with self._lock:
                     self._flows[key] = (pid, event["comm"], event["uid"])

@@ -79,7 +79,7 @@ class NetlinkSocket:
             while pending:
                 for kind, seq, body in self.messages():
                     if kind == NLMSG_ERROR:
-                        code = -struct.unpack_from("=i", body, HEADER.size)[0]
+                        code = _error_code(body)
                         name = pending.pop(seq, "request")
                         if code and failure is None:
                             failure = NetlinkError(code, name)
@@ -107,8 +107,7 @@ class NetlinkSocket:
                     if mtype == NLMSG_DONE:
                         return found
                     if mtype == NLMSG_ERROR:
-                        code = -struct.unpack_from("=i", body, HEADER.size)[0]
-                        raise NetlinkError(code, f"dump {kind}")
+                        raise NetlinkError(_error_code(body), f"dump {kind}")
                     found.append(body)
 
     def fileno(self) -> int:
@@ -127,6 +126,11 @@ class NetlinkSocket:
             out.append((kind, seq, data[offset : offset + length]))
             offset += (length + 3) & ~3
         return out
+
+
+def _error_code(body: bytes) -> int:
+    """The errno of an NLMSG_ERROR message (0: an ack)."""
+    return -struct.unpack_from("=i", body, HEADER.size)[0]
 
 
 _RTA = struct.Struct("=HH")

@@ -431,7 +431,10 @@ def _resolv_tag(name: str) -> str:
 
 
 def resolv_is_ours(directory: Path, name: str) -> bool:
-    """Whether ``directory``'s resolv.conf is the one sandbox ``name`` wrote (OSError if unreadable)."""
+    """Whether ``directory``'s resolv.conf is the one sandbox ``name`` wrote.
+
+    OSError (FileNotFoundError when there is none) if it cannot be read.
+    """
     with open(directory / "resolv.conf") as f:
         return f.readline().startswith(_resolv_tag(name))
 
