@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..files import write_atomic
+
 MAX_EVENTS_IN_MEMORY = 500
 SNAPSHOT_MIN_INTERVAL = 0.25
 
@@ -72,26 +74,6 @@ class EventLog:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def write_atomic(
-    path: Path, data: bytes, mode: int = 0o600, owner: tuple[int, int] | None = None
-) -> None:
-    """Replace ``path`` with ``data`` so that readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
-    try:
-        if owner is not None:
-            os.fchown(fd, *owner)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
 
 
 class SnapshotWriter:

@@ -32,6 +32,7 @@ from ..control.protocol import (
     OpHandler,
     Request,
 )
+from ..files import write_atomic
 from ..hooks_lib import find_hooks, preload_into
 from ..paths import RunnerFiles, runtime_dir, state_dir
 from ..privileges import become_subreaper
@@ -45,7 +46,7 @@ from .control_server import ControlServer
 from .input import InputForwarder
 from .plan import RunPlan
 from .runtime_files import RunnerLock, clean_stale
-from .state import EventLog, SnapshotWriter, write_atomic
+from .state import EventLog, SnapshotWriter
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
@@ -608,10 +609,10 @@ class Supervisor:
 
 def _stale_namespaces_possible() -> bool:
     """Whether any aegis namespace or sandbox marker exists (cheap: no pyroute2 import)."""
-    from ..netmon.namespaces import PREFIX
+    from ..netmon.namespaces import DEFAULT_RUN_DIR, PREFIX
     from ..sandbox.netns.markers import DEFAULT_STATE_DIR
 
-    for directory in (Path("/var/run/netns"), DEFAULT_STATE_DIR):
+    for directory in (DEFAULT_RUN_DIR, DEFAULT_STATE_DIR):
         with contextlib.suppress(OSError):
             if any(name.startswith(PREFIX) for name in os.listdir(directory)):
                 return True

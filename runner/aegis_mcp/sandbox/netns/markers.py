@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from ...files import write_atomic
 from ...paths import ROOT_RUNTIME_DIR
 
 DEFAULT_STATE_DIR = ROOT_RUNTIME_DIR / "netns"
@@ -68,9 +68,7 @@ def marker_path(directory: Path, name: str) -> Path:
 def write_marker(directory: Path, data: dict[str, Any]) -> Path:
     """Write (or replace) a marker atomically."""
     path = marker_path(directory, data["name"])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1).encode(), mode=0o644)
     return path
 
 

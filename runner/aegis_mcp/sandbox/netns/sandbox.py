@@ -37,6 +37,7 @@ from typing import Any
 
 from pyroute2 import netns as pyroute2_netns
 
+from ...files import write_atomic
 from ...netmon.namespaces import DEFAULT_RUN_DIR, namespace_name, parse_name
 from ..dns_proxy import DnsAnswer, DnsForwarder, Upstream, host_upstreams, resolve
 from ..errors import NameClashError, NotRootError, SandboxError
@@ -328,10 +329,7 @@ class NetnsSandbox:
         lines = [f"{_resolv_tag(self.name)} DNS through the sandbox's forwarder"]
         lines.append(f"nameserver {self.gateway}")
         lines += search
-        tmp = self.resolv_path.with_name(".resolv.conf.tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.resolv_path)
+        write_atomic(self.resolv_path, ("\n".join(lines) + "\n").encode(), mode=0o644)
 
     def _prepare_confine(self) -> None:
         fd = self.netns_fd
