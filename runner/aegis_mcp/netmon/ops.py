@@ -12,7 +12,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from ..control.protocol import FORBIDDEN, INVALID_ARGUMENT, ControlError, OpHandler
+from ..control import validate
+from ..control.protocol import FORBIDDEN, ControlError, OpHandler
 from . import namespaces
 from .stats import NetmonStats
 
@@ -23,26 +24,12 @@ OFF_HINT = (
 )
 
 
-def _check_args(op: str, args: dict[str, Any], allowed: tuple[str, ...] = ()) -> None:
-    unknown = sorted(set(args) - set(allowed))
-    if unknown:
-        takes = f"takes {', '.join(allowed)}" if allowed else "takes no arguments"
-        raise ControlError(INVALID_ARGUMENT, f"{op} {takes}; got {', '.join(unknown)}")
-
-
 def log_count(args: dict[str, Any]) -> int:
     """The validated ``count`` of a netmon_log request (default 20, 1..1000)."""
     count = args.get("count")
     if count is None:
         return DEFAULT_LOG_COUNT
-    # bool is an int subclass, and `true` is no count
-    if isinstance(count, bool) or not isinstance(count, int):
-        raise ControlError(INVALID_ARGUMENT, f"count must be an integer, got {count!r}")
-    if not 1 <= count <= MAX_LOG_COUNT:
-        raise ControlError(
-            INVALID_ARGUMENT, f"count must be between 1 and {MAX_LOG_COUNT}, got {count}"
-        )
-    return count
+    return validate.integer("count", count, 1, MAX_LOG_COUNT)
 
 
 def netmon_ops(stats_source: Callable[[], NetmonStats | None], mode: str) -> dict[str, OpHandler]:
@@ -53,14 +40,14 @@ def netmon_ops(stats_source: Callable[[], NetmonStats | None], mode: str) -> dic
     """
 
     async def status(args: dict[str, Any]) -> dict[str, Any]:
-        _check_args("netmon_status", args)
+        validate.reject_unknown("netmon_status", args, ())
         stats = stats_source()
         if stats is None:
             return {"enabled": False, "mode": mode, "message": OFF_HINT}
         return {**stats.status(), "enabled": True, "mode": mode}
 
     async def log(args: dict[str, Any]) -> dict[str, Any]:
-        _check_args("netmon_log", args, ("count",))
+        validate.reject_unknown("netmon_log", args, ("count",))
         count = log_count(args)
         stats = stats_source()
         if stats is None:
@@ -77,12 +64,12 @@ def netmon_ops(stats_source: Callable[[], NetmonStats | None], mode: str) -> dic
     # Both namespace ops import pyroute2 (130 ms) and read /proc: done in a
     # thread so that the runner's event loop keeps serving the agent meanwhile.
     async def namespace_list(args: dict[str, Any]) -> dict[str, Any]:
-        _check_args("netmon_namespace_list", args)
+        validate.reject_unknown("netmon_namespace_list", args, ())
         found = await asyncio.to_thread(namespaces.list_namespaces)
         return {"namespaces": found, "count": len(found)}
 
     async def namespace_cleanup(args: dict[str, Any]) -> dict[str, Any]:
-        _check_args("netmon_namespace_cleanup", args)
+        validate.reject_unknown("netmon_namespace_cleanup", args, ())
         try:
             return await asyncio.to_thread(namespaces.cleanup_namespaces)
         except PermissionError as exc:

@@ -23,7 +23,8 @@ import sqlite3
 import time
 from typing import Any
 
-from . import liveness, validate
+from ..control import validate
+from . import liveness
 from .store import PoolStore
 
 DEFAULT_TTL_SECS = 300.0

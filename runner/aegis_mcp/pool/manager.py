@@ -32,10 +32,11 @@ from typing import Any
 
 from ..agents.command import LaunchOptions, build_argv, headless_task_args, resolve_executable
 from ..agents.profiles import AgentProfile
+from ..control import validate
 from ..control.protocol import NOT_FOUND, UNAVAILABLE, ControlError
 from ..privileges import AgentUser
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
-from . import agent_rows, liveness, orphans, validate
+from . import agent_rows, liveness, orphans
 from .records import (
     ACTIVE_STATUSES,
     DESCRIPTION_PREVIEW_CHARS,

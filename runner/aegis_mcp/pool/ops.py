@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..control import validate
 from ..control.protocol import PRIMARY_AGENT_ID, OpHandler
-from . import validate
 from .locks import DEFAULT_TTL_SECS, FileLocks
 from .manager import AgentPool
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from ..agents.profiles import AgentProfile
-from . import validate
+from ..control import validate
 from .sandbox import ConfineFor, check_sandbox
 from .worktree import check_isolation
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import validate
+from ..control import validate
 
 SANDBOX_KINDS = ("none", "netns", "container")
 

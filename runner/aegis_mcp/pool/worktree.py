@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..control import validate
 from ..privileges import AgentUser
 from ..processes import ChildReaper, exit_code_of
-from . import validate
 
 ISOLATION_KINDS = ("none", "worktree")
 BRANCH_PREFIX = "aegis/"

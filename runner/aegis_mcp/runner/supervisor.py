@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..agents.command import LaunchOptions, build_argv, replace_prompt
+from ..control import validate
 from ..control.client import SOCKET_ENV
 from ..control.protocol import (
     INVALID_ARGUMENT,
@@ -517,12 +518,8 @@ class Supervisor:
         return self.request_restart(reason or "restart requested", prompt, by[:100], delay)
 
     async def _op_events(self, request: Request) -> dict[str, Any]:
-        since = request.args.get("since", 0)
-        limit = request.args.get("limit", 100)
-        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
-            raise ControlError(INVALID_ARGUMENT, "since must be a non-negative integer")
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 500:
-            raise ControlError(INVALID_ARGUMENT, "limit must be an integer from 1 to 500")
+        since = validate.integer("since", request.args.get("since", 0), 0, 2**63)
+        limit = validate.integer("limit", request.args.get("limit", 100), 1, 500)
         return {"events": self.events.since(since, limit)}
 
     # -- state ---------------------------------------------------------------

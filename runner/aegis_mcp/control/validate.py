@@ -1,4 +1,4 @@
-"""Argument checks shared by the pool, the locks and their operations.
+"""Argument checks for control operations (pool, locks, netmon, the runner's own).
 
 Every failure is a ``ControlError(INVALID_ARGUMENT)`` whose message names the
 argument and says what would be accepted: the caller is usually a model, and
@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from ..control.protocol import INVALID_ARGUMENT, ControlError
+from .protocol import INVALID_ARGUMENT, ControlError
 
 
 def invalid(message: str) -> ControlError:
