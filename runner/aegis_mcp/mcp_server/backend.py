@@ -72,8 +72,7 @@ class LocalBackend:
                 profiles = dict(BUILTIN_PROFILES)
             self._store = PoolStore.open(state_dir())
             self._reaper = ChildReaper(asyncio.get_running_loop())
-            log_dir = state_dir() / "pool-logs"
-            log_dir.mkdir(mode=0o700, exist_ok=True)
+            log_dir = state_dir() / "pool-logs"  # made and checked by the pool
             cwd = os.getcwd()
             self._pool = AgentPool(
                 profiles,

@@ -34,8 +34,10 @@ from ..agents.command import LaunchOptions, build_argv, headless_task_args, reso
 from ..agents.profiles import AgentProfile
 from ..control import validate
 from ..control.protocol import NOT_FOUND, UNAVAILABLE, ControlError
+from ..files import create_new
 from ..privileges import AgentUser
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
+from ..safe_paths import UnsafeDirectoryError, private_dir
 from . import agent_rows, liveness, orphans
 from .records import (
     ACTIVE_STATUSES,
@@ -443,9 +445,12 @@ class AgentPool:
         return build_argv(profile, launch, headless_task_args(profile, task, record.max_iterations))
 
     def _open_log(self, record: AgentRecord) -> int:
-        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
-        return os.open(record.log_file, flags, 0o600)
+        try:
+            private_dir(self.log_dir)
+        except UnsafeDirectoryError as exc:
+            raise UnsafeDirectoryError(f"refusing the pool log directory: {exc}") from None
+        # Agent ids are chosen so that their log does not exist yet.
+        return create_new(Path(record.log_file), flags=os.O_WRONLY | os.O_APPEND)
 
     def _start(self, record: AgentRecord) -> None:
         """Start one agent; a failure to start becomes its ``failed`` status."""

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..control.protocol import INVALID_ARGUMENT, PRIMARY_AGENT_ID, ControlError
+from ..files import create_new
 from ..hooks_lib import HooksInfo, preload_into
 from ..paths import RunnerFiles
 from .plan import RunPlan
@@ -92,6 +93,11 @@ class Confinement:
                 from ..netmon.preload_log import PreloadLog
 
                 self.sources.append("preload")
+                # Made here, for the hooks to append to: the agent's user cannot
+                # create names in root's runtime directory, and must not.
+                user = self.plan.user
+                owner = (user.uid, user.gid) if user.drop else None
+                os.close(create_new(self.files.netmon_log, owner=owner, replace=True))
                 self.preload = PreloadLog(self.files.netmon_log, self._ensure_stats())
         if self.stats is not None:
             self.stats.mode = self.mode

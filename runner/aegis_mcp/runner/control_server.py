@@ -91,9 +91,11 @@ class ControlServer:
             )
         finally:
             os.umask(old_umask)
+        # The umask made it 0600. A socket's owner cannot be set through its
+        # descriptor: lchown, which never follows a link, in the checked runtime
+        # directory that nobody else can write to.
         if self._owner is not None:
-            os.chown(self.path, *self._owner)
-        os.chmod(self.path, 0o600)
+            os.chown(self.path, *self._owner, follow_symlinks=False)
 
     async def close(self) -> None:
         """Stop listening and remove the socket file."""

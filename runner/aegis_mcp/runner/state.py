@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..files import write_atomic
+from ..files import create_new, write_atomic
 
 MAX_EVENTS_IN_MEMORY = 500
 SNAPSHOT_MIN_INTERVAL = 0.25
@@ -35,9 +35,8 @@ class EventLog:
         self._fd: int | None = None
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         if path is not None:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-            if owner is not None:
-                os.fchown(self._fd, *owner)
+            # A new file: never one planted under this (predictable) name.
+            self._fd = create_new(path, owner=owner, flags=os.O_WRONLY | os.O_APPEND, replace=True)
 
     def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call ``listener`` with every new event."""

@@ -35,7 +35,7 @@ from ..control.protocol import (
 )
 from ..files import write_atomic
 from ..hooks_lib import find_hooks, preload_into
-from ..paths import RunnerFiles, runtime_dir, state_dir
+from ..paths import RunnerFiles, UnsafeDirectoryError, runtime_dir, state_dir
 from ..privileges import become_subreaper
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
 from ..terminal import RawMode, get_winsize, set_winsize
@@ -265,15 +265,17 @@ class Supervisor:
             return self._pool_table
         from ..pool import AgentPool, FileLocks, PoolStore, pool_ops
 
-        directory = state_dir()
         try:
+            directory = state_dir()
             store = PoolStore.open(directory)
+        except UnsafeDirectoryError as exc:
+            self.events.emit("pool.unavailable", str(exc), "error")
+            raise ControlError(UNAVAILABLE, str(exc)) from None
         except ControlError as exc:
             # Called eagerly at start: report it; the next pool call tries again.
             self.events.emit("pool.unavailable", exc.message, "error")
             raise
-        log_dir = directory / "pool-logs"
-        log_dir.mkdir(mode=0o700, exist_ok=True)
+        log_dir = directory / "pool-logs"  # made and checked by the pool
         pool = AgentPool(
             self.plan.config.profiles,
             reaper,
@@ -304,7 +306,11 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
 
     def _take_over_pool(self, reaper: ChildReaper) -> None:
-        if not (state_dir() / "pool.db").exists():
+        try:
+            if not (state_dir() / "pool.db").exists():
+                return
+        except UnsafeDirectoryError as exc:
+            self.events.emit("pool.unavailable", str(exc), "error")
             return
         with contextlib.suppress(ControlError):
             self._pool_ops(reaper)
