@@ -86,15 +86,23 @@ class SnapshotWriter:
         self._owner = owner
         self._pending: asyncio.TimerHandle | None = None
         self._last = 0.0
+        self._closed = False
         self.errors = 0
 
     def request(self) -> None:
         """Schedule a write soon (coalescing bursts of changes)."""
-        if self._pending is not None:
+        if self._pending is not None or self._closed:
             return
         loop = asyncio.get_running_loop()
         delay = max(0.0, self._last + SNAPSHOT_MIN_INTERVAL - time.monotonic())
         self._pending = loop.call_later(delay, self.write_now)
+
+    def close(self) -> None:
+        """Write no more (a pending write is dropped): the run is over."""
+        self._closed = True
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
 
     def write_now(self) -> None:
         """Write the snapshot immediately."""

@@ -115,7 +115,7 @@ class Supervisor:
         # Earlier runs may have left pool history (perhaps orphans): take it
         # over soon after the agent has started rather than on the first pool
         # call, and off the start-up path (finding the state dir costs imports).
-        loop.call_later(0.5, self._take_over_pool, reaper)
+        take_over = loop.call_later(0.5, self._take_over_pool, reaper)
         raw = RawMode(sys.stdin.fileno()) if self.plan.use_pty else None
         forwarder: InputForwarder | None = None
         watchdog_task = asyncio.create_task(self.watchdog.run())
@@ -140,9 +140,9 @@ class Supervisor:
         finally:
             watchdog_task.cancel()
             self.watchdog.cancel_pending()
+            take_over.cancel()
             if self.pool is not None:
                 await self.pool.shutdown()
-                self.pool.store.close()
             await self.confinement.close()
             if forwarder is not None:
                 forwarder.close()
@@ -152,6 +152,11 @@ class Supervisor:
             self.status = "exited"
             self.events.emit("runner.exit", f"agent ended with exit code {self.exit_code}")
             await self.server.close()
+            # In this order: a snapshot still pending reads the pool's store, and
+            # the files it would write are removed with the lock.
+            self.snapshot.close()
+            if self.pool is not None:
+                self.pool.store.close()
             reaper.close()
             self.events.close()
             lock.release()
