@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..control import protocol
-from ..control.protocol import ControlError, OpHandler, Request
+from ..control.protocol import ControlError, OpHandler, Request, RequestError
 
 Handler = Callable[[Request], Awaitable[Any]]
 
@@ -152,8 +152,8 @@ class ControlServer:
         self.requests += 1
         try:
             request = protocol.decode_request(line)
-        except ControlError as exc:
-            return protocol.error_reply(protocol.request_id_of(line), exc.code, exc.message)
+        except RequestError as exc:
+            return protocol.error_reply(exc.request_id, exc.code, exc.message)
         handler = self._handlers.get(request.op)
         if handler is None:
             return protocol.error_reply(

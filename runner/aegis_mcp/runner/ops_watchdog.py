@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..control import validate
 from ..control.protocol import INVALID_ARGUMENT, ControlError, Request
 from ..watchdog.config import MAX_TIMEOUT_SECS, WatchdogConfigError, number_in_range
 
@@ -23,6 +24,7 @@ def register(sup: Supervisor) -> None:
     """Serve the watchdog operations of ``sup``."""
 
     async def status(request: Request) -> dict[str, Any]:
+        validate.reject_unknown("watchdog_status", request.args, ())
         return sup.watchdog.status()
 
     async def configure(request: Request) -> dict[str, Any]:
@@ -40,6 +42,7 @@ def register(sup: Supervisor) -> None:
         return result
 
     async def disable(request: Request) -> dict[str, Any]:
+        validate.reject_unknown("watchdog_disable", request.args, ("duration_secs",))
         try:
             duration = number_in_range(
                 "duration_secs", request.args.get("duration_secs", 300), 1, MAX_TIMEOUT_SECS
@@ -50,6 +53,7 @@ def register(sup: Supervisor) -> None:
         return sup.watchdog.disable(duration)
 
     async def ping(request: Request) -> dict[str, Any]:
+        validate.reject_unknown("watchdog_ping", request.args, ())
         return sup.watchdog.ping()
 
     sup.server.register("watchdog_status", status)

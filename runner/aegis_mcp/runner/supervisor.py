@@ -497,38 +497,30 @@ class Supervisor:
         self.server.register("events", self._op_events)
 
     async def _op_hello(self, request: Request) -> dict[str, Any]:
+        validate.reject_unknown("hello", request.args, ())
         return {"runner_pid": self.pid, "version": __version__, "ops": self.server.ops}
 
     async def _op_status(self, request: Request) -> dict[str, Any]:
+        validate.reject_unknown("server_status", request.args, ())
         return self.status_data()
 
     async def _op_restart(self, request: Request) -> dict[str, Any]:
         args = request.args
-        reason = args.get("reason")
-        prompt = args.get("prompt")
-        by = args.get("by", "control socket")
-        if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
-            raise ControlError(
-                INVALID_ARGUMENT, f"reason must be a string of at most {MAX_REASON} characters"
-            )
-        if prompt is not None and (not isinstance(prompt, str) or len(prompt) > MAX_PROMPT):
-            raise ControlError(
-                INVALID_ARGUMENT, f"prompt must be a string of at most {MAX_PROMPT} characters"
-            )
-        if prompt is not None and not prompt.strip():
-            raise ControlError(INVALID_ARGUMENT, "prompt must not be empty (leave it out instead)")
+        validate.reject_unknown("restart", args, ("reason", "prompt", "by"))
+        reason = validate.optional_string("reason", args.get("reason"), max_len=MAX_REASON)
+        prompt = validate.optional_string("prompt", args.get("prompt"), max_len=MAX_PROMPT)
+        by = validate.string("by", args.get("by", "control socket"), max_len=100)
         if prompt is not None and not self.plan.profile.takes_prompt:
             raise ControlError(
                 INVALID_ARGUMENT, f"{self.plan.profile.name} is a plain command: it takes no prompt"
             )
-        if not isinstance(by, str):
-            raise ControlError(INVALID_ARGUMENT, "by must be a string")
         # A restart asked for by the agent's own tool call waits a moment, so
         # that the tool's reply reaches the agent before it is stopped.
         delay = self.plan.config.runner.restart_delay_secs if request.activity else 0.0
-        return self.request_restart(reason or "restart requested", prompt, by[:100], delay)
+        return self.request_restart(reason or "restart requested", prompt, by, delay)
 
     async def _op_events(self, request: Request) -> dict[str, Any]:
+        validate.reject_unknown("events", request.args, ("since", "limit"))
         since = validate.integer("since", request.args.get("since", 0), 0, 2**63)
         limit = validate.integer("limit", request.args.get("limit", 100), 1, 500)
         return {"events": self.events.since(since, limit)}
