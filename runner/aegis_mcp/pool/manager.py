@@ -30,7 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..agents.command import LaunchOptions, build_argv, headless_task_args, resolve_executable
+from ..agents.command import (
+    LaunchOptions,
+    build_argv,
+    headless_task_args,
+    not_runnable,
+    resolve_executable,
+)
 from ..agents.profiles import AgentProfile
 from ..control import validate
 from ..control.protocol import NOT_FOUND, UNAVAILABLE, ControlError
@@ -187,6 +193,7 @@ class AgentPool:
             self.profiles,
             self.default_cwd,
             self._confine_for,
+            user=self._user,
             description=description,
             agent_type=agent_type,
             working_dir=working_directory,
@@ -428,8 +435,9 @@ class AgentPool:
         search = env.get("PATH", os.environ.get("PATH", os.defpath))
         executable = resolve_executable(profile.command[0], search)
         if executable is None:
+            name = profile.command[0]
             raise FileNotFoundError(
-                f"{profile.command[0]!r} (agent_type {profile.name!r}) was not found on PATH"
+                f"{name!r} (agent_type {profile.name!r}) {not_runnable(name, search)}"
             )
         launch = LaunchOptions(
             executable=executable,

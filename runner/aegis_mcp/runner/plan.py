@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..agents.command import resolve_executable
+from ..agents.command import not_runnable, resolve_executable
 from ..agents.profiles import AgentProfile
 from ..cli.args import ParsedRun, UsageError
 from ..config import Config
@@ -75,7 +75,8 @@ def make_plan(parsed: ParsedRun, config: Config) -> RunPlan:
         profile, agent_args = found, parsed.agent_args
     executable = resolve_executable(profile.command[0])
     if executable is None:
-        raise UsageError(f"{profile.command[0]!r} ({profile.name}) was not found on PATH")
+        name = profile.command[0]
+        raise UsageError(f"{name!r} ({profile.name}) {not_runnable(name)}")
     sandbox = "netns" if opts.netmon == "netns" else opts.sandbox
     if sandbox == "container":
         raise UsageError("--sandbox=container is not available in this version yet")
