@@ -91,46 +91,6 @@ def test_root_without_sudo_gets_no_permission_flag():
     assert "--dangerously-skip-permissions" not in build_argv(CLAUDE, _launch(skip=False), [])
 
 
-def test_restart_continues_and_drops_the_first_prompt_of_an_interactive_session():
-    argv = build_argv(CLAUDE, _launch(None), ["fix the bug", "--model", "x"], restart=True)
-    assert argv == [
-        "/usr/bin/claude",
-        "--continue",
-        "--dangerously-skip-permissions",
-        "--model",
-        "x",
-    ]
-
-
-def test_restart_prompt_replaces_the_positional_prompt_not_option_values():
-    args = ["--model", "fix", "-p", "old task", "--output-format", "stream-json"]
-    argv = build_argv(CLAUDE, _launch(None), args, restart=True, prompt="new task")
-    assert argv[1] == "--continue"
-    assert argv[3:] == ["--model", "fix", "-p", "new task", "--output-format", "stream-json"]
-
-
-def test_restart_of_headless_session_stays_headless_with_its_prompt():
-    args = ["-p", "task", "--output-format", "stream-json"]
-    argv = build_argv(CLAUDE, _launch(None), args, restart=True)
-    assert argv[-4:] == args and "--continue" in argv
-
-
-def test_restart_replaces_resume_options_and_adds_prompt_after_separator():
-    args = ["--resume", "abc123", "--mcp-config", "a.json", "b.json"]
-    argv = build_argv(CLAUDE, _launch(), args, restart=True, prompt="go on")
-    assert "--resume" not in argv and "abc123" not in argv
-    # The prompt must not be swallowed by the variadic --mcp-config.
-    assert argv[-6:] == ["a.json", "b.json", "--mcp-config", "/run/o.json", "--", "go on"]
-
-
-def test_option_prompt_profiles():
-    argv = build_argv(
-        AIDER, LaunchOptions("/bin/aider"), ["--message", "old"], restart=True, prompt="new"
-    )
-    assert argv[-2:] == ["--message", "new"]
-    assert "--restore-chat-history" in argv
-
-
 def test_headless_task_args():
     assert headless_task_args(CLAUDE, "do it", 3) == [
         "-p",
@@ -152,7 +112,8 @@ def test_config_profiles_and_errors(tmp_path):
     config = load_config(cfg)
     assert config.profiles["mine"].command == ("mine", "--x")
     assert config.profiles["claude"].permission_args == ()
-    assert config.profiles["claude"].continue_args == ("--continue",)
+    assert config.profiles["mine"].syntax.continue_args == ("--again",)
+    assert config.profiles["claude"].syntax.continue_args == ("--continue",)
     assert config.watchdog.lockup_action == "kill"
     cfg.write_text("[pool]\nmax_agents = 3\n")
     assert load_config(cfg).pool.max_agents == 3
@@ -170,31 +131,3 @@ def test_config_profiles_and_errors(tmp_path):
         with pytest.raises(ConfigError, match=message):
             load_config(cfg)
     assert load_config(tmp_path / "missing.toml").profiles["claude"] == CLAUDE
-
-
-def test_codex_gets_the_server_inline_as_toml_overrides():
-    codex = BUILTIN_PROFILES["codex"]
-    server = {
-        "command": "/opt/aegis-mcp",
-        "args": ["--mcp-server"],
-        "env": {"AEGIS_MCP_SOCKET": "/run/s"},
-    }
-    launch = LaunchOptions("/usr/bin/codex", Path("/run/o.json"), True, server)
-    argv = build_argv(codex, launch, ["fix it"])
-    assert argv[:3] == ["/usr/bin/codex", "--dangerously-bypass-approvals-and-sandbox", "fix it"]
-    assert argv[3:] == [
-        "-c",
-        'mcp_servers.aegis-mcp.command="/opt/aegis-mcp"',
-        "-c",
-        'mcp_servers.aegis-mcp.args=["--mcp-server"]',
-        "-c",
-        'mcp_servers.aegis-mcp.env={AEGIS_MCP_SOCKET = "/run/s"}',
-    ]
-    restarted = build_argv(codex, launch, ["fix it"], restart=True)
-    assert restarted[1:3] == ["resume", "--last"]
-
-
-def test_list_options_swallow_their_values_not_the_prompt():
-    args = ["--allowedTools", "Bash", "Edit", "--", "the prompt"]
-    argv = build_argv(CLAUDE, _launch(None), args, restart=True, prompt="new")
-    assert argv[-5:] == ["--allowedTools", "Bash", "Edit", "--", "new"]

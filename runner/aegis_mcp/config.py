@@ -24,9 +24,12 @@
     command = ["myagent", "--some-fixed-flag"]
     continue_args = ["--continue"]
     permission_args = ["--yes"]
-    mcp_inject = "flag"        # flag | preload | none
+    mcp_inject = "flag"        # flag | preload | settings | none
     mcp_inject_args = ["--mcp-config", "{config}"]   # also {command} {args} {env}
     headless_args = ["-p", "{task}"]
+    value_options = ["--model"]         # the command line (see agents/syntax.py)
+    [agents.myagent.subcommands.run]    # `myagent run PROMPT` runs headless
+    headless = true
 
 A profile may name a built-in (``[agents.claude]``) to change some of its fields.
 Every error names the file, the key and what is wrong; nothing is guessed.
@@ -43,6 +46,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from .agents.profiles import BUILTIN_PROFILES, AgentProfile, McpInject
+from .agents.syntax import CommandSyntax
 from .watchdog.config import WatchdogConfig, WatchdogConfigError, validate_changes
 
 
@@ -89,13 +93,15 @@ class Config:
     path: Path | None = None
 
 
-# What each configurable profile field holds, read off the dataclass so that
-# a new field needs no second list here. ``name`` comes from the table's key.
+# What each configurable field holds, read off the dataclasses so that a new field
+# needs no second list here. ``name`` comes from the table's key; the fields of the
+# command line (``CommandSyntax``) may stand at the top of an agent's table.
 _FIELD_TYPES = {
     f.name: f.type
     for f in dataclasses.fields(AgentProfile)
-    if f.name not in ("name", "takes_prompt")
+    if f.name not in ("name", "takes_prompt", "syntax")
 }
+_SYNTAX_TYPES = {f.name: f.type for f in dataclasses.fields(CommandSyntax)}
 _MCP_INJECT = get_args(McpInject)
 
 
@@ -105,6 +111,44 @@ def _string_list(where: str, value: Any) -> list[str]:
     return value
 
 
+def _value(kind: Any, at: str, value: Any) -> Any:
+    """``value`` checked and converted for a field of type ``kind``."""
+    if kind == "tuple[str, ...]":
+        return tuple(_string_list(at, value))
+    if kind == "frozenset[str]":
+        return frozenset(_string_list(at, value))
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{at} must be true or false")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{at} must be a string")
+        return value
+    if kind == "McpInject":
+        if value not in _MCP_INJECT:
+            raise ConfigError(f"{at} must be one of {', '.join(_MCP_INJECT)}")
+        return value
+    raise ConfigError(f"{at}: unknown setting")
+
+
+def _syntax(base: CommandSyntax, table: dict[str, Any], where: str) -> CommandSyntax:
+    """``base`` with the command-line fields of ``table`` (and its subcommands) changed."""
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        at = f"{where}.{key}"
+        if key == "subcommands":
+            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+                raise ConfigError(f"{at} must be a table of tables")
+            subs = dict(base.subcommands)
+            for sub, body in value.items():
+                subs[sub] = _syntax(subs.get(sub, CommandSyntax()), body, f"{at}.{sub}")
+            values[key] = subs
+        else:
+            values[key] = _value(_SYNTAX_TYPES.get(key), at, value)
+    return dataclasses.replace(base, **values)
+
+
 def _profile(name: str, table: Any, where: str) -> AgentProfile:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
@@ -112,27 +156,12 @@ def _profile(name: str, table: Any, where: str) -> AgentProfile:
         raise ConfigError(f"{where}: agent names may use letters, digits, '-' and '_' only")
     base = BUILTIN_PROFILES.get(name)
     values: dict[str, Any] = {}
+    syntax_table = {k: v for k, v in table.items() if k in _SYNTAX_TYPES}
     for key, value in table.items():
-        at = f"{where}.{key}"
-        kind = _FIELD_TYPES.get(key)
-        if kind == "tuple[str, ...]":
-            values[key] = tuple(_string_list(at, value))
-        elif kind == "frozenset[str]":
-            values[key] = frozenset(_string_list(at, value))
-        elif kind == "bool":
-            if not isinstance(value, bool):
-                raise ConfigError(f"{at} must be true or false")
-            values[key] = value
-        elif kind == "str":
-            if not isinstance(value, str):
-                raise ConfigError(f"{at} must be a string")
-            values[key] = value
-        elif kind == "McpInject":
-            if value not in _MCP_INJECT:
-                raise ConfigError(f"{at} must be one of {', '.join(_MCP_INJECT)}")
-            values[key] = value
-        else:
-            raise ConfigError(f"{at}: unknown setting")
+        if key not in syntax_table:
+            values[key] = _value(_FIELD_TYPES.get(key), f"{where}.{key}", value)
+    if syntax_table or base is None:
+        values["syntax"] = _syntax(base.syntax if base else CommandSyntax(), syntax_table, where)
     if base is None and not values.get("command"):
         raise ConfigError(f"{where}.command is required for a new agent")
     if "command" in values and not values["command"]:

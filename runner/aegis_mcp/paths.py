@@ -113,9 +113,21 @@ class RunnerFiles:
         return self.directory / f"overlay-{self.pid}.json"
 
     @property
+    def settings_overlay(self) -> Path:
+        return self.directory / f"settings-{self.pid}.json"
+
+    @property
     def netmon_log(self) -> Path:
         return self.directory / f"netmon-{self.pid}.jsonl"
 
     def all(self) -> list[Path]:
         """Every file this runner may create."""
-        return [self.socket, self.lock, self.snapshot, self.events, self.overlay, self.netmon_log]
+        return [
+            self.socket,
+            self.lock,
+            self.snapshot,
+            self.events,
+            self.overlay,
+            self.settings_overlay,
+            self.netmon_log,
+        ]

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..hooks_lib import HooksInfo
 from .profiles import AgentProfile
+from .syntax import restart_args as syntax_restart_args
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,14 @@ class LaunchOptions:
     skip_permissions: bool = True
     mcp_server: dict[str, Any] | None = None
     """The injected server (``command``, ``args``, ``env``), for profiles that take it inline."""
+    settings_trusted: bool = False
+    """``mcp_config`` passes the root-ownership check of ``settings`` agents (see
+    ``agents/settings.py``): they are pointed at it by their variable."""
+    settings_overlay: Path | None = None
+    """Otherwise, the copy of the user's settings with the server added, which the
+    hooks library shows ``settings`` agents instead of their settings file."""
+    hooks: HooksInfo | None = None
+    """The hooks library, for that redirect."""
 
 
 def inject_args(profile: AgentProfile, launch: LaunchOptions) -> list[str]:
@@ -72,137 +82,31 @@ def not_runnable(name: str, path: str | None = None) -> str:
     return f"{where}is not executable (no execute permission)"
 
 
-def _is_option(arg: str) -> bool:
-    return arg.startswith("-") and arg != "-"
+def restart_args(profile: AgentProfile, args: list[str], prompt: str | None) -> list[str]:
+    """The agent's arguments for a restart of the session ``args`` started: its
+    continue form, with ``prompt`` (if given) where the agent reads its prompt
+    (see :func:`aegis_mcp.agents.syntax.restart_args`). A plain command's arguments
+    are never rewritten. Raises PromptNotAccepted where no prompt can go."""
+    if not profile.takes_prompt:
+        return list(args)
+    return syntax_restart_args(profile.syntax, args, prompt)
 
 
-def _option_name(arg: str) -> str:
-    return arg.split("=", 1)[0]
+def build_argv(profile: AgentProfile, launch: LaunchOptions, args: list[str]) -> list[str]:
+    """The full argv that starts the agent with its arguments ``args``.
 
-
-def positional_prompt_index(profile: AgentProfile, args: list[str]) -> int | None:
-    """Index of the positional prompt in ``args``, skipping options and their values."""
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            return i + 1 if i + 1 < len(args) else None
-        if _is_option(arg):
-            name = _option_name(arg)
-            if name in profile.variadic_options:
-                i += 1
-                while i < len(args) and not _is_option(args[i]):
-                    i += 1
-                continue
-            if name in profile.value_options and "=" not in arg:
-                i += 2
-                continue
-            i += 1
-            continue
-        return i
-    return None
-
-
-def replace_prompt(profile: AgentProfile, args: list[str], prompt: str | None) -> list[str]:
-    """``args`` with the prompt replaced by ``prompt`` (added where there was none).
-
-    ``None`` removes the prompt instead.
+    Permission flags go right after the executable (unless already given); the MCP
+    injection flags after the agent's arguments (before a ``--``), where a variadic
+    option such as claude's ``--mcp-config`` cannot swallow a positional prompt.
     """
-    args = list(args)
-    if profile.prompt_option:
-        for i, arg in enumerate(args):
-            if arg == profile.prompt_option and i + 1 < len(args):
-                return (
-                    args[:i] + args[i + 2 :]
-                    if prompt is None
-                    else [*args[: i + 1], prompt, *args[i + 2 :]]
-                )
-            if arg.startswith(profile.prompt_option + "="):
-                return (
-                    args[:i] + args[i + 1 :]
-                    if prompt is None
-                    else [*args[:i], f"{profile.prompt_option}={prompt}", *args[i + 1 :]]
-                )
-        return args if prompt is None else [*args, profile.prompt_option, prompt]
-    index = positional_prompt_index(profile, args)
-    if index is not None:
-        if prompt is None:
-            del args[index]
-            if args and args[-1] == "--":
-                args.pop()
-        else:
-            args[index] = prompt
-        return args
-    if prompt is None:
-        return args
-    # Put it where no variadic option can swallow it: after an explicit `--`,
-    # or after a `--` that we add.
-    if "--" in args or not any(_is_option(a) for a in args):
-        return [*args, prompt]
-    return [*args, "--", prompt]
-
-
-def strip_resume_options(profile: AgentProfile, args: list[str]) -> list[str]:
-    """``args`` without options that pick a conversation (a restart continues instead)."""
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            out.extend(args[i:])
-            break
-        name = _option_name(arg)
-        if name in profile.resume_options:
-            takes_value = name in profile.resume_value_options and "=" not in arg
-            i += 1
-            # `--resume` may be given without an id (pick interactively).
-            if takes_value and i < len(args) and not _is_option(args[i]):
-                i += 1
-            continue
-        out.append(arg)
-        i += 1
-    return out
-
-
-def _insert_before_separator(args: list[str], extra: list[str]) -> list[str]:
-    if "--" in args:
-        at = args.index("--")
-        return [*args[:at], *extra, *args[at:]]
-    return [*args, *extra]
-
-
-def build_argv(
-    profile: AgentProfile,
-    launch: LaunchOptions,
-    user_args: list[str],
-    *,
-    restart: bool = False,
-    prompt: str | None = None,
-) -> list[str]:
-    """The full argv for starting the agent.
-
-    On a restart, conversation-picking options are replaced by the profile's
-    continue arguments and ``prompt`` (if given) replaces the original prompt.
-    Without a new prompt, an interactive session drops its first prompt (the
-    conversation it started is continued, not asked again) while a headless
-    one keeps it, since it cannot run without one. Everything else the user
-    passed is kept, so a headless session stays headless. The MCP config
-    flag goes after the user's options: claude's ``--mcp-config`` is variadic
-    and would swallow a positional prompt that followed it.
-    """
-    args = list(user_args)
     head: list[str] = [launch.executable, *profile.command[1:]]
-    if restart:
-        headless = profile.is_headless(args)
-        if profile.continue_args and (profile.continue_in_headless or not headless):
-            args = strip_resume_options(profile, args)
-            head.extend(profile.continue_args)
-        if profile.takes_prompt and (prompt is not None or not headless):
-            args = replace_prompt(profile, args, prompt)
+    args = list(args)
     if launch.skip_permissions:
         head.extend(a for a in profile.permission_args if a not in args)
     if launch.mcp_config is not None and profile.mcp_inject == "flag":
-        args = _insert_before_separator(args, inject_args(profile, launch))
+        extra = inject_args(profile, launch)
+        at = args.index("--") if "--" in args else len(args)
+        args = [*args[:at], *extra, *args[at:]]
     return [*head, *args]
 
 

@@ -1,18 +1,23 @@
 """Agent profiles: what each supported agent needs to be supervised.
 
-A profile is data: which executable, how to continue a conversation, which
-flags skip permission prompts, how to hand it an MCP server, how to run a task
-headless. Built-ins cover the agents named in the design; the config file adds
+A profile is data: which executable, its command line (:class:`CommandSyntax`: options,
+subcommands, where the prompt goes, how a restart continues), which flags skip
+permission prompts, how to hand it an MCP server, how to run a task headless.
+Built-ins cover the agents named in the design, checked against the CLI versions in
+``VERIFIED`` (the end-to-end tests in ``tests/e2e/`` run them); the config file adds
 or overrides profiles (see ``aegis_mcp.config``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
-McpInject = Literal["flag", "preload", "none"]
+from .syntax import CommandSyntax, Invocation, parse
+
+McpInject = Literal["flag", "preload", "settings", "none"]
 
 # Placeholders of ``mcp_inject_args``: the overlay file, and the server's
 # command, arguments and environment as TOML/JSON values.
@@ -26,36 +31,32 @@ class AgentProfile:
     name: str
     command: tuple[str, ...]
     """Executable (looked up on PATH unless absolute) and any fixed leading arguments."""
-    continue_args: tuple[str, ...] = ()
-    """Put first on a restart so the agent picks its conversation up again."""
-    continue_in_headless: bool = True
-    """Whether ``continue_args`` also apply to a headless session."""
-    resume_options: tuple[str, ...] = ()
-    """Options that already pick a conversation; replaced by ``continue_args`` on restart."""
-    resume_value_options: tuple[str, ...] = ()
-    """Those of ``resume_options`` that take a value (e.g. ``--resume ID``)."""
+    syntax: CommandSyntax = field(default_factory=CommandSyntax)
+    """The agent's command line; its fields may also be set at the top of a config
+    table (``continue_args = [...]``)."""
     permission_args: tuple[str, ...] = ()
     """Flags that stop the agent asking before every action."""
     permission_refused_as_root: bool = False
     """The agent exits when given ``permission_args`` as root (DESIGN.md fact 2)."""
     mcp_inject: McpInject = "none"
     """How the aegis-mcp MCP server reaches the agent: arguments (``flag``), the hooks
-    library's ``.mcp.json`` redirect (``preload``), or not at all."""
+    library's ``.mcp.json`` redirect (``preload``), a settings file (``settings``: see
+    ``mcp_settings_env`` and ``mcp_settings_file``), or not at all."""
     mcp_inject_args: tuple[str, ...] = ()
     """With ``flag``: arguments added after the user's, see INJECT_PLACEHOLDERS."""
+    mcp_settings_env: str = ""
+    """With ``settings``, for a runner that is root: the variable naming an extra
+    settings file the agent merges, which it reads only when root owns it (gemini's
+    ``GEMINI_CLI_SYSTEM_DEFAULTS_PATH``)."""
+    mcp_settings_file: str = ""
+    """With ``settings``, otherwise: the user's settings file, whose reads the hooks
+    library redirects to a copy with the aegis-mcp server added; ``{home}`` is the
+    value of ``mcp_settings_home_env`` or the agent's HOME."""
+    mcp_settings_home_env: str = ""
     headless_args: tuple[str, ...] = ()
     """Arguments that run one task without a terminal; ``{task}`` is the task text."""
     max_iterations_args: tuple[str, ...] = ()
     """Arguments bounding a headless run; ``{n}`` is the limit."""
-    headless_markers: tuple[str, ...] = ()
-    """Options whose presence means the session is headless."""
-    value_options: frozenset[str] = field(default_factory=frozenset)
-    """Options that take a separate value, so that the positional prompt can be found."""
-    variadic_options: frozenset[str] = field(default_factory=frozenset)
-    """Options that take every following non-option argument (claude's ``--mcp-config``)."""
-    prompt_option: str = ""
-    """Where the agent takes its prompt through an option (aider ``--message``) instead of
-    a positional argument."""
     takes_prompt: bool = True
     """False for arbitrary commands (``aegis-mcp run``): their arguments are never rewritten."""
 
@@ -63,108 +64,213 @@ class AgentProfile:
         """Whether to pass ``permission_args`` to an agent running as root or not."""
         return not (as_root and self.permission_refused_as_root)
 
+    def parse(self, args: list[str]) -> Invocation:
+        """The agent's arguments, parsed with its syntax."""
+        return parse(self.syntax, args)
+
     def is_headless(self, args: list[str]) -> bool:
         """Whether these agent arguments ask for a headless session."""
-        return any(
-            arg == marker or arg.startswith(marker + "=")
-            for arg in args
-            for marker in self.headless_markers
+        return self.takes_prompt and self.parse(args).headless
+
+
+VERIFIED = {
+    "claude": "@anthropic-ai/claude-code 2.1.332",
+    "codex": "@openai/codex 0.171.0",
+    "gemini": "@google/gemini-cli 0.61.0",
+    "aider": "aider-chat 0.86.2",
+}
+"""The CLI versions these profiles were checked against, end to end (``tests/e2e/``)."""
+
+
+def _opts(names: str) -> frozenset[str]:
+    """A set of option names from one string, space-separated."""
+    return frozenset(names.split())
+
+
+# -- Claude Code -------------------------------------------------------------------
+
+_CLAUDE = CommandSyntax(
+    value_options=_opts(
+        "--agent --agents --append-system-prompt --append-system-prompt-file "
+        "--autocompact --debug-file --effort --environment --fallback-model "
+        "--input-format --json-schema --max-budget-usd --max-turns --model -n --name "
+        "--output-format --permission-mode --permission-prompts --permission-prompt-tool "
+        "--plugin-url --remote-control-session-name-prefix --session-id --setting-sources "
+        "--settings --system-prompt --system-prompt-file --system-prompt-snapshot"
+    ),
+    optional_value_options=_opts(
+        "--cloud -d --debug --from-pr --prompt-suggestions --remote-control -r --resume "
+        "--teleport -w --worktree"
+    ),
+    # Claude's list options take every following word that is not an option.
+    variadic_options=_opts(
+        "--add-dir --allowedTools --allowed-tools --betas --disallowedTools "
+        "--disallowed-tools --file --mcp-config --plugin-dir --tools"
+    ),
+    headless_options=_opts("-p --print --output-format"),
+    continue_args=("--continue",),
+    resume_options=_opts("--continue -c --resume -r --session-id --from-pr"),
+    subcommands={
+        name: CommandSyntax(positional_prompt=False)
+        for name in _opts(
+            "agents attach auth auto-mode doctor gateway import install logs mcp plugin "
+            "plugins purge respawn rm setup-token stop kill ultrareview update upgrade"
         )
-
-
-_CLAUDE_VALUE_OPTIONS = frozenset(
-    {
-        "--model",
-        "--fallback-model",
-        "--output-format",
-        "--input-format",
-        "--max-turns",
-        "--append-system-prompt",
-        "--system-prompt",
-        "--permission-mode",
-        "--permission-prompt-tool",
-        "--session-id",
-        "--settings",
-        "--setting-sources",
-        "--agents",
-        "--json-schema",
-        "--max-budget-usd",
-    }
+    },
 )
 
 _CLAUDE_LIKE = dict(
-    continue_args=("--continue",),
-    resume_options=("--continue", "-c", "--resume", "-r"),
-    resume_value_options=("--resume", "-r"),
     permission_args=("--dangerously-skip-permissions",),
     permission_refused_as_root=True,
     mcp_inject="flag",
+    # After the user's arguments: --mcp-config is variadic (DESIGN.md fact 1).
     mcp_inject_args=("--mcp-config", "{config}"),
     headless_args=("-p", "{task}", "--output-format", "stream-json", "--verbose"),
     max_iterations_args=("--max-turns", "{n}"),
-    headless_markers=("-p", "--print", "--output-format"),
-    value_options=_CLAUDE_VALUE_OPTIONS,
-    # Claude's list options take every following non-option argument.
-    variadic_options=frozenset(
-        {
-            "--mcp-config",
-            "--add-dir",
-            "--allowedTools",
-            "--allowed-tools",
-            "--disallowedTools",
-            "--disallowed-tools",
-            "--tools",
-            "--betas",
-            "--plugin-dir",
-        }
+)
+
+# -- Codex CLI ---------------------------------------------------------------------
+
+_CODEX_COMMON = _opts(
+    "-c --config --enable --disable --remote --remote-auth-token-env -m --model "
+    "--local-provider -p --profile -s --sandbox -C --cd --add-dir -a "
+    "--ask-for-approval --thread-source --cyber-access-program"
+)
+# `resume --last [PROMPT]`: --last stands for the session id, so the word after is the prompt.
+_CODEX_RESUME = CommandSyntax(
+    value_options=_CODEX_COMMON | _opts("-i --image --output-schema -o --output-last-message"),
+    resumes=True,
+    session_positional_unless=_opts("--last"),
+    resume_options=_opts("--last --all"),
+)
+_CODEX_EXEC = CommandSyntax(
+    value_options=_CODEX_COMMON | _opts("--output-schema --color -o --output-last-message"),
+    variadic_options=_opts("-i --image"),
+    headless=True,
+    # `codex exec resume --last PROMPT` continues a headless session headless.
+    continue_args=("resume", "--last"),
+    subcommands={
+        "resume": _CODEX_RESUME,
+        "fork": CommandSyntax(positional_prompt=False),
+        "review": CommandSyntax(positional_prompt=False),
+        "help": CommandSyntax(positional_prompt=False),
+    },
+)
+_CODEX = CommandSyntax(
+    value_options=_CODEX_COMMON,
+    variadic_options=_opts("-i --image"),
+    continue_args=("resume", "--last"),
+    subcommands={
+        "exec": _CODEX_EXEC,
+        "e": _CODEX_EXEC,
+        "resume": dataclasses.replace(_CODEX_RESUME, value_options=_CODEX_COMMON),
+        **{
+            name: CommandSyntax(positional_prompt=False)
+            for name in _opts(
+                "agents review login logout mcp plugin app-server remote-control completion "
+                "update doctor sandbox debug apply a queue archive delete migrate-rollouts "
+                "migrate-nfs-db unarchive fork cloud exec-server features help"
+            )
+        },
+    },
+)
+
+# -- Gemini CLI --------------------------------------------------------------------
+
+_GEMINI = CommandSyntax(
+    value_options=_opts(
+        "-m --model --approval-mode -r --resume --session-file --session-id "
+        "--delete-session -o --output-format"
     ),
+    optional_value_options=_opts("-w --worktree"),
+    variadic_options=_opts(
+        "--policy --admin-policy --allowed-mcp-server-names --allowed-tools -e "
+        "--extensions --include-directories"
+    ),
+    # -p PROMPT is headless; -i PROMPT (or a positional query) starts interactive.
+    prompt_options=_opts("-p --prompt -i --prompt-interactive"),
+    headless_options=_opts("-p --prompt"),
+    continue_args=("--resume", "latest"),
+    resume_options=_opts("-r --resume --session-file --session-id"),
+    prompt_form=("-i", "{prompt}"),
+    headless_prompt_form=("-p", "{prompt}"),
+    subcommands={
+        name: CommandSyntax(positional_prompt=False)
+        for name in ("mcp", "extensions", "extension", "skills", "skill", "hooks", "hook", "gemma")
+    },
+)
+
+# -- Aider -------------------------------------------------------------------------
+
+_AIDER = CommandSyntax(
+    value_options=_opts(
+        "--model --api-key --edit-format --message-file -f --openai-api-key "
+        "--openai-api-base --anthropic-api-key --weak-model --editor-model "
+        "--chat-history-file --input-history-file --read --file --map-tokens --encoding "
+        "-c --config --env-file --set-env"
+    ),
+    prompt_options=_opts("--message -m --msg"),
+    # Aider's positional arguments are files to edit, never a prompt.
+    positional_prompt=False,
+    headless_options=_opts("--message -m --msg --message-file -f"),
+    # Aider restores its chat history from .aider.chat.history.md.
+    continue_args=("--restore-chat-history",),
+    resume_options=_opts("--restore-chat-history --no-restore-chat-history"),
+    # --message makes aider answer once and exit: no prompt for an interactive session.
+    prompt_form=(),
+    headless_prompt_form=("--message", "{prompt}"),
+)
+
+# -- Cursor's CLI (unverified: not on the package registries) ----------------------
+
+_CURSOR = CommandSyntax(
+    value_options=_opts("--model --output-format --api-key"),
+    optional_value_options=_opts("--resume"),
+    headless_options=_opts("-p --print --output-format"),
+    continue_args=("--resume",),
+    resume_options=_opts("--resume"),
+    subcommands={
+        name: CommandSyntax(positional_prompt=False)
+        for name in ("login", "logout", "status", "mcp", "update", "ls", "create-chat")
+    },
 )
 
 BUILTIN_PROFILES: dict[str, AgentProfile] = {
-    "claude": AgentProfile(name="claude", command=("claude",), **_CLAUDE_LIKE),  # type: ignore[arg-type]
+    "claude": AgentProfile(name="claude", command=("claude",), syntax=_CLAUDE, **_CLAUDE_LIKE),  # type: ignore[arg-type]
     # The bundled stand-in agent speaks claude's command line.
     "demo": AgentProfile(
         name="demo",
         command=(sys.executable, "-m", "aegis_mcp.demo"),
-        **{**_CLAUDE_LIKE, "value_options": _CLAUDE_VALUE_OPTIONS | {"--scenario"}},  # type: ignore[arg-type]
+        syntax=dataclasses.replace(_CLAUDE, value_options=_CLAUDE.value_options | {"--scenario"}),
+        **_CLAUDE_LIKE,  # type: ignore[arg-type]
     ),
     "aider": AgentProfile(
         name="aider",
         command=("aider",),
-        # Aider restores its chat history from .aider.chat.history.md by itself.
-        continue_args=("--restore-chat-history",),
+        syntax=_AIDER,
         permission_args=("--yes-always",),
         # Aider has no MCP client: nothing to inject.
         mcp_inject="none",
         headless_args=("--message", "{task}", "--yes-always", "--no-pretty"),
-        headless_markers=("--message", "-m", "--message-file", "-f"),
-        value_options=frozenset(
-            {"--model", "--message", "-m", "--message-file", "-f", "--api-key", "--edit-format"}
-        ),
-        prompt_option="--message",
     ),
     "cursor": AgentProfile(
         name="cursor",
         command=("cursor-agent",),
-        continue_args=("--resume",),
-        resume_options=("--resume",),
+        syntax=_CURSOR,
         permission_args=("--force",),
         # cursor-agent reads .cursor/mcp.json, which the hooks do not redirect.
         mcp_inject="none",
         headless_args=("-p", "{task}", "--output-format", "stream-json"),
-        headless_markers=("-p", "--print", "--output-format"),
-        value_options=frozenset({"--model", "--output-format", "--api-key"}),
     ),
     "codex": AgentProfile(
         name="codex",
         command=("codex",),
-        # `codex resume --last` picks the previous session of this directory;
-        # `codex exec` has no such form.
-        continue_args=("resume", "--last"),
-        continue_in_headless=False,
+        syntax=_CODEX,
         permission_args=("--dangerously-bypass-approvals-and-sandbox",),
-        # Codex takes config overrides as TOML values; it gives MCP servers a
-        # reduced environment, so the socket is passed explicitly.
+        # Config overrides are TOML values. Codex gives MCP servers a reduced
+        # environment, so the socket is passed explicitly; `required` makes
+        # `codex exec` wait for the server before its first turn (else a server
+        # slower than about a second to start is missing from the tool list).
         mcp_inject="flag",
         mcp_inject_args=(
             "-c",
@@ -173,19 +279,21 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
             "mcp_servers.aegis-mcp.args={args}",
             "-c",
             "mcp_servers.aegis-mcp.env={env}",
+            "-c",
+            "mcp_servers.aegis-mcp.required=true",
         ),
-        headless_args=("exec", "{task}"),
-        headless_markers=("exec",),
-        value_options=frozenset({"--model", "-m", "--config", "-c", "--profile", "-p", "--cd"}),
+        # Pool agents may work in a directory that is not a git repository.
+        headless_args=("exec", "--skip-git-repo-check", "{task}"),
     ),
     "gemini": AgentProfile(
         name="gemini",
         command=("gemini",),
+        syntax=_GEMINI,
         permission_args=("--yolo",),
-        # Gemini CLI reads MCP servers from .gemini/settings.json only.
-        mcp_inject="none",
+        mcp_inject="settings",
+        mcp_settings_env="GEMINI_CLI_SYSTEM_DEFAULTS_PATH",
+        mcp_settings_file="{home}/.gemini/settings.json",
+        mcp_settings_home_env="GEMINI_CLI_HOME",
         headless_args=("-p", "{task}"),
-        headless_markers=("-p", "--prompt"),
-        value_options=frozenset({"--model", "-m", "--prompt", "-p"}),
     ),
 }

@@ -118,6 +118,7 @@ class AgentPool:
         on_event: EventSink | None = None,
         stop_grace: float = STOP_GRACE_SECS,
         mcp_server: dict[str, Any] | None = None,
+        inject_env: Callable[[AgentProfile, dict[str, str]], None] | None = None,
         store: PoolStore | None = None,
         confine_for: ConfineFor | None = None,
         worktrees_dir: Path | None = None,
@@ -140,6 +141,7 @@ class AgentPool:
         self._env_for = env_for
         self._mcp_config = mcp_config
         self._mcp_server = mcp_server
+        self._inject_env = inject_env
         self.log_dir = Path(log_dir)
         self.default_cwd = default_cwd
         self._on_event = on_event
@@ -467,6 +469,9 @@ class AgentPool:
             profile = self.profiles[record.agent_type]
             log_fd = self._open_log(record)
             env = self._env_for(record.agent_id)
+            if self._inject_env is not None:
+                # Agents that take the server through their environment (gemini).
+                self._inject_env(profile, env)
             argv = self._argv(profile, record, env)
             scanner = OutputScanner()
             record.last_output = scanner.tail

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..agents.command import LaunchOptions, build_argv, replace_prompt
+from ..agents.command import LaunchOptions, build_argv, restart_args
+from ..agents.settings import (
+    inject_env,
+    root_settings_refusal,
+    settings_with_servers,
+    user_settings_file,
+)
+from ..agents.syntax import PromptNotAccepted
 from ..control import validate
 from ..control.client import SOCKET_ENV
 from ..control.protocol import (
@@ -198,16 +205,10 @@ class Supervisor:
     def _start(self, reaper: ChildReaper, restart: dict[str, Any] | None) -> AgentProcess:
         plan = self.plan
         prompt = restart.get("prompt") if restart else None
-        argv = build_argv(
-            plan.profile, self.launch, self.agent_args, restart=restart is not None, prompt=prompt
-        )
-        if (
-            restart is not None
-            and plan.profile.takes_prompt
-            and (prompt is not None or not plan.headless)
-        ):
+        if restart is not None:
             # What was launched becomes the base for the next restart.
-            self.agent_args = replace_prompt(plan.profile, self.agent_args, prompt)
+            self.agent_args = restart_args(plan.profile, self.agent_args, prompt)
+        argv = build_argv(plan.profile, self.launch, self.agent_args)
         spec = SpawnSpec(
             argv=argv,
             env=self._agent_env(),
@@ -289,6 +290,7 @@ class Supervisor:
             env_for=self._agent_env,
             mcp_config=self.launch.mcp_config,
             mcp_server=self.launch.mcp_server,
+            inject_env=lambda profile, env: inject_env(profile, self.launch, env),
             log_dir=log_dir,
             default_cwd=self.plan.cwd,
             on_event=lambda kind, message, level: self.events.emit(kind, message, level),
@@ -335,6 +337,7 @@ class Supervisor:
         if self.mcp_injection == "preload" and self.hooks is not None:
             preload_into(env, self.hooks)
             env["AEGIS_MCP_OVERLAY"] = str(self.files.overlay)
+        inject_env(self.plan.profile, self.launch, env)
         self.confinement.agent_env(env)
         return env
 
@@ -364,8 +367,14 @@ class Supervisor:
             # The overlay stands in for the project's .mcp.json: keep its servers.
             servers = {**_project_mcp_servers(plan.cwd), **servers}
         data = json.dumps({"mcpServers": servers}, indent=2).encode()
+        # As root, the overlay stays root's (read by the agent's group): agents that
+        # trust only root-owned settings files (gemini) can then be pointed at it.
+        owner, mode = (
+            ((0, self.owner[1]), 0o640) if self.owner and os.geteuid() == 0 else (self.owner, 0o600)
+        )
         try:
-            write_atomic(self.files.overlay, data, owner=self.owner)
+            write_atomic(self.files.overlay, data, mode=mode, owner=owner)
+            settings = self._settings_overlay(servers)
         except OSError as exc:
             # A full or read-only disk costs the injection, not the session.
             self._say(
@@ -373,11 +382,38 @@ class Supervisor:
                 "the agent runs without the aegis-mcp MCP server"
             )
             return
+        if plan.profile.mcp_inject == "settings" and not (
+            settings.settings_trusted or settings.settings_overlay
+        ):
+            return
         self.mcp_injection = plan.profile.mcp_inject
-        if self.mcp_injection == "flag":
+        if self.mcp_injection in ("flag", "settings"):
             self.launch = dataclasses.replace(
-                self.launch, mcp_config=self.files.overlay, mcp_server=server
+                settings, mcp_config=self.files.overlay, mcp_server=server
             )
+
+    def _settings_overlay(self, servers: dict[str, Any]) -> LaunchOptions:
+        """``self.launch`` with what ``settings`` agents need (agents/settings.py)."""
+        trusted = os.geteuid() == 0 and root_settings_refusal(self.files.overlay) is None
+        launch = dataclasses.replace(self.launch, settings_trusted=trusted, hooks=self.hooks)
+        profile = self.plan.profile
+        if trusted or profile.mcp_inject != "settings":
+            return launch
+        if self.hooks is None:
+            self._say(
+                f"cannot inject the aegis-mcp MCP server into {profile.name}: not root and the "
+                "hooks library was not found (run `make build`); the agent runs without it"
+            )
+            return launch
+        user_env = self.plan.user.env() if self.plan.user.drop else {}
+        source = user_settings_file(profile, {**os.environ, **user_env})
+        try:
+            data = settings_with_servers(source, servers)
+        except ValueError as exc:
+            self._say(f"cannot inject the aegis-mcp MCP server into {profile.name}: {exc}")
+            return launch
+        write_atomic(self.files.settings_overlay, data, owner=self.owner)
+        return dataclasses.replace(launch, settings_overlay=self.files.settings_overlay)
 
     # -- restarts and stopping -----------------------------------------------
 
@@ -406,7 +442,7 @@ class Supervisor:
             "restart_number": len(self.restarts) + 1,
             "reason": reason,
             "prompt": prompt,
-            "continue_args": list(self.plan.profile.continue_args),
+            "continue_args": list(self.plan.profile.syntax.continue_args),
             "message": "The agent will be stopped and started again, continuing its conversation.",
         }
 
@@ -514,6 +550,10 @@ class Supervisor:
             raise ControlError(
                 INVALID_ARGUMENT, f"{self.plan.profile.name} is a plain command: it takes no prompt"
             )
+        try:
+            restart_args(self.plan.profile, self.agent_args, prompt)
+        except PromptNotAccepted as exc:
+            raise ControlError(INVALID_ARGUMENT, f"{self.plan.profile.name}: {exc}") from None
         # A restart asked for by the agent's own tool call waits a moment, so
         # that the tool's reply reaches the agent before it is stopped.
         delay = self.plan.config.runner.restart_delay_secs if request.activity else 0.0
