@@ -4,6 +4,7 @@
  *
  * Everything is off unless its environment variable is set:
  *   AEGIS_MCP_OVERLAY=/path/overlay.json   (overlay.c)
+ *   AEGIS_MCP_OVERLAY_TARGET=/abs/file     (overlay.c: the one file it replaces)
  *   AEGIS_NETMON_LOG=/path/netmon.jsonl    (netmon.c)
  * Both are read once, at start-up, into static buffers.
  */
@@ -64,6 +65,7 @@ void *aegis_resolve(void **slot, const char *name)
 /* ---- settings and start-up -------------------------------------------- */
 
 char aegis_overlay_path[PATH_MAX];
+char aegis_overlay_target[PATH_MAX];
 char aegis_netmon_path[PATH_MAX];
 int aegis_overlay_on;
 int aegis_netmon_on;
@@ -119,6 +121,11 @@ static void do_init(void)
     aegis_netmon_preresolve();
     aegis_overlay_on = read_path_env("AEGIS_MCP_OVERLAY", aegis_overlay_path,
                                      sizeof aegis_overlay_path);
+    /* Absolute only: a relative target would depend on the directory now. */
+    const char *target = getenv("AEGIS_MCP_OVERLAY_TARGET");
+    if (aegis_overlay_on && target != NULL && target[0] == '/' &&
+        strlen(target) < sizeof aegis_overlay_target)
+        memcpy(aegis_overlay_target, target, strlen(target) + 1);
     aegis_netmon_on = read_path_env("AEGIS_NETMON_LOG", aegis_netmon_path,
                                     sizeof aegis_netmon_path);
     if (aegis_netmon_on) {

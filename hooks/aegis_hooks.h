@@ -5,7 +5,8 @@
  * Layout:
  *   aegis_hooks.c  version strings, start-up (constructor), fork handling,
  *                  exit (destructor), resolution of the real libc functions
- *   overlay.c      AEGIS_MCP_OVERLAY: reads of ".mcp.json" go to the overlay
+ *   overlay.c      AEGIS_MCP_OVERLAY: reads of ".mcp.json" (or of the one file
+ *                  AEGIS_MCP_OVERLAY_TARGET names) go to the overlay
  *   netmon.c       AEGIS_NETMON_LOG: per-fd table of INET sockets, counting,
  *                  summaries, the socket and I/O hooks (netmon.h)
  *   dns.c          host names: DNS packets on port 53, getaddrinfo(), the
@@ -38,6 +39,7 @@ AEGIS_HIDDEN int aegis_ready(void);
 /* The settings read once from the environment at start-up. Empty string:
  * the feature is off. */
 AEGIS_HIDDEN extern char aegis_overlay_path[];
+AEGIS_HIDDEN extern char aegis_overlay_target[];
 AEGIS_HIDDEN extern char aegis_netmon_path[];
 AEGIS_HIDDEN extern int aegis_netmon_on;
 AEGIS_HIDDEN extern int aegis_overlay_on;

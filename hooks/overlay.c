@@ -2,6 +2,13 @@
  * overlay.c - AEGIS_MCP_OVERLAY: a read-only open of a file whose basename
  * is exactly ".mcp.json" opens the overlay file instead.
  *
+ * With AEGIS_MCP_OVERLAY_TARGET=/abs/path, only that one file is redirected
+ * (opened by that absolute name): gemini's settings.json, whose copy the
+ * runner made with the aegis-mcp server added. access()/faccessat() of the
+ * target for reading answer as for the overlay, so a program that checks
+ * the file exists before reading it (node's fs.existsSync) reads it even
+ * when the user has none.
+ *
  * Only reads are redirected (O_RDONLY without O_CREAT/O_TRUNC, fopen mode
  * "r" without '+'): a program that writes its .mcp.json writes the real
  * one. If the overlay cannot be opened the real file is opened, as if we
@@ -17,6 +24,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "aegis_hooks.h"
 
@@ -30,7 +38,7 @@ int __openat64_2(int dirfd, const char *path, int flags);
 /* Every real function called here, X(name) each. */
 #define OVERLAY_REAL(X)                                                             \
     X(open) X(open64) X(openat) X(openat64) X(__open_2) X(__open64_2) X(__openat_2) \
-    X(__openat64_2) X(fopen) X(fopen64)
+    X(__openat64_2) X(fopen) X(fopen64) X(access) X(faccessat)
 
 OVERLAY_REAL(AEGIS_SLOT_ITEM)
 
@@ -46,6 +54,7 @@ void aegis_overlay_preresolve(void) { OVERLAY_REAL(AEGIS_RESOLVE_ITEM) }
 static int is_mcp_json(const char *path)
 {
     if (path == NULL) return 0;
+    if (aegis_overlay_target[0] != '\0') return strcmp(path, aegis_overlay_target) == 0;
     const char *slash = strrchr(path, '/');
     const char *base = slash != NULL ? slash + 1 : path;
     return strcmp(base, ".mcp.json") == 0;
@@ -213,3 +222,34 @@ static FILE *hooked_fopen(int is64, const char *path, const char *mode)
 AEGIS_EXPORT FILE *fopen(const char *path, const char *mode) { return hooked_fopen(0, path, mode); }
 
 AEGIS_EXPORT FILE *fopen64(const char *path, const char *mode) { return hooked_fopen(1, path, mode); }
+
+/* ---- access: the target exists for readers when the overlay does --------- */
+
+static int redirect_access(const char *path, int mode)
+{
+    return aegis_overlay_target[0] != '\0' && (mode & (W_OK | X_OK)) == 0 && is_mcp_json(path);
+}
+
+AEGIS_EXPORT int access(const char *path, int mode)
+{
+    __typeof__(&access) f = REAL(access);
+    if (f == NULL) return nosys();
+    if (aegis_ready() && aegis_overlay_on && redirect_access(path, mode)) {
+        int saved = errno;
+        if (f(aegis_overlay_path, mode) == 0) return 0;
+        errno = saved;
+    }
+    return f(path, mode);
+}
+
+AEGIS_EXPORT int faccessat(int dirfd, const char *path, int mode, int flags)
+{
+    __typeof__(&faccessat) f = REAL(faccessat);
+    if (f == NULL) return nosys();
+    if (aegis_ready() && aegis_overlay_on && redirect_access(path, mode)) {
+        int saved = errno;
+        if (f(AT_FDCWD, aegis_overlay_path, mode, flags) == 0) return 0;
+        errno = saved;
+    }
+    return f(dirfd, path, mode, flags);
+}

@@ -48,5 +48,7 @@ install_system_packages
 # eBPF is optional: without it --netmon falls back to preload and says why.
 "$ROOT/scripts/setup_bpf.sh" || say "eBPF set-up incomplete: --netmon falls back to preload"
 install_venv
+# The real agent CLIs for tests/e2e/: a failed install skips those tests, with the reason.
+"$ROOT/scripts/install_agents.sh" || say "some agent CLIs could not be installed: their end-to-end tests skip"
 make -C "$ROOT" --no-print-directory build VENV="$VENV" >/dev/null
 say "ready: $VENV/bin/aegis-mcp"

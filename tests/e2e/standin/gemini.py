@@ -44,7 +44,7 @@ def conversation(path: str, body: dict[str, Any]) -> Conversation:
                     Item(
                         "user",
                         "tool_result",
-                        json.dumps(result.get("response", {})),
+                        _result_text(result.get("response")),
                         tool=result.get("name", ""),
                     )
                 )
@@ -113,6 +113,14 @@ def schema_instance(schema: dict[str, Any]) -> Any:
         props = schema.get("properties") or {}
         return {name: schema_instance(sub) for name, sub in props.items()}
     return {"string": "standin", "integer": 1, "number": 1, "boolean": False, "array": []}.get(kind)
+
+
+def _result_text(response: Any) -> str:
+    """A function response as text: its ``output`` string (how Gemini CLI wraps a
+    tool's text), else the JSON of the whole response."""
+    if isinstance(response, dict) and isinstance(response.get("output"), str):
+        return response["output"]
+    return json.dumps(response)
 
 
 def _parts_text(parts: list[Any]) -> str:
