@@ -459,6 +459,30 @@ def test_overlay_leaves_writes_to_the_real_file(
     assert overlay.read_text() == OVERLAY
 
 
+def test_overlay_target_redirects_that_one_file_and_its_access(
+    hooks_lib: Path, project: tuple[Path, Path], tmp_path: Path
+) -> None:
+    work, overlay = project
+    target = tmp_path / "home" / ".gemini" / "settings.json"
+    code = (
+        "import json, os\n"
+        f"t = {str(target)!r}\n"
+        "print(json.dumps({'exists': os.path.exists(t), 'access': os.access(t, os.R_OK),\n"
+        "  'writable': os.access(t, os.W_OK), 'read': open(t).read(),\n"
+        "  'mcp': open('.mcp.json').read()}))\n"
+    )
+    env = {"AEGIS_MCP_OVERLAY": str(overlay), "AEGIS_MCP_OVERLAY_TARGET": str(target)}
+    out = json.loads(py(hooks_lib, code, cwd=work, env=env).stdout)
+    # access() says the missing target is there to read (node's existsSync asks it);
+    # stat() is not hooked (os.path.exists uses it), writing is not offered.
+    assert out == {"exists": False, "access": True, "writable": False, "read": OVERLAY, "mcp": REAL}
+    assert not target.exists()
+    # A relative target is ignored: the .mcp.json rule applies as without one.
+    env["AEGIS_MCP_OVERLAY_TARGET"] = "settings.json"
+    out = py(hooks_lib, "print(open('.mcp.json').read(), end='')", cwd=work, env=env).stdout
+    assert out == OVERLAY
+
+
 def test_overlay_missing_falls_back_to_the_real_file(
     hooks_lib: Path, project: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -387,7 +387,10 @@ class Supervisor:
         ):
             return
         self.mcp_injection = plan.profile.mcp_inject
-        if self.mcp_injection in ("flag", "settings"):
+        if plan.profile.mcp_inject == "settings":
+            # Which of the two ways (agents/settings.py) this run takes.
+            self.mcp_injection = "settings-env" if settings.settings_trusted else "settings-preload"
+        if plan.profile.mcp_inject in ("flag", "settings"):
             self.launch = dataclasses.replace(
                 settings, mcp_config=self.files.overlay, mcp_server=server
             )

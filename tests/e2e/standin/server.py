@@ -42,6 +42,8 @@ class Request:
     body: Any
     body_bytes: int
     conversation: Conversation | None
+    client: str = ""
+    """The address the request came from."""
     rule: str = ""
     """Name of the rule that answered (``default``: none matched)."""
     reply: list[dict[str, Any]] = field(default_factory=list)
@@ -163,6 +165,7 @@ class StandInServer:
                 body,
                 len(raw),
                 conv,
+                handler.client_address[0],
             )
             schema = gemini.json_schema(body) if protocol == "gemini" else None
             if schema is not None:
