@@ -6,6 +6,7 @@ them so that a profile change that breaks one fails here first.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,28 @@ def test_config_changes_the_command_line_tables(tmp_path):
         cfg.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_config(cfg)
+
+
+def test_readme_config_example_and_agent_versions_agree_with_the_code(tmp_path):
+    from helpers import REPO
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("# ~/.config/aegis-mcp/config.toml\n", 1)[1].split("```", 1)[0]
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(block)
+    config = load_config(cfg)
+    assert config.profiles["myagent"].is_headless(["run", "x"])
+    assert restart_args(config.profiles["myagent"], ["--task", "a"], "b") == [
+        "--continue",
+        "--task",
+        "b",
+    ]
+    # One pinned version per agent: the profiles', the installer's and the README's.
+    from aegis_mcp.agents.profiles import VERIFIED
+
+    installer = (REPO / "scripts" / "install_agents.sh").read_text()
+    pins = re.findall(r'^\s+"(\w+)\s+(?:npm|pypi)\s+(\S+)\s+(\S+)"$', installer, re.M)
+    assert {name: f"{package} {version}" for name, package, version in pins} == VERIFIED
+    for pinned in VERIFIED.values():
+        package, version = pinned.split()
+        assert f"`{package}` {version}" in readme, pinned
