@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import typer.main
 
+from aegis_mcp.agents.command import restart_args
 from aegis_mcp.cli.app import app
 from aegis_mcp.cli.args import parse_agent_invocation, parse_run_command
 from aegis_mcp.cli.main import APP_COMMANDS
@@ -86,6 +87,9 @@ def test_the_readme_config_block_loads(tmp_path):
     assert config.runner.stop_grace_secs == 3
     assert config.profiles["claude"].permission_args == ()
     assert config.profiles["myagent"].command == ("myagent", "--fixed-flag")
+    myagent = config.profiles["myagent"]
+    assert myagent.is_headless(["run", "x"]) and myagent.is_headless(["--task", "x"])
+    assert restart_args(myagent, ["--task", "a"], "b") == ["--continue", "--task", "b"]
     assert config.sandbox.policy["allow"] == ["api.anthropic.com:443"]
 
 
