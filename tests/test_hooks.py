@@ -50,6 +50,9 @@ EXPORTED = {
     "__openat64_2",
     "fopen",
     "fopen64",
+    # overlay target: the one file exists for readers
+    "access",
+    "faccessat",
     # netmon
     "connect",
     "accept",
