@@ -46,7 +46,8 @@ POOL_OPS = (
     "file_lock_acquire",
     "file_lock_release",
 )
-NETMON_OPS = ("netmon_status", "netmon_log", "netmon_namespace_list", "netmon_namespace_cleanup")
+NETMON_OPS = ("netmon_status", "netmon_log")
+NAMESPACE_OPS = ("netmon_namespace_list", "netmon_namespace_cleanup")
 
 OpHandler = Callable[[dict[str, Any]], Awaitable[Any]]
 """An operation implementation: takes the request's ``args``, returns a JSON-able

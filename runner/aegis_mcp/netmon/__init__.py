@@ -10,9 +10,10 @@ Data flows one way through the package:
 - :mod:`.stats` (:class:`~.stats.NetmonStats`) aggregates the events of any
   source: connections, failures, bytes, targets, processes, recent events.
 - :mod:`.ops` serves the stats as control operations (``netmon_status``,
-  ``netmon_log``) together with :mod:`.namespaces` (``netmon_namespace_list``,
-  ``netmon_namespace_cleanup``), for the runner's socket and the MCP tools.
+  ``netmon_log``), for the runner's socket and the MCP tools. The namespace
+  operations that share their ``netmon_`` prefix are the netns sandbox's
+  (:mod:`aegis_mcp.sandbox.netns.ops`).
 
 The submodules are imported on demand: nothing here is loaded on an agent
-start that does not ask for netmon, and pyroute2 only when a namespace op runs.
+start that does not ask for netmon.
 """

@@ -18,8 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..control import validate
-
-SANDBOX_KINDS = ("none", "netns", "container")
+from ..sandbox.kinds import SANDBOX_KINDS
 
 ConfineStep = Callable[[], None]
 ConfineFor = Callable[[str, str], tuple[ConfineStep, ...]]

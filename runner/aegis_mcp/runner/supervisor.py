@@ -25,6 +25,7 @@ from ..control import validate
 from ..control.client import SOCKET_ENV
 from ..control.protocol import (
     INVALID_ARGUMENT,
+    NAMESPACE_OPS,
     NETMON_OPS,
     POOL_OPS,
     PRIMARY_AGENT_ID,
@@ -112,6 +113,7 @@ class Supervisor:
         await self.server.start()
         self._write_overlay()
         self.server.register_lazy(POOL_OPS, lambda: self._pool_ops(reaper))
+        self.server.register_lazy(NAMESPACE_OPS, _namespace_ops)
         # Earlier runs may have left pool history (perhaps orphans): take it
         # over soon after the agent has started rather than on the first pool
         # call, and off the start-up path (finding the state dir costs imports).
@@ -239,9 +241,10 @@ class Supervisor:
 
     async def _clean_stale_namespaces(self) -> None:
         """Remove what crashed runners left (namespaces, veths, nft tables): only theirs."""
-        if os.geteuid() != 0 or not _stale_namespaces_possible():
+        from ..sandbox.netns.namespaces import cleanup_namespaces, leftovers_possible
+
+        if os.geteuid() != 0 or not leftovers_possible():
             return
-        from ..netmon.namespaces import cleanup_namespaces
 
         try:
             result = await asyncio.to_thread(cleanup_namespaces)
@@ -604,16 +607,10 @@ class Supervisor:
             os.write(2, line.encode())
 
 
-def _stale_namespaces_possible() -> bool:
-    """Whether any aegis namespace or sandbox marker exists (cheap: no pyroute2 import)."""
-    from ..netmon.namespaces import DEFAULT_RUN_DIR, PREFIX
-    from ..sandbox.netns.markers import DEFAULT_STATE_DIR
+def _namespace_ops() -> dict[str, OpHandler]:
+    from ..sandbox.netns.ops import namespace_ops
 
-    for directory in (DEFAULT_RUN_DIR, DEFAULT_STATE_DIR):
-        with contextlib.suppress(OSError):
-            if any(name.startswith(PREFIX) for name in os.listdir(directory)):
-                return True
-    return False
+    return namespace_ops()
 
 
 def _project_mcp_servers(cwd: str) -> dict[str, Any]:

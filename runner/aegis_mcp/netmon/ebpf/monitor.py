@@ -417,7 +417,7 @@ def _initial_addresses(policy: pol.PolicyLike) -> list[tuple[Any, list[str]]]:
     # a wildcard is learnt from answers only
     names = sorted({r.host for r in policy.rules if r.is_host and not r.host.startswith("*.")})
     if names:
-        from ...sandbox.dns_proxy import host_upstreams, resolve
+        from ...dns_wire import host_upstreams, resolve
 
         for name, addresses in resolve(names, host_upstreams()).items():
             policy.learn([name], addresses)

@@ -37,13 +37,14 @@ from typing import Any
 
 from pyroute2 import netns as pyroute2_netns
 
+from ...dns_wire import Upstream, host_upstreams, resolve
 from ...files import write_atomic
-from ...netmon.namespaces import DEFAULT_RUN_DIR, namespace_name, parse_name
-from ..dns_proxy import DnsAnswer, DnsForwarder, Upstream, host_upstreams, resolve
+from ..dns_proxy import DnsAnswer, DnsForwarder
 from ..errors import NameClashError, NotRootError, SandboxError
 from ..policy import Policy
 from . import firewall, markers, syscalls
 from .monitor import Event, Monitor
+from .names import DEFAULT_RUN_DIR, namespace_name, parse_name
 from .nft import Nft, NftError
 from .nft import available as nft_available
 from .pool import AddressPool, allocate, endpoints, pool_lock
