@@ -69,6 +69,21 @@ class Confinement:
             self.stats = NetmonStats(mode=self.mode)
         return self.stats
 
+    async def clean_leftovers(self, emit: Callable[..., object]) -> None:
+        """Remove what crashed runners left (namespaces, veths, nft tables): only theirs."""
+        from ..sandbox.netns.namespaces import cleanup_namespaces, leftovers_possible
+
+        if os.geteuid() != 0 or not leftovers_possible():
+            return
+        try:
+            result = await asyncio.to_thread(cleanup_namespaces)
+        except (OSError, RuntimeError) as exc:
+            emit("netns.cleanup_failed", str(exc), "warning")
+            return
+        removed = result.get("removed", [])
+        if removed:
+            emit("netns.cleanup", f"removed stale namespaces: {', '.join(removed)}")
+
     async def start(self) -> None:
         """Set up monitoring and, when asked for, the primary agent's sandbox."""
         plan = self.plan

@@ -1,17 +1,19 @@
 """The runner: supervises one primary agent for the length of a run.
 
-It owns the in-memory state that everything else reads (through the control
-socket or the snapshot file): the agent process and its restarts, the
-watchdog, and the runtime files. It never imports the MCP server or the
-dashboard; they reach it only through the control protocol.
+This module is the run's life cycle: starting the agent, restarting it,
+stopping it, the signals the runner gets, and the watchdog's hand on it. It
+owns the in-memory state that everything else reads (through the control
+socket or the snapshot file). The control operations on that state are in
+:mod:`.ops`, its shapes in :mod:`.status`, the agents' MCP injection in
+:mod:`aegis_mcp.agents.injection`, sandboxes and monitoring in
+:mod:`.confinement`. It never imports the MCP server or the dashboard; they
+reach it only through the control protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import os
 import signal
 import sys
@@ -21,10 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..agents.command import LaunchOptions, build_argv, replace_prompt
-from ..control import validate
+from ..agents.injection import McpInjection
 from ..control.client import SOCKET_ENV
 from ..control.protocol import (
-    INVALID_ARGUMENT,
     NAMESPACE_OPS,
     NETMON_OPS,
     POOL_OPS,
@@ -34,27 +35,25 @@ from ..control.protocol import (
     OpHandler,
     Request,
 )
-from ..files import write_atomic
-from ..hooks_lib import find_hooks, preload_into
+from ..hooks_lib import find_hooks
 from ..paths import RunnerFiles, runtime_dir, state_dir
 from ..privileges import become_subreaper
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
 from ..terminal import RawMode, get_winsize, set_winsize
 from ..watchdog.health import TreeSample, TreeSampler
 from ..watchdog.monitor import Watchdog
-from . import ops_watchdog
 from .confinement import Confinement, SandboxUnavailable
 from .control_server import ControlServer
 from .input import InputForwarder
+from .ops import runner_ops
 from .plan import RunPlan
 from .runtime_files import RunnerLock, clean_stale
 from .state import EventLog, SnapshotWriter
+from .status import snapshot_data
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
-
-MAX_REASON = 2000
-MAX_PROMPT = 100_000
+    from ..pool.service import PoolService
 
 
 class Supervisor:
@@ -80,12 +79,21 @@ class Supervisor:
         self.snapshot: SnapshotWriter
         self.server: ControlServer
         self.hooks = find_hooks()
-        self.mcp_injection = "off"
-        # How every agent of the run is launched; the overlay adds the MCP server.
-        self.launch = LaunchOptions(plan.executable, skip_permissions=plan.skip_permissions)
+        self.injection = McpInjection(
+            plan.profile,
+            LaunchOptions(plan.executable, skip_permissions=plan.skip_permissions),
+            enabled=plan.inject_mcp,
+            overlay=self.files.overlay,
+            socket=self.files.socket,
+            runner_pid=self.pid,
+            cwd=plan.cwd,
+            hooks=self.hooks,
+            owner=self.owner,
+            say=self._say,
+        )
         self.confinement = Confinement(self.pid, plan, self.files, self.hooks, self._say)
         self.pool: AgentPool | None = None
-        self._pool_table: dict[str, OpHandler] | None = None
+        self._pool_service: PoolService | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
 
     # -- life cycle ----------------------------------------------------------
@@ -98,7 +106,7 @@ class Supervisor:
         become_subreaper()
         reaper = ChildReaper(loop)
         self.events = EventLog(self.files.events, self.owner)
-        self.snapshot = SnapshotWriter(self.files.snapshot, self.snapshot_data, self.owner)
+        self.snapshot = SnapshotWriter(self.files.snapshot, lambda: snapshot_data(self), self.owner)
         self.events.subscribe(lambda _event: self.snapshot.request())
         if stale:
             self.events.emit("runner.cleanup", f"removed {len(stale)} stale runtime file(s)")
@@ -108,10 +116,10 @@ class Supervisor:
         self.server = ControlServer(
             self.files.socket, {self.plan.user.uid, os.geteuid()}, self.owner, self._on_request
         )
-        ops_watchdog.register(self)
-        self._register_ops()
+        for op, handler in runner_ops(self, lambda: self.server.ops).items():
+            self.server.register(op, handler)
         await self.server.start()
-        self._write_overlay()
+        self.injection.write_overlay()
         self.server.register_lazy(POOL_OPS, lambda: self._pool_ops(reaper))
         self.server.register_lazy(NAMESPACE_OPS, _namespace_ops)
         # Earlier runs may have left pool history (perhaps orphans): take it
@@ -123,7 +131,7 @@ class Supervisor:
         watchdog_task = asyncio.create_task(self.watchdog.run())
         self._install_signal_handlers(loop)
         try:
-            await self._clean_stale_namespaces()
+            await self.confinement.clean_leftovers(self.events.emit)
             await self.confinement.start()
             # Served once monitoring is set up: its mode is known from then on.
             self.server.register_lazy(NETMON_OPS, self._netmon_ops)
@@ -142,9 +150,8 @@ class Supervisor:
         finally:
             watchdog_task.cancel()
             self.watchdog.cancel_pending()
-            if self.pool is not None:
-                await self.pool.shutdown()
-                self.pool.store.close()
+            if self._pool_service is not None:
+                await self._pool_service.close()
             await self.confinement.close()
             if forwarder is not None:
                 forwarder.close()
@@ -196,7 +203,11 @@ class Supervisor:
         plan = self.plan
         prompt = restart.get("prompt") if restart else None
         argv = build_argv(
-            plan.profile, self.launch, self.agent_args, restart=restart is not None, prompt=prompt
+            plan.profile,
+            self.injection.launch,
+            self.agent_args,
+            restart=restart is not None,
+            prompt=prompt,
         )
         if (
             restart is not None
@@ -239,22 +250,6 @@ class Supervisor:
             self.events.emit("agent.start", f"started {' '.join(argv)}", pid=agent.pid)
         return agent
 
-    async def _clean_stale_namespaces(self) -> None:
-        """Remove what crashed runners left (namespaces, veths, nft tables): only theirs."""
-        from ..sandbox.netns.namespaces import cleanup_namespaces, leftovers_possible
-
-        if os.geteuid() != 0 or not leftovers_possible():
-            return
-
-        try:
-            result = await asyncio.to_thread(cleanup_namespaces)
-        except (OSError, RuntimeError) as exc:
-            self.events.emit("netns.cleanup_failed", str(exc), "warning")
-            return
-        removed = result.get("removed", [])
-        if removed:
-            self.events.emit("netns.cleanup", f"removed stale namespaces: {', '.join(removed)}")
-
     def _netmon_ops(self) -> dict[str, OpHandler]:
         from ..netmon.ops import netmon_ops
 
@@ -264,41 +259,37 @@ class Supervisor:
         """The background agent pool, made on first use; its agents get the primary
         agent's treatment (user, environment, MCP injection) and its state is kept
         in the state directory's SQLite database."""
-        if self._pool_table is not None:
-            return self._pool_table
-        from ..pool import AgentPool, FileLocks, PoolStore, pool_ops
+        if self._pool_service is not None:
+            return self._pool_service.ops
+        from ..pool.service import open_pool
 
-        directory = state_dir()
+        plan = self.plan
         try:
-            store = PoolStore.open(directory)
+            service = open_pool(
+                state_dir(),
+                plan.config.profiles,
+                reaper,
+                user=plan.user,
+                env_for=self._agent_env,
+                cwd=plan.cwd,
+                max_agents=plan.config.pool.max_agents,
+                mcp_config=self.injection.launch.mcp_config,
+                mcp_server=self.injection.launch.mcp_server,
+                on_event=lambda kind, message, level: self.events.emit(kind, message, level),
+                stop_grace=plan.config.runner.stop_grace_secs,
+                worktrees_dir=self._worktrees_dir(),
+                confine_for=self.confinement.confine_for,
+            )
         except ControlError as exc:
             # Called eagerly at start: report it; the next pool call tries again.
             self.events.emit("pool.unavailable", exc.message, "error")
             raise
-        log_dir = directory / "pool-logs"
-        log_dir.mkdir(mode=0o700, exist_ok=True)
-        pool = AgentPool(
-            self.plan.config.profiles,
-            reaper,
-            max_agents=self.plan.config.pool.max_agents,
-            user=self.plan.user,
-            env_for=self._agent_env,
-            mcp_config=self.launch.mcp_config,
-            mcp_server=self.launch.mcp_server,
-            log_dir=log_dir,
-            default_cwd=self.plan.cwd,
-            on_event=lambda kind, message, level: self.events.emit(kind, message, level),
-            stop_grace=self.plan.config.runner.stop_grace_secs,
-            store=store,
-            worktrees_dir=self._worktrees_dir(),
-            confine_for=self.confinement.confine_for,
-        )
-        pool.add_listener(
+        service.pool.add_listener(
             lambda record: self._background(self.confinement.agent_ended(record.agent_id))
         )
-        self.pool = pool
-        self._pool_table = pool_ops(pool, FileLocks(self.plan.cwd, store))
-        return self._pool_table
+        self._pool_service = service
+        self.pool = service.pool
+        return service.ops
 
     def _background(self, coro: Any) -> None:
         # The loop keeps only weak references to tasks: hold them until done.
@@ -324,52 +315,9 @@ class Supervisor:
         env[SOCKET_ENV] = str(self.files.socket)
         env["AEGIS_MCP_WRAPPER_PID"] = str(self.pid)
         env["AEGIS_MCP_AGENT_ID"] = agent_id
-        if self.mcp_injection == "preload" and self.hooks is not None:
-            preload_into(env, self.hooks)
-            env["AEGIS_MCP_OVERLAY"] = str(self.files.overlay)
+        self.injection.agent_env(env)
         self.confinement.agent_env(env)
         return env
-
-    def _write_overlay(self) -> None:
-        """Write the MCP config that names this runner's MCP server, when injecting."""
-        plan = self.plan
-        if not plan.inject_mcp:
-            return
-        if plan.profile.mcp_inject == "preload" and self.hooks is None:
-            self._say(
-                f"cannot inject the aegis-mcp MCP server into {plan.profile.name}: the hooks "
-                "library was not found (run `make build`); the agent runs without it"
-            )
-            return
-        command, *args = _self_command()
-        server = {
-            "command": command,
-            "args": [*args, "--mcp-server"],
-            # AEGIS_MCP_AGENT_ID is inherited: pool agents share this file.
-            "env": {
-                SOCKET_ENV: str(self.files.socket),
-                "AEGIS_MCP_WRAPPER_PID": str(self.pid),
-            },
-        }
-        servers = {"aegis-mcp": server}
-        if plan.profile.mcp_inject == "preload":
-            # The overlay stands in for the project's .mcp.json: keep its servers.
-            servers = {**_project_mcp_servers(plan.cwd), **servers}
-        data = json.dumps({"mcpServers": servers}, indent=2).encode()
-        try:
-            write_atomic(self.files.overlay, data, owner=self.owner)
-        except OSError as exc:
-            # A full or read-only disk costs the injection, not the session.
-            self._say(
-                f"cannot write the MCP overlay {self.files.overlay}: {exc.strerror}; "
-                "the agent runs without the aegis-mcp MCP server"
-            )
-            return
-        self.mcp_injection = plan.profile.mcp_inject
-        if self.mcp_injection == "flag":
-            self.launch = dataclasses.replace(
-                self.launch, mcp_config=self.files.overlay, mcp_server=server
-            )
 
     # -- restarts and stopping -----------------------------------------------
 
@@ -476,125 +424,11 @@ class Supervisor:
         if level in ("warning", "error"):
             self._say(message)
 
-    # -- control operations --------------------------------------------------
+    # -- the control socket and the agent's output ----------------------------
 
     def _on_request(self, request: Request) -> None:
         if request.activity:
             self.watchdog.activity("tool_call")
-
-    def _register_ops(self) -> None:
-        self.server.register("hello", self._op_hello)
-        self.server.register("server_status", self._op_status)
-        self.server.register("restart", self._op_restart)
-        self.server.register("events", self._op_events)
-
-    async def _op_hello(self, request: Request) -> dict[str, Any]:
-        return {"runner_pid": self.pid, "version": __version__, "ops": self.server.ops}
-
-    async def _op_status(self, request: Request) -> dict[str, Any]:
-        return self.status_data()
-
-    async def _op_restart(self, request: Request) -> dict[str, Any]:
-        args = request.args
-        reason = args.get("reason")
-        prompt = args.get("prompt")
-        by = args.get("by", "control socket")
-        if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
-            raise ControlError(
-                INVALID_ARGUMENT, f"reason must be a string of at most {MAX_REASON} characters"
-            )
-        if prompt is not None and (not isinstance(prompt, str) or len(prompt) > MAX_PROMPT):
-            raise ControlError(
-                INVALID_ARGUMENT, f"prompt must be a string of at most {MAX_PROMPT} characters"
-            )
-        if prompt is not None and not prompt.strip():
-            raise ControlError(INVALID_ARGUMENT, "prompt must not be empty (leave it out instead)")
-        if prompt is not None and not self.plan.profile.takes_prompt:
-            raise ControlError(
-                INVALID_ARGUMENT, f"{self.plan.profile.name} is a plain command: it takes no prompt"
-            )
-        if not isinstance(by, str):
-            raise ControlError(INVALID_ARGUMENT, "by must be a string")
-        # A restart asked for by the agent's own tool call waits a moment, so
-        # that the tool's reply reaches the agent before it is stopped.
-        delay = self.plan.config.runner.restart_delay_secs if request.activity else 0.0
-        return self.request_restart(reason or "restart requested", prompt, by[:100], delay)
-
-    async def _op_events(self, request: Request) -> dict[str, Any]:
-        since = validate.integer("since", request.args.get("since", 0), 0, 2**63)
-        limit = validate.integer("limit", request.args.get("limit", 100), 1, 500)
-        return {"events": self.events.since(since, limit)}
-
-    # -- state ---------------------------------------------------------------
-
-    def status_data(self) -> dict[str, Any]:
-        """The runner's state as ``server_status`` reports it."""
-        now = time.time()
-        agent = self.agent
-        plan = self.plan
-        return {
-            "runner": {
-                "pid": self.pid,
-                "version": __version__,
-                "started_at": self.started_at,
-                "uptime_secs": round(now - self.started_at, 1),
-                "socket": str(self.files.socket),
-                "snapshot": str(self.files.snapshot),
-                "event_log": str(self.files.events),
-                "hooks_library": str(self.hooks.path) if self.hooks else None,
-            },
-            "agent": {
-                "id": PRIMARY_AGENT_ID,
-                "profile": plan.profile.name,
-                "executable": plan.executable,
-                "args": self.agent_args,
-                "command": agent.spec.argv if agent else None,
-                "pid": agent.pid if agent and agent.running else None,
-                "status": self.status,
-                "exit_code": self.exit_code,
-                "started_at": agent.started_at if agent else None,
-                "uptime_secs": round(now - agent.started_at, 1)
-                if agent and agent.running
-                else None,
-                "terminal": "pty" if plan.use_pty else "pipes",
-                "interactive": plan.interactive,
-                "headless": plan.headless,
-                "cwd": plan.cwd,
-                "user": {
-                    "uid": plan.user.uid,
-                    "name": plan.user.name,
-                    "dropped_from_root": plan.user.drop,
-                },
-                "permission_flags": list(plan.profile.permission_args)
-                if plan.skip_permissions
-                else [],
-                "mcp_injection": self.mcp_injection,
-                "restarts": len(self.restarts),
-                "restart_history": self.restarts[-20:],
-            },
-            "watchdog": {
-                "enabled": self.watchdog.enabled,
-                "state": self.watchdog.state,
-                "reason": self.watchdog.reason,
-                "lockup_action": self.watchdog.config.lockup_action,
-                "heartbeat_timeout_secs": self.watchdog.config.heartbeat_timeout_secs,
-            },
-            "pool": self.pool.stats() if self.pool is not None else None,
-            "netmon": {
-                "mode": self.confinement.mode,
-                "log_file": str(self.files.netmon_log) if self.confinement.preload else None,
-                "ebpf": self.confinement.describe_ebpf(),
-            },
-            "sandbox": self.confinement.describe(),
-        }
-
-    def snapshot_data(self) -> dict[str, Any]:
-        """What the snapshot file holds: the status plus the watchdog and recent events."""
-        data = self.status_data()
-        data["watchdog"] = self.watchdog.status()
-        data["events"] = list(self.events.recent)[-50:]
-        data["written_at"] = time.time()
-        return data
 
     def _on_output(self, data: bytes) -> None:
         self.watchdog.activity("output")
@@ -611,21 +445,3 @@ def _namespace_ops() -> dict[str, OpHandler]:
     from ..sandbox.netns.ops import namespace_ops
 
     return namespace_ops()
-
-
-def _project_mcp_servers(cwd: str) -> dict[str, Any]:
-    """Servers of the project's own .mcp.json (none if missing or unreadable)."""
-    try:
-        data = json.loads((Path(cwd) / ".mcp.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    servers = data.get("mcpServers") if isinstance(data, dict) else None
-    return servers if isinstance(servers, dict) else {}
-
-
-def _self_command() -> list[str]:
-    """How to run this very install of aegis-mcp."""
-    script = sys.argv[0] if sys.argv else ""
-    if os.path.basename(script) == "aegis-mcp" and os.path.isfile(script):
-        return [os.path.abspath(script)]
-    return [sys.executable, "-m", "aegis_mcp"]
