@@ -54,7 +54,7 @@ from .records import (
 )
 from .requests import check_spawn
 from .results import OutputScanner, final_status
-from .sandbox import ConfineFor, confine_steps
+from .sandbox import SandboxFor, in_sandbox
 from .store import PoolStore
 from .worktree import Git, Worktree
 from .writer import RecordWriter
@@ -111,13 +111,13 @@ class AgentPool:
         stop_grace: float = STOP_GRACE_SECS,
         mcp_server: dict[str, Any] | None = None,
         store: PoolStore | None = None,
-        confine_for: ConfineFor | None = None,
+        sandbox_for: SandboxFor | None = None,
         worktrees_dir: Path | None = None,
     ) -> None:
         """``env_for(agent_id)`` gives the whole environment of a pool agent;
         ``mcp_config``/``mcp_server`` are the injected MCP server (file and entry).
         ``store`` is the pool database (default: a private in-memory one, no history);
-        ``confine_for`` provides sandboxes (see ``sandbox``); worktrees go in
+        ``sandbox_for`` provides sandboxes (see ``sandbox``); worktrees go in
         ``worktrees_dir`` (default: ``worktrees`` beside the database, or the logs).
 
         Agents that pools on the same database left behind when they died are
@@ -138,7 +138,7 @@ class AgentPool:
         self._stop_grace = stop_grace
         self.store = store if store is not None else PoolStore.in_memory()
         self._me = self.store.me
-        self._confine_for = confine_for
+        self._sandbox_for = sandbox_for
         self.worktrees_dir = worktrees_dir or (
             (self.store.directory or self.log_dir.parent) / "worktrees"
         )
@@ -184,7 +184,7 @@ class AgentPool:
         request = check_spawn(
             self.profiles,
             self.default_cwd,
-            self._confine_for,
+            self._sandbox_for,
             description=description,
             agent_type=agent_type,
             working_dir=working_directory,
@@ -472,8 +472,8 @@ class AgentPool:
                 user=self._user,
                 use_pty=False,
                 stdin_devnull=True,
-                confine=confine_steps(record.sandbox, record.agent_id, self._confine_for),
             )
+            spec = in_sandbox(record.sandbox, record.agent_id, spec, self._sandbox_for)
             proc = AgentProcess(spec, self._reaper, on_output, stdout_fd=log_fd, stderr_fd=log_fd)
         except Exception as exc:
             error = f"failed to start: {exc}"

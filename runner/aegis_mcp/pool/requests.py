@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..agents.profiles import AgentProfile
 from ..control import validate
-from .sandbox import ConfineFor, check_sandbox
+from .sandbox import SandboxFor, check_sandbox
 from .worktree import check_isolation
 
 MAX_DESCRIPTION_CHARS = 100_000
@@ -55,7 +55,7 @@ def working_directory(path: object, default_cwd: str) -> str:
 def check_spawn(
     profiles: dict[str, AgentProfile],
     default_cwd: str,
-    confine_for: ConfineFor | None,
+    sandbox_for: SandboxFor | None,
     *,
     description: object,
     agent_type: object,
@@ -86,6 +86,6 @@ def check_spawn(
         working_directory=cwd,
         max_iterations=iterations,
         timeout_secs=timeout,
-        sandbox=check_sandbox(sandbox, confine_for),
+        sandbox=check_sandbox(sandbox, sandbox_for),
         isolation=check_isolation(isolation),
     )

@@ -21,7 +21,7 @@ from ..processes import ChildReaper
 from .locks import FileLocks
 from .manager import STOP_GRACE_SECS, AgentPool, EventSink
 from .ops import pool_ops
-from .sandbox import ConfineFor
+from .sandbox import SandboxFor
 from .store import PoolStore
 
 LOG_DIR = "pool-logs"
@@ -54,7 +54,7 @@ def open_pool(
     mcp_server: dict[str, Any] | None = None,
     on_event: EventSink | None = None,
     stop_grace: float = STOP_GRACE_SECS,
-    confine_for: ConfineFor | None = None,
+    sandbox_for: SandboxFor | None = None,
     worktrees_dir: Path | None = None,
 ) -> PoolService:
     """Open the pool on ``state_dir``'s database; its locks are on paths under ``cwd``.
@@ -82,7 +82,7 @@ def open_pool(
         stop_grace=stop_grace,
         store=store,
         worktrees_dir=worktrees_dir,
-        confine_for=confine_for,
+        sandbox_for=sandbox_for,
     )
     locks = FileLocks(cwd, store)
     return PoolService(pool, locks, pool_ops(pool, locks))

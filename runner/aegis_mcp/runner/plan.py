@@ -102,16 +102,20 @@ def make_plan(request: RunRequest, config: Config) -> RunPlan:
     if executable is None:
         raise PlanError(f"{profile.command[0]!r} ({profile.name}) was not found on PATH")
     sandbox: SandboxKind = "netns" if request.netmon == "netns" else request.sandbox
-    if sandbox == "container":
-        raise PlanError("--sandbox=container is not available in this version yet")
+    if sandbox != "none":
+        from ..sandbox import problem
+
+        found = problem(sandbox)
+        if found is not None:
+            raise PlanError(f"--sandbox={sandbox}: {found}")
     allow, deny = request.allow, request.deny
     if (allow or deny) and sandbox != "netns" and request.netmon != "ebpf":
         raise PlanError(
             "--allow/--deny are enforced by a network sandbox (--sandbox=netns) "
             "or by eBPF on the agent's cgroup (--netmon=ebpf): add one"
         )
-    if sandbox == "netns" or allow or deny:
-        _check_policy(allow, deny, config, sandbox == "netns")
+    if sandbox != "none" or allow or deny:
+        _check_policy(allow, deny, config, sandbox)
     try:
         user = resolve_agent_user(request.keep_root)
     except RuntimeError as exc:
@@ -144,18 +148,14 @@ def make_plan(request: RunRequest, config: Config) -> RunPlan:
 
 
 def _check_policy(
-    allow: tuple[str, ...], deny: tuple[str, ...], config: Config, netns: bool
+    allow: tuple[str, ...], deny: tuple[str, ...], config: Config, sandbox: SandboxKind
 ) -> None:
-    """PlanError unless the policy is valid and, for a sandbox, one can be made."""
-    from ..sandbox.errors import PolicyError, SandboxError
+    """PlanError unless the policy (config and command line) is valid."""
+    from ..sandbox.errors import PolicyError
     from ..sandbox.policy import Policy
 
-    where = "--sandbox=netns" if netns else "--allow/--deny"
+    where = f"--sandbox={sandbox}" if sandbox != "none" else "--allow/--deny"
     try:
         Policy.from_config(config.sandbox.policy, allow=allow, deny=deny)
-        if netns:
-            from ..sandbox.netns.sandbox import check_can_create
-
-            check_can_create()
-    except (PolicyError, SandboxError) as exc:
+    except PolicyError as exc:
         raise PlanError(f"{where}: {exc}") from None

@@ -94,11 +94,7 @@ def status_data(run: RunView) -> dict[str, Any]:
             "heartbeat_timeout_secs": run.watchdog.config.heartbeat_timeout_secs,
         },
         "pool": run.pool.stats() if run.pool is not None else None,
-        "netmon": {
-            "mode": run.confinement.mode,
-            "log_file": str(run.files.netmon_log) if run.confinement.preload else None,
-            "ebpf": run.confinement.describe_ebpf(),
-        },
+        "netmon": run.confinement.describe_netmon(),
         "sandbox": run.confinement.describe(),
     }
 

@@ -42,7 +42,7 @@ from ..processes import AgentProcess, ChildReaper, SpawnSpec
 from ..terminal import RawMode, get_winsize, set_winsize
 from ..watchdog.health import TreeSample, TreeSampler
 from ..watchdog.monitor import Watchdog
-from .confinement import Confinement, SandboxUnavailable
+from .confinement import Confinement, ConfinementError
 from .control_server import ControlServer
 from .input import InputForwarder
 from .ops import runner_ops
@@ -144,7 +144,7 @@ class Supervisor:
                 socket=str(self.files.socket),
             )
             await self._supervise(reaper, forwarder)
-        except SandboxUnavailable as exc:
+        except ConfinementError as exc:
             self._say(str(exc))
             self.exit_code = 1
         finally:
@@ -223,8 +223,8 @@ class Supervisor:
             user=plan.user,
             use_pty=plan.use_pty,
             winsize=get_winsize(sys.stdout.fileno()) if plan.use_pty else None,
-            confine=self.confinement.confine(),
         )
+        spec = self.confinement.wrap(PRIMARY_AGENT_ID, spec)
         agent = AgentProcess(spec, reaper, self._on_output)
         self.agent = agent
         self.status = "running"
@@ -278,7 +278,7 @@ class Supervisor:
                 on_event=lambda kind, message, level: self.events.emit(kind, message, level),
                 stop_grace=plan.config.runner.stop_grace_secs,
                 worktrees_dir=self._worktrees_dir(),
-                confine_for=self.confinement.confine_for,
+                sandbox_for=self.confinement.sandbox_for,
             )
         except ControlError as exc:
             # Called eagerly at start: report it; the next pool call tries again.
@@ -316,7 +316,6 @@ class Supervisor:
         env["AEGIS_MCP_WRAPPER_PID"] = str(self.pid)
         env["AEGIS_MCP_AGENT_ID"] = agent_id
         self.injection.agent_env(env)
-        self.confinement.agent_env(env)
         return env
 
     # -- restarts and stopping -----------------------------------------------

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..errors import NetmonUnavailable
 from ..stats import NetmonStats
 from . import events as ev
 from . import policy as pol
@@ -49,7 +50,7 @@ COUNTER_REASONS = {
 }
 
 
-class EbpfUnavailable(RuntimeError):
+class EbpfUnavailable(NetmonUnavailable):
     """eBPF monitoring cannot run here; the message is the one-line reason."""
 
 

@@ -8,11 +8,12 @@ this package only when ``--sandbox=netns`` / ``--netmon=netns`` is asked for)::
 
     sandbox = create_sandbox(os.getpid(), None, Policy(deny=("10.0.0.0/8",)),
                              AddressPool("10.213.0.0/16"), on_event=stats.ingest)
-    spec = SpawnSpec(..., confine=sandbox.confine)
+    spec = sandbox.wrap(SpawnSpec(...))   # or get_sandbox("netns", SandboxRequest(...))
     ...
     sandbox.teardown()
 
-Modules: :mod:`.sandbox` (set-up, confine steps, teardown), :mod:`.pool`
+Modules: :mod:`.backend` (the backend :func:`aegis_mcp.sandbox.get_sandbox`
+makes), :mod:`.sandbox` (set-up, confine steps, teardown), :mod:`.pool`
 (subnets), :mod:`.firewall` (nftables rules), :mod:`.monitor` (events),
 :mod:`.names` and :mod:`.markers` (whose a namespace is), :mod:`.namespaces`
 and :mod:`.leftovers` (listing and removing what crashed runners left),
