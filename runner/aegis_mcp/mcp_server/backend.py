@@ -60,6 +60,7 @@ class LocalBackend:
             from ..agents.profiles import BUILTIN_PROFILES
             from ..config import ConfigError, load_config
             from ..paths import config_file, state_dir
+            from ..pool.errors import PoolUnavailable
             from ..pool.service import open_pool
             from ..privileges import resolve_agent_user
             from ..processes import ChildReaper
@@ -78,6 +79,9 @@ class LocalBackend:
                     env_for=lambda agent_id: {**os.environ, "AEGIS_MCP_AGENT_ID": agent_id},
                     cwd=os.getcwd(),
                 )
+            except PoolUnavailable as exc:
+                reaper.close()
+                raise ControlError(UNAVAILABLE, str(exc)) from None
             except BaseException:
                 reaper.close()
                 raise

@@ -33,10 +33,10 @@ from typing import Any
 from ..agents.command import LaunchOptions, build_argv, headless_task_args, resolve_executable
 from ..agents.profiles import AgentProfile
 from ..control import validate
-from ..control.protocol import NOT_FOUND, UNAVAILABLE, ControlError
 from ..privileges import AgentUser
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
 from . import agent_rows, liveness, orphans
+from .errors import AgentNotFound, AgentStuck, PoolError, PoolUnavailable
 from .records import (
     ACTIVE_STATUSES,
     DESCRIPTION_PREVIEW_CHARS,
@@ -158,9 +158,9 @@ class AgentPool:
             self._emit(kind, message, level)
         try:
             self._take_over_dead()
-        except ControlError as exc:
+        except PoolUnavailable as exc:
             # Not fatal here: every listing tries again, and says why it fails.
-            self._emit("pool.store_error", exc.message, "error")
+            self._emit("pool.store_error", str(exc), "error")
 
     # -- requests ------------------------------------------------------------------
 
@@ -180,7 +180,7 @@ class AgentPool:
         branch (made here, so that a bad repository is reported to the caller).
         """
         if self._closing:
-            raise ControlError(UNAVAILABLE, "the agent pool is shutting down")
+            raise PoolUnavailable("the agent pool is shutting down")
         request = check_spawn(
             self.profiles,
             self.default_cwd,
@@ -215,10 +215,10 @@ class AgentPool:
             record.base_commit, record.working_directory = tree.base_commit, tree.cwd
         try:
             if self._closing:
-                raise ControlError(UNAVAILABLE, "the agent pool is shutting down")
+                raise PoolUnavailable("the agent pool is shutting down")
             # Saved before it exists in memory: a spawn the database refused leaves no trace.
             self._writer.insert(record, ("pool.spawn", queued, "info"))
-        except ControlError:
+        except PoolUnavailable:
             if tree is not None:
                 await self._git.remove(tree)
             raise
@@ -393,9 +393,7 @@ class AgentPool:
             self._take_over_dead()
             record = self._records.get(agent_id) or agent_rows.load(self.store, agent_id)
         if record is None:
-            raise ControlError(
-                NOT_FOUND, f"no agent with id {agent_id!r}; agent_list shows the known ones"
-            )
+            raise AgentNotFound(f"no agent with id {agent_id!r}; agent_list shows the known ones")
         return record
 
     def _queue_position(self, record: AgentRecord) -> int | None:
@@ -603,8 +601,7 @@ class AgentPool:
         finally:
             self._stopping.discard(record.agent_id)
         if not gone:
-            raise ControlError(
-                UNAVAILABLE,
+            raise AgentStuck(
                 f"agent {record.agent_id} (pid {record.pid}) survived SIGKILL (a process in "
                 "uninterruptible sleep?): look at it with `ps -o stat,wchan -p PID`",
             )
@@ -672,7 +669,7 @@ class AgentPool:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            message = exc.message if isinstance(exc, ControlError) else repr(exc)
+            message = str(exc) if isinstance(exc, PoolError) else repr(exc)
             self._emit("pool.error", message, "error")
 
     def _emit(self, kind: str, message: str, level: str = "info") -> None:

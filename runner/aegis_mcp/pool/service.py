@@ -59,7 +59,7 @@ def open_pool(
 ) -> PoolService:
     """Open the pool on ``state_dir``'s database; its locks are on paths under ``cwd``.
 
-    Raises ControlError(UNAVAILABLE) when the database cannot be used.
+    Raises PoolUnavailable when the database cannot be used.
     """
     store = PoolStore.open(state_dir)
     log_dir = state_dir / LOG_DIR

@@ -22,6 +22,7 @@ from ..control.protocol import PRIMARY_AGENT_ID
 from ..hooks_lib import HooksInfo
 from ..paths import RunnerFiles
 from ..processes import SpawnSpec
+from .errors import ConfinementError
 from .plan import RunPlan
 
 if TYPE_CHECKING:
@@ -30,11 +31,6 @@ if TYPE_CHECKING:
     from ..netmon.stats import NetmonStats
     from ..sandbox.base import Sandbox
     from ..sandbox.policy import Policy
-
-
-class ConfinementError(RuntimeError):
-    """The primary agent cannot run as asked (its sandbox, or a policy nothing can
-    enforce); the message says why."""
 
 
 class Confinement:

@@ -2,8 +2,9 @@
 
 ``hello``, ``server_status``, ``restart`` and ``events``, and the watchdog's
 (``watchdog_status``, ``watchdog_configure``, ``watchdog_disable``,
-``watchdog_ping``). Each checks its arguments (:mod:`aegis_mcp.control.validate`)
-and turns the domain's errors into protocol errors; the run itself is reached
+``watchdog_ping``). Each checks its arguments (:mod:`aegis_mcp.control.validate`);
+the errors of the run and the watchdog get their protocol codes here
+(:data:`ERROR_CODES`). The run itself is reached
 through :class:`OpsTarget`, so that this module needs no supervisor.
 The pool, netmon and namespace operations are served from their packages'
 tables (see :mod:`.supervisor`).
@@ -16,8 +17,10 @@ from typing import Any, Protocol
 
 from .. import __version__
 from ..control import validate
-from ..control.protocol import Request
+from ..control.boundary import ErrorCodes, with_codes
+from ..control.protocol import INVALID_ARGUMENT, UNAVAILABLE, Request
 from ..watchdog.config import MAX_TIMEOUT_SECS, WatchdogConfigError, number_in_range
+from .errors import RestartRefused
 from .status import RunView, status_data
 
 MAX_REASON = 2000
@@ -32,6 +35,7 @@ CONFIGURABLE = (
 )
 
 Handler = Callable[[Request], Awaitable[Any]]
+ERROR_CODES: ErrorCodes = {RestartRefused: UNAVAILABLE, WatchdogConfigError: INVALID_ARGUMENT}
 
 
 class OpsTarget(RunView, Protocol):
@@ -90,22 +94,16 @@ def runner_ops(run: OpsTarget, served: Callable[[], list[str]]) -> dict[str, Han
         unknown = set(changes) - set(CONFIGURABLE)
         if unknown:
             raise validate.invalid(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        try:
-            result = run.watchdog.configure(**changes)
-        except WatchdogConfigError as exc:
-            raise validate.invalid(str(exc)) from None
+        result = run.watchdog.configure(**changes)
         run.events.emit("watchdog.configured", f"watchdog settings changed: {changes}")
         return result
 
     async def watchdog_disable(request: Request) -> dict[str, Any]:
         args = request.args
         validate.reject_unknown("watchdog_disable", args, ("duration_secs",))
-        try:
-            duration = number_in_range(
-                "duration_secs", args.get("duration_secs", 300), 1, MAX_TIMEOUT_SECS
-            )
-        except WatchdogConfigError as exc:
-            raise validate.invalid(str(exc)) from None
+        duration = number_in_range(
+            "duration_secs", args.get("duration_secs", 300), 1, MAX_TIMEOUT_SECS
+        )
         run.events.emit("watchdog.disabled", f"watchdog disabled for {duration:g}s")
         return run.watchdog.disable(duration)
 
@@ -113,7 +111,7 @@ def runner_ops(run: OpsTarget, served: Callable[[], list[str]]) -> dict[str, Han
         validate.reject_unknown("watchdog_ping", request.args, ())
         return run.watchdog.ping()
 
-    return {
+    table = {
         "hello": hello,
         "server_status": server_status,
         "restart": restart,
@@ -123,3 +121,4 @@ def runner_ops(run: OpsTarget, served: Callable[[], list[str]]) -> dict[str, Han
         "watchdog_disable": watchdog_disable,
         "watchdog_ping": watchdog_ping,
     }
+    return with_codes(table, ERROR_CODES)

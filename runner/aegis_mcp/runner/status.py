@@ -93,10 +93,20 @@ def status_data(run: RunView) -> dict[str, Any]:
             "lockup_action": run.watchdog.config.lockup_action,
             "heartbeat_timeout_secs": run.watchdog.config.heartbeat_timeout_secs,
         },
-        "pool": run.pool.stats() if run.pool is not None else None,
+        "pool": _pool_stats(run.pool) if run.pool is not None else None,
         "netmon": run.confinement.describe_netmon(),
         "sandbox": run.confinement.describe(),
     }
+
+
+def _pool_stats(pool: AgentPool) -> dict[str, Any]:
+    from ..pool.errors import PoolUnavailable
+
+    try:
+        return pool.stats()
+    except PoolUnavailable as exc:
+        # The rest of the state is still worth reporting while the database is locked.
+        return {"error": str(exc)}
 
 
 def snapshot_data(run: RunView) -> dict[str, Any]:

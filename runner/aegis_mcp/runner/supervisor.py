@@ -42,8 +42,9 @@ from ..processes import AgentProcess, ChildReaper, SpawnSpec
 from ..terminal import RawMode, get_winsize, set_winsize
 from ..watchdog.health import TreeSample, TreeSampler
 from ..watchdog.monitor import Watchdog
-from .confinement import Confinement, ConfinementError
+from .confinement import Confinement
 from .control_server import ControlServer
+from .errors import ConfinementError, RestartRefused
 from .input import InputForwarder
 from .ops import runner_ops
 from .plan import RunPlan
@@ -261,6 +262,7 @@ class Supervisor:
         in the state directory's SQLite database."""
         if self._pool_service is not None:
             return self._pool_service.ops
+        from ..pool.errors import PoolUnavailable
         from ..pool.service import open_pool
 
         plan = self.plan
@@ -280,10 +282,10 @@ class Supervisor:
                 worktrees_dir=self._worktrees_dir(),
                 sandbox_for=self.confinement.sandbox_for,
             )
-        except ControlError as exc:
+        except PoolUnavailable as exc:
             # Called eagerly at start: report it; the next pool call tries again.
-            self.events.emit("pool.unavailable", exc.message, "error")
-            raise
+            self.events.emit("pool.unavailable", str(exc), "error")
+            raise ControlError(UNAVAILABLE, str(exc)) from None
         service.pool.add_listener(
             lambda record: self._background(self.confinement.agent_ended(record.agent_id))
         )
@@ -325,11 +327,11 @@ class Supervisor:
     ) -> dict[str, Any]:
         """Stop the agent (after ``delay``) and start it again with continue."""
         if self.agent is None or not self.agent.running:
-            raise ControlError(UNAVAILABLE, "no agent is running")
+            raise RestartRefused("no agent is running")
         if self._shutdown_signal is not None:
-            raise ControlError(UNAVAILABLE, "the runner is shutting down")
+            raise RestartRefused("the runner is shutting down")
         if self._restart_request is not None:
-            raise ControlError(UNAVAILABLE, "a restart is already in progress")
+            raise RestartRefused("a restart is already in progress")
         self._restart_request = {
             "reason": reason,
             "prompt": prompt,
@@ -407,7 +409,7 @@ class Supervisor:
 
     def watchdog_restart(self, reason: str) -> None:
         """Hot-reload on the watchdog's behalf."""
-        with contextlib.suppress(ControlError):
+        with contextlib.suppress(RestartRefused):
             self.request_restart(reason, None, "watchdog")
 
     def watchdog_kill(self, reason: str) -> None:

@@ -11,7 +11,8 @@ import asyncio
 from typing import Any
 
 from ...control import validate
-from ...control.protocol import FORBIDDEN, ControlError, OpHandler
+from ...control.boundary import with_codes
+from ...control.protocol import FORBIDDEN, OpHandler
 from . import namespaces
 
 
@@ -27,12 +28,11 @@ def namespace_ops() -> dict[str, OpHandler]:
 
     async def namespace_cleanup(args: dict[str, Any]) -> dict[str, Any]:
         validate.reject_unknown("netmon_namespace_cleanup", args, ())
-        try:
-            return await asyncio.to_thread(namespaces.cleanup_namespaces)
-        except PermissionError as exc:
-            raise ControlError(FORBIDDEN, str(exc)) from None
+        return await asyncio.to_thread(namespaces.cleanup_namespaces)
 
-    return {
+    table = {
         "netmon_namespace_list": namespace_list,
         "netmon_namespace_cleanup": namespace_cleanup,
     }
+    # Removing a namespace needs root: refused rather than failed.
+    return with_codes(table, {PermissionError: FORBIDDEN})
