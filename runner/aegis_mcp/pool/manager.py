@@ -372,6 +372,10 @@ class AgentPool:
         """Save what could not be saved before; returns how many agents still wait."""
         return self._writer.flush(self._records)
 
+    def owns(self, agent_id: str) -> bool:
+        """Whether ``agent_id`` is one of this pool's agents (its output tail is in memory)."""
+        return agent_id in self._records
+
     # -- checks --------------------------------------------------------------------
 
     def _owns(self, record: AgentRecord) -> bool:

@@ -1,6 +1,7 @@
 """The runner's own control operations: its remote surface, apart from its life cycle.
 
-``hello``, ``server_status``, ``restart`` and ``events``, and the watchdog's
+``hello``, ``server_status``, ``restart``, ``events`` and the ``subscribe``
+stream (:mod:`.feed`), and the watchdog's
 (``watchdog_status``, ``watchdog_configure``, ``watchdog_disable``,
 ``watchdog_ping``). Each checks its arguments (:mod:`aegis_mcp.control.validate`);
 the errors of the run and the watchdog get their protocol codes here
@@ -20,7 +21,9 @@ from ..control import validate
 from ..control.boundary import ErrorCodes, with_codes
 from ..control.protocol import INVALID_ARGUMENT, UNAVAILABLE, Request
 from ..watchdog.config import MAX_TIMEOUT_SECS, WatchdogConfigError, number_in_range
+from .control_server import StreamOpener, StreamSink
 from .errors import RestartRefused
+from .feed import StateFeed
 from .status import RunView, status_data
 
 MAX_REASON = 2000
@@ -122,3 +125,13 @@ def runner_ops(run: OpsTarget, served: Callable[[], list[str]]) -> dict[str, Han
         "watchdog_ping": watchdog_ping,
     }
     return with_codes(table, ERROR_CODES)
+
+
+def stream_ops(feed: StateFeed) -> dict[str, StreamOpener]:
+    """The runner's stream operations: ``subscribe`` (no arguments)."""
+
+    async def subscribe(request: Request, sink: StreamSink) -> dict[str, Any]:
+        validate.reject_unknown("subscribe", request.args, ())
+        return dict(feed.open(sink))
+
+    return {"subscribe": subscribe}

@@ -1,7 +1,7 @@
-"""The shapes of the runner's state: ``server_status`` and the snapshot.
+"""The shapes of the runner's state: ``server_status``, the snapshot, the subscribe stream.
 
 Read from the run (:class:`RunView`: what the supervisor holds) whenever asked;
-nothing here changes the run. The shapes are documented in
+nothing here changes the run. The shapes are the schema of
 :mod:`aegis_mcp.control.snapshot`, which clients read them with.
 """
 
@@ -13,6 +13,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import __version__
 from ..agents.injection import McpInjection
 from ..control.protocol import PRIMARY_AGENT_ID
+from ..control.snapshot import (
+    MAX_EVENTS,
+    MAX_NETMON_EVENTS,
+    SCHEMA_VERSION,
+    PoolAgent,
+    ServerStatus,
+    Snapshot,
+)
 from ..hooks_lib import HooksInfo
 from ..paths import RunnerFiles
 from ..processes import AgentProcess
@@ -23,6 +31,10 @@ from .state import EventLog
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
+    from ..pool.service import PoolService
+
+TAIL_LINES = 10
+"""Output lines of each running pool agent in the state (the pool keeps more)."""
 
 
 class RunView(Protocol):
@@ -42,15 +54,17 @@ class RunView(Protocol):
     watchdog: Watchdog
     confinement: Confinement
     events: EventLog
-    pool: AgentPool | None
+    pool_service: PoolService | None
 
 
-def status_data(run: RunView) -> dict[str, Any]:
+def status_data(run: RunView) -> ServerStatus:
     """The runner's state as ``server_status`` reports it."""
     now = time.time()
     agent = run.agent
     plan = run.plan
+    service = run.pool_service
     return {
+        "schema_version": SCHEMA_VERSION,
         "runner": {
             "pid": run.pid,
             "version": __version__,
@@ -93,7 +107,7 @@ def status_data(run: RunView) -> dict[str, Any]:
             "lockup_action": run.watchdog.config.lockup_action,
             "heartbeat_timeout_secs": run.watchdog.config.heartbeat_timeout_secs,
         },
-        "pool": _pool_stats(run.pool) if run.pool is not None else None,
+        "pool": _pool_stats(service.pool) if service is not None else None,
         "netmon": run.confinement.describe_netmon(),
         "sandbox": run.confinement.describe(),
     }
@@ -109,10 +123,44 @@ def _pool_stats(pool: AgentPool) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
-def snapshot_data(run: RunView) -> dict[str, Any]:
-    """What the snapshot file holds: the status plus the watchdog and recent events."""
-    data = status_data(run)
-    data["watchdog"] = run.watchdog.status()
-    data["events"] = list(run.events.recent)[-50:]
-    data["written_at"] = time.time()
-    return data
+def snapshot_data(run: RunView) -> Snapshot:
+    """The whole state: the snapshot file, and the first message of ``subscribe``."""
+    status = status_data(run)
+    stats = run.confinement.current_stats()
+    pool_agents, locks = _pool_state(run.pool_service)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "runner": status["runner"],
+        "agent": status["agent"],
+        "watchdog": run.watchdog.status(),  # type: ignore[typeddict-item]
+        "pool": status["pool"],
+        "pool_agents": pool_agents,
+        "locks": locks,
+        "netmon": status["netmon"],
+        "netmon_stats": stats.status() if stats is not None else None,
+        "sandbox": status["sandbox"],
+        "events": list(run.events.recent)[-MAX_EVENTS:],  # type: ignore[typeddict-item]
+        "netmon_events": stats.recent(MAX_NETMON_EVENTS) if stats is not None else [],
+        "written_at": time.time(),
+    }
+
+
+def _pool_state(service: PoolService | None) -> tuple[dict[str, PoolAgent], list[Any]]:
+    """The pool's agents (with the output tails of this runner's) and the file locks."""
+    if service is None:
+        return {}, []
+    from ..pool.errors import PoolError
+
+    pool = service.pool
+    try:
+        agents: dict[str, PoolAgent] = {a["agent_id"]: a for a in pool.list()}  # type: ignore[misc]
+        locks = service.locks.list()
+    except PoolError:
+        # The database is locked or gone: the stats say so; the rest waits for the next build.
+        return {}, []
+    for agent_id, entry in agents.items():
+        if entry.get("started_at") is not None and pool.owns(agent_id):
+            detail = pool.status(agent_id)
+            entry["last_output"] = detail["last_output"][-TAIL_LINES:]
+            entry["output_bytes"] = detail["output_bytes"]
+    return agents, locks

@@ -45,15 +45,15 @@ from ..watchdog.monitor import Watchdog
 from .confinement import Confinement
 from .control_server import ControlServer
 from .errors import ConfinementError, RestartRefused
+from .feed import StateFeed
 from .input import InputForwarder
-from .ops import runner_ops
+from .ops import runner_ops, stream_ops
 from .plan import RunPlan
 from .runtime_files import RunnerLock, clean_stale
 from .state import EventLog, SnapshotWriter
 from .status import snapshot_data
 
 if TYPE_CHECKING:
-    from ..pool import AgentPool
     from ..pool.service import PoolService
 
 
@@ -76,6 +76,7 @@ class Supervisor:
         self._shutdown_signal: int | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self.events: EventLog
+        self.feed: StateFeed
         self.watchdog: Watchdog
         self.snapshot: SnapshotWriter
         self.server: ControlServer
@@ -93,8 +94,7 @@ class Supervisor:
             say=self._say,
         )
         self.confinement = Confinement(self.pid, plan, self.files, self.hooks, self._say)
-        self.pool: AgentPool | None = None
-        self._pool_service: PoolService | None = None
+        self.pool_service: PoolService | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
 
     # -- life cycle ----------------------------------------------------------
@@ -109,6 +109,8 @@ class Supervisor:
         self.events = EventLog(self.files.events, self.owner)
         self.snapshot = SnapshotWriter(self.files.snapshot, lambda: snapshot_data(self), self.owner)
         self.events.subscribe(lambda _event: self.snapshot.request())
+        self.feed = StateFeed(lambda: snapshot_data(self))
+        self.events.subscribe(self.feed.event)
         if stale:
             self.events.emit("runner.cleanup", f"removed {len(stale)} stale runtime file(s)")
         for notice in self.plan.notices:
@@ -119,6 +121,8 @@ class Supervisor:
         )
         for op, handler in runner_ops(self, lambda: self.server.ops).items():
             self.server.register(op, handler)
+        for op, opener in stream_ops(self.feed).items():
+            self.server.register_stream(op, opener)
         await self.server.start()
         self.injection.write_overlay()
         self.server.register_lazy(POOL_OPS, lambda: self._pool_ops(reaper))
@@ -134,6 +138,8 @@ class Supervisor:
         try:
             await self.confinement.clean_leftovers(self.events.emit)
             await self.confinement.start()
+            if self.confinement.stats is not None:
+                self.confinement.stats.add_listener(self.feed.netmon_event)
             # Served once monitoring is set up: its mode is known from then on.
             self.server.register_lazy(NETMON_OPS, self._netmon_ops)
             if raw is not None:
@@ -151,8 +157,8 @@ class Supervisor:
         finally:
             watchdog_task.cancel()
             self.watchdog.cancel_pending()
-            if self._pool_service is not None:
-                await self._pool_service.close()
+            if self.pool_service is not None:
+                await self.pool_service.close()
             await self.confinement.close()
             if forwarder is not None:
                 forwarder.close()
@@ -161,6 +167,7 @@ class Supervisor:
             self._remove_signal_handlers(loop)
             self.status = "exited"
             self.events.emit("runner.exit", f"agent ended with exit code {self.exit_code}")
+            self.feed.close("the runner is exiting")
             await self.server.close()
             reaper.close()
             self.events.close()
@@ -260,8 +267,8 @@ class Supervisor:
         """The background agent pool, made on first use; its agents get the primary
         agent's treatment (user, environment, MCP injection) and its state is kept
         in the state directory's SQLite database."""
-        if self._pool_service is not None:
-            return self._pool_service.ops
+        if self.pool_service is not None:
+            return self.pool_service.ops
         from ..pool.errors import PoolUnavailable
         from ..pool.service import open_pool
 
@@ -289,8 +296,7 @@ class Supervisor:
         service.pool.add_listener(
             lambda record: self._background(self.confinement.agent_ended(record.agent_id))
         )
-        self._pool_service = service
-        self.pool = service.pool
+        self.pool_service = service
         return service.ops
 
     def _background(self, coro: Any) -> None:
