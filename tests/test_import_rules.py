@@ -144,3 +144,45 @@ def test_control_imports_no_implementation(graph: dict[str, set[str]]) -> None:
 
 def test_the_ground_floor_imports_nothing_above_it(graph: dict[str, set[str]]) -> None:
     assert offenders(graph, lambda a: area(a) in GROUND, lambda b: area(b) not in GROUND) == []
+
+
+def _readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"## {title}\n")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_the_readme_tree_names_real_paths() -> None:
+    section = _readme_section("Architecture")
+    tree = section.split("```\n", 2)[1]
+    named: set[Path] = set()
+    folder = PACKAGE
+    for line in tree.splitlines()[1:]:
+        entry = line.lstrip("│├└─ ")
+        words = [w.strip(",") for w in entry.split()]
+        depth = len(line) - len(line.lstrip("│├└─ "))
+        for word in words:
+            if not (word.endswith("/") or word.endswith(".py")):
+                break
+            base = PACKAGE if depth <= 4 else folder
+            path = base / word.rstrip("/")
+            assert path.exists(), f"the README names {word}, which is not in {base}"
+            named.add(path)
+            if word.endswith("/"):
+                folder = path
+    packages = {p for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert packages - named == set(), "a package folder is missing from the README's tree"
+
+
+def test_the_readme_subscribe_example_parses() -> None:
+    section = _readme_section("Files and environment")
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    tree = ast.parse(code)
+    imported = {
+        (node.module, alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    for module, name in imported:
+        assert hasattr(__import__(module, fromlist=[name]), name), (module, name)
