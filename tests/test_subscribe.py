@@ -162,6 +162,12 @@ def test_a_subscriber_sees_restarts_pool_agents_and_netmon_as_they_happen(
         server.close()
     end = listener.until("end of the stream", lambda m: m["type"] in ("end", "dropped"))
     assert end["type"] == "end" and "exiting" in end["reason"]
+    # The last state sent is the run's end: the agent exited, its pool still on record.
+    final = apply({}, listener.first)
+    for message in listener.seen:
+        apply(final, message)
+    assert final["agent"]["status"] == "exited"
+    assert final["pool_agents"][agent_id]["status"] == "completed"
 
 
 # ---- back-pressure, in process: a real control server and feed on a real socket -----------------

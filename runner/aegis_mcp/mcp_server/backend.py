@@ -97,7 +97,8 @@ class LocalBackend:
     async def close(self) -> None:
         """Stop the in-process agents."""
         if self._service is not None:
-            await self._service.close()
+            await self._service.shutdown()
+            self._service.close()
         if self._reaper is not None:
             self._reaper.close()
 

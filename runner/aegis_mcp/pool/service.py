@@ -35,9 +35,12 @@ class PoolService:
     locks: FileLocks
     ops: dict[str, OpHandler]
 
-    async def close(self) -> None:
-        """Stop the pool's agents, then close its database."""
+    async def shutdown(self) -> None:
+        """Stop the pool's agents; what it knows stays readable until :meth:`close`."""
         await self.pool.shutdown()
+
+    def close(self) -> None:
+        """Close the pool's database."""
         self.pool.store.close()
 
 

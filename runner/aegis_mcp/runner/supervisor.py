@@ -158,7 +158,7 @@ class Supervisor:
             watchdog_task.cancel()
             self.watchdog.cancel_pending()
             if self.pool_service is not None:
-                await self.pool_service.close()
+                await self.pool_service.shutdown()
             await self.confinement.close()
             if forwarder is not None:
                 forwarder.close()
@@ -167,8 +167,11 @@ class Supervisor:
             self._remove_signal_handlers(loop)
             self.status = "exited"
             self.events.emit("runner.exit", f"agent ended with exit code {self.exit_code}")
+            # The last state sent still shows the pool: its database closes after.
             self.feed.close("the runner is exiting")
             await self.server.close()
+            if self.pool_service is not None:
+                self.pool_service.close()
             reaper.close()
             self.events.close()
             lock.release()
