@@ -82,9 +82,9 @@ class Confinement:
     async def start(self) -> None:
         """Start monitoring, then make the primary agent's sandbox when one is asked for."""
         plan = self.plan
-        netmon = self._netmon_plan()
-        if netmon.mode is not None or netmon.sandboxed:
-            await self._start_netmon(netmon)
+        # Without --netmon and a sandbox to watch, netmon is not even imported.
+        if plan.netmon is not None or plan.sandbox == "netns":
+            await self._start_netmon(self._netmon_plan())
         if plan.sandbox != "none":
             try:
                 sandbox = await asyncio.to_thread(self._make, plan.sandbox, PRIMARY_AGENT_ID)
