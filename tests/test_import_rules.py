@@ -19,7 +19,17 @@ from helpers import REPO
 
 PACKAGE = REPO / "runner" / "aegis_mcp"
 ROOT = "aegis_mcp"
-GROUND = {"", "files", "paths", "processes", "privileges", "terminal", "owners", "dns_wire"}
+GROUND = {
+    "",
+    "files",
+    "paths",
+    "safe_paths",
+    "processes",
+    "privileges",
+    "terminal",
+    "owners",
+    "dns_wire",
+}
 """The ground floor (``""``: the package's own ``__init__``, its version): anyone may
 import it; it imports nothing above it."""
 

@@ -180,6 +180,16 @@ async def _bad_arguments(env) -> None:
         ("file_lock_release", {"path": ""}, "path"),
         ("netmon_log", {"count": 0}, "count"),
         ("netmon_log", {"count": "many"}, "count"),
+        # Strict models: nothing coerced, no unknown names, strings kept as sent.
+        ("netmon_log", {"count": True}, "count: Input should be a valid integer, got true"),
+        ("netmon_log", {"count": "123"}, 'count: Input should be a valid integer, got "123"'),
+        ("netmon_log", {"count": 5.0}, "count: Input should be a valid integer"),
+        ("watchdog_disable", {"duration_secs": True}, "duration_secs: Input should be"),
+        ("watchdog_configure", {"enabled": 1}, "enabled: Input should be a valid boolean"),
+        ("server_status", {"verbose": True}, "unknown argument 'verbose' (it takes no"),
+        ("agent_status", {"agent_id": "x", "id": 1}, "unknown argument 'id' (it takes agent_id)"),
+        ("restart_claude", {"prompt": "null"}, "takes no prompt"),
+        ("restart_claude", {"reason": " "}, "reason must not be empty"),
     ]
     async with mcp_client(env) as client:
         for name, args, needle in cases:

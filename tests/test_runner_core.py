@@ -64,7 +64,7 @@ def test_exit_codes_propagate(aegis_env):
     "argv, message",
     [
         (["nosuchagent"], "unknown agent 'nosuchagent'"),
-        (["run", "--", "/nonexistent/agent-binary"], "was not found on PATH"),
+        (["run", "--", "/nonexistent/agent-binary"], "does not exist"),
         (["demo", "--watchdog-timeout=zero"], "takes seconds"),
         (["demo", "--netmon=carrier-pigeon"], "--netmon must be one of"),
     ],

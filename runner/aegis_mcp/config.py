@@ -35,6 +35,9 @@ Every error names the file, the key and what is wrong; nothing is guessed.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -177,11 +180,16 @@ def _sandbox(table: Any, where: str) -> dict[str, Any]:
         if key not in ("pool", "prefixlen"):
             raise ConfigError(f"{where}.{key}: unknown setting")
     from .sandbox.errors import SandboxError
-    from .sandbox.netns.pool import AddressPool
+    from .sandbox.netns.pool import DEFAULT_POOL, AddressPool
 
+    cidr, prefixlen = table.get("pool", DEFAULT_POOL), table.get("prefixlen", 30)
+    if not isinstance(cidr, str):
+        raise ConfigError(f'{where}.pool must be a string such as "10.213.0.0/16"')
+    if isinstance(prefixlen, bool) or not isinstance(prefixlen, int):
+        raise ConfigError(f"{where}.prefixlen must be 30 or 31")
     try:
-        AddressPool(**table)
-    except (SandboxError, TypeError) as exc:
+        AddressPool(cidr, prefixlen)
+    except SandboxError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return dict(table)
 
@@ -199,10 +207,19 @@ def _policy(table: Any, where: str) -> dict[str, Any]:
     return dict(table)
 
 
+def _read_regular_file(path: Path) -> bytes:
+    # Non-blocking: a FIFO named as the config must give an error, not a hang.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return f.read()
+
+
 def load_config(path: Path) -> Config:
     """Read and validate the config file; a missing file gives the defaults."""
     try:
-        raw = path.read_bytes()
+        raw = _read_regular_file(path)
     except FileNotFoundError:
         return Config()
     except OSError as exc:

@@ -1,9 +1,49 @@
-"""Writing files safely."""
+"""Writing files safely.
+
+Every file aegis-mcp creates is made with ``O_CREAT | O_EXCL | O_NOFOLLOW``
+(a name planted in advance, a symlink above all, makes the creation fail
+instead of redirecting it), gets its mode and owner through its descriptor
+(``fchmod``/``fchown``, never through a path), and lives in a directory that
+:mod:`.safe_paths` checked.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+
+_NEW = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def create_new(
+    path: Path,
+    mode: int = 0o600,
+    owner: tuple[int, int] | None = None,
+    flags: int = os.O_WRONLY,
+    replace: bool = False,
+) -> int:
+    """Create ``path`` (which must not exist) and return its descriptor.
+
+    The file gets exactly ``mode`` (whatever the umask) and, if given,
+    ``owner``. With ``replace``, a file already there (a dead process's,
+    under a reused name) is unlinked first: unlinking a planted symlink
+    removes the link, never its target.
+    """
+    if replace:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    fd = os.open(path, flags | _NEW, mode)
+    try:
+        os.fchmod(fd, mode)
+        if owner is not None:
+            os.fchown(fd, *owner)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return fd
 
 
 def write_atomic(
@@ -14,11 +54,9 @@ def write_atomic(
     The file gets exactly ``mode`` (whatever the umask) and, if given, ``owner``.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    # A temporary file of ours left by a crash (same pid, later) is replaced.
+    fd = create_new(tmp, mode, owner, replace=True)
     try:
-        os.fchmod(fd, mode)
-        if owner is not None:
-            os.fchown(fd, *owner)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

@@ -12,53 +12,47 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from .safe_paths import UnsafeDirectoryError, private_dir
 
 APP = "aegis-mcp"
 ROOT_RUNTIME_DIR = Path("/run") / APP
 
 
-class UnsafeDirectoryError(RuntimeError):
-    """A directory we would keep private files in is not private."""
-
-
-def _ensure_private_dir(path: Path, mode: int = 0o700, owner: int | None = None) -> Path:
-    """Create ``path`` (and parents) and check it is ours and not writable by others.
-
-    A symlink, a foreign owner or group/world write permission is refused:
-    those are the ways a predictable path in a shared place gets hijacked.
-    """
-    owner = os.geteuid() if owner is None else owner
-    path.mkdir(parents=True, exist_ok=True, mode=mode)
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise UnsafeDirectoryError(f"{path} is not a plain directory")
-    if st.st_uid != owner:
-        raise UnsafeDirectoryError(f"{path} is owned by uid {st.st_uid}, expected {owner}")
-    if stat.S_IMODE(st.st_mode) != mode:
-        os.chmod(path, mode)
-    return path
+def _private(path: Path, what: str, variable: str, mode: int = 0o700) -> Path:
+    try:
+        return private_dir(path, mode)
+    except UnsafeDirectoryError as exc:
+        raise UnsafeDirectoryError(
+            f"refusing the {what} {path}: {exc}. It is not repaired in place: use a "
+            f"directory that only you (or root) can change, through {variable} if need be"
+        ) from None
 
 
 def runtime_dir() -> Path:
-    """The private runtime directory for this user, created on demand."""
+    """The private runtime directory for this user, created on demand.
+
+    Refused (UnsafeDirectoryError) unless it and every directory above it pass
+    :func:`safe_paths.open_private_dir`'s checks.
+    """
     # Root's directory is world-searchable so that an agent whose privileges
     # were dropped can reach the files the runner chowns to it; only root can
     # create names in it.
-    root_mode = 0o755 if os.geteuid() == 0 else 0o700
-    override = os.environ.get("AEGIS_MCP_RUNTIME_DIR")
+    mode = 0o755 if os.geteuid() == 0 else 0o700
+    variable = "AEGIS_MCP_RUNTIME_DIR"
+    override = os.environ.get(variable)
     if override:
-        return _ensure_private_dir(Path(override), mode=root_mode)
+        return _private(Path(override), "runtime directory", variable, mode)
     if os.geteuid() == 0:
-        return _ensure_private_dir(ROOT_RUNTIME_DIR, mode=root_mode)
+        return _private(ROOT_RUNTIME_DIR, "runtime directory", variable, mode)
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and Path(xdg).is_dir() and os.stat(xdg).st_uid == os.geteuid():
-        return _ensure_private_dir(Path(xdg) / APP)
+        return _private(Path(xdg) / APP, "runtime directory", variable)
     from platformdirs import user_cache_dir
 
-    return _ensure_private_dir(Path(user_cache_dir(APP)) / "run")
+    return _private(Path(user_cache_dir(APP)) / "run", "runtime directory", variable)
 
 
 def candidate_runtime_dirs() -> list[Path]:
@@ -73,12 +67,13 @@ def candidate_runtime_dirs() -> list[Path]:
 
 def state_dir() -> Path:
     """The durable state directory (SQLite databases, history)."""
-    override = os.environ.get("AEGIS_MCP_STATE_DIR")
+    variable = "AEGIS_MCP_STATE_DIR"
+    override = os.environ.get(variable)
     if override:
-        return _ensure_private_dir(Path(override))
+        return _private(Path(override), "state directory", variable)
     from platformdirs import user_state_dir
 
-    return _ensure_private_dir(Path(user_state_dir(APP)))
+    return _private(Path(user_state_dir(APP)), "state directory", variable)
 
 
 def config_file() -> Path:

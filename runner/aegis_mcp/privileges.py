@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import pwd
+import subprocess
 from dataclasses import dataclass, field
 
 PR_SET_NO_NEW_PRIVS = 38
@@ -100,6 +101,33 @@ def resolve_agent_user(keep_root: bool, environ: dict[str, str] | None = None) -
             "permission-skipping flags it refuses as root are not passed"
         ),
     )
+
+
+def can_enter(path: str, user: AgentUser) -> bool:
+    """Whether ``user`` can make directory ``path`` its working directory.
+
+    Asked with that user's own credentials (a shell that drops to them and
+    runs ``cd``), so that every rule the kernel applies counts: modes of each
+    directory on the way, ACLs, mount options. Called from the event loop's
+    thread, whose SIGCHLD reaper cannot run meanwhile; the child says "ok"
+    itself rather than through an exit status that could be reaped elsewhere.
+    """
+    if not user.drop:
+        return os.path.isdir(path) and os.access(path, os.X_OK, effective_ids=True)
+    try:
+        result = subprocess.run(
+            ["/bin/sh", "-c", 'cd -- "$1" && echo ok', "sh", path],
+            user=user.uid,
+            group=user.gid,
+            extra_groups=list(user.groups),
+            env={"PATH": os.defpath},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.stdout == b"ok\n"
 
 
 def set_no_new_privs() -> None:

@@ -52,6 +52,26 @@ def resolve_executable(name: str, path: str | None = None) -> str | None:
     return os.path.abspath(found) if found else None
 
 
+def not_runnable(name: str, path: str | None = None) -> str:
+    """Why ``name`` did not resolve to an executable, as the end of a sentence."""
+    if os.sep in name:
+        candidates = [name]
+    else:
+        search = path if path is not None else os.environ.get("PATH", os.defpath)
+        candidates = [os.path.join(d, name) for d in search.split(os.pathsep) if d]
+    found = next((c for c in candidates if os.path.lexists(c)), None)
+    if found is None:
+        return "does not exist" if os.sep in name else "was not found on PATH"
+    where = "" if found == name else f"was found on PATH as {found}, which "
+    if not os.path.exists(found):
+        return f"{where}is a symbolic link to nothing"
+    if os.path.isdir(found):
+        return f"{where}is a directory, not a program"
+    if not os.path.isfile(found):
+        return f"{where}is not a regular file"
+    return f"{where}is not executable (no execute permission)"
+
+
 def _is_option(arg: str) -> bool:
     return arg.startswith("-") and arg != "-"
 

@@ -69,10 +69,26 @@ def main(argv: list[str] | None = None) -> int:
         pass
     else:
         return run_agent(argv)
+    return run_app(argv)
+
+
+def run_app(argv: list[str]) -> int:
+    """Run a typer command; a usage mistake is one ``aegis-mcp: error:`` line, exit 2,
+    like every other mistake (not the CLI library's usage screen)."""
+    from typer import Abort
+    from typer.exceptions import TyperException
+
     from .app import app
 
-    app(args=argv, prog_name="aegis-mcp")
-    return 0
+    try:
+        code = app(args=argv, prog_name="aegis-mcp", standalone_mode=False)
+    except Abort:
+        return _fail("aborted")
+    except TyperException as exc:
+        context = getattr(exc, "ctx", None)
+        where = context.command_path if context is not None else "aegis-mcp"
+        return _fail(f"{exc.format_message()} (see `{where} --help`)")
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:

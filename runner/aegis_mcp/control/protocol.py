@@ -12,12 +12,21 @@ the format only, no implementation of any operation.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20
+# Bounds of what a request may hold: deeper nesting or longer numbers are
+# refused before they cost the runner a RecursionError or a quadratic int().
+MAX_DEPTH = 32
+MAX_INT_DIGITS = 20
+MAX_NUMBER_CHARS = 64
+MAX_ID_CHARS = 200
+MAX_OP_CHARS = 100
+REQUEST_FIELDS = ("v", "id", "op", "args", "activity")
 
 # Error codes a reply can carry.
 BAD_REQUEST = "bad_request"
@@ -98,39 +107,169 @@ def error_reply(req_id: Any, code: str, message: str) -> bytes:
     return encode({"v": PROTOCOL_VERSION, "id": req_id, "ok": False, "error": error})
 
 
-def decode_request(line: bytes) -> Request:
-    """Parse and check a request line; raises ControlError with a reason."""
+class RequestError(ControlError):
+    """A request that cannot be served as sent; ``request_id`` addresses the reply when
+    the request got far enough to name one."""
+
+    def __init__(self, code: str, message: str, request_id: int | str | None = None) -> None:
+        super().__init__(code, message)
+        self.request_id = request_id
+
+
+class _Refused(Exception):
+    """A value the protocol does not accept, found while checking a parsed request."""
+
+
+@dataclass(frozen=True)
+class _Unacceptable:
+    """What the JSON parser left in place of a number it must not build (a huge
+    integer, an infinite float, NaN), so that the check can say where it was."""
+
+    why: str
+
+
+def _parse_int(text: str) -> int | _Unacceptable:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        return _Unacceptable(f"an integer of {digits} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float | _Unacceptable:
+    if len(text) > MAX_NUMBER_CHARS:
+        return _Unacceptable(f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+    value = float(text)
+    if not math.isfinite(value):
+        return _Unacceptable(f"the number {text}, out of range")
+    return value
+
+
+def _parse_constant(name: str) -> _Unacceptable:
+    return _Unacceptable(f"{name}, which is not a JSON value")
+
+
+def _check_values(message: Any) -> None:
+    """Refuse nesting beyond MAX_DEPTH, unacceptable numbers and strings that are not
+    valid Unicode (lone surrogates such as ``"\\ud800"``, which no file name,
+    database or peer accepts)."""
+    pending: list[tuple[Any, int, str]] = [(message, 1, "the request")]
+    while pending:
+        value, depth, where = pending.pop()
+        if isinstance(value, str):
+            _check_string(value, where)
+            continue
+        if isinstance(value, _Unacceptable):
+            raise _Refused(f"{_short(where)} is {value.why}")
+        if isinstance(value, dict | list) and depth > MAX_DEPTH:
+            raise _Refused(f"{_short(where)} is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_string(key, f"a key of {where}")
+                pending.append((item, depth + 1, key if depth == 1 else f"{where}.{key}"))
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1, f"{where}[{i}]") for i, item in enumerate(value))
+
+
+def _short(where: str) -> str:
+    return where if len(where) <= 60 else where[:57] + "..."
+
+
+def _check_string(value: str, where: str) -> None:
+    if value.isascii():
+        return
     try:
-        msg = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ControlError(BAD_REQUEST, f"not valid JSON: {exc}") from None
-    if not isinstance(msg, dict):
-        raise ControlError(BAD_REQUEST, "a request must be a JSON object")
-    version = msg.get("v")
-    if version != PROTOCOL_VERSION:
-        raise ControlError(
-            VERSION_MISMATCH,
-            f"protocol version {version!r} not supported (runner speaks {PROTOCOL_VERSION})",
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
+        raise _Refused(
+            f"{_short(where)} holds a lone surrogate (\\u{code:04x}): not valid Unicode"
+        ) from None
+
+
+def _loads(line: bytes) -> Any:
+    """Parse one line within the protocol's bounds; RequestError(BAD_REQUEST) says why not."""
+    try:
+        return json.loads(
+            line,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_parse_constant,
         )
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(BAD_REQUEST, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(BAD_REQUEST, f"nested deeper than {MAX_DEPTH} levels") from None
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value, default=lambda v: getattr(v, "why", repr(v)))
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def decode_request(line: bytes) -> Request:
+    """Parse and check a request line; raises RequestError with a reason.
+
+    Strict: bounded nesting and numbers, valid Unicode, only the fields a
+    request has, each of its type (``"v": true`` or ``1.0`` is not version 1).
+    """
+    msg = _loads(line)
+    if not isinstance(msg, dict):
+        raise RequestError(BAD_REQUEST, "a request must be a JSON object")
     req_id = msg.get("id")
-    if req_id is not None and not isinstance(req_id, int | str):
-        raise ControlError(BAD_REQUEST, "'id' must be an integer or a string")
+    if req_id is not None and not (
+        (type(req_id) is int and abs(req_id) < 2**63)
+        or (isinstance(req_id, str) and len(req_id) <= MAX_ID_CHARS and req_id.isprintable())
+    ):
+        raise RequestError(
+            BAD_REQUEST,
+            f"'id' must be an integer or a string of at most {MAX_ID_CHARS} printable "
+            f"characters, got {_describe(req_id)}",
+        )
+    try:
+        _check_values(msg)
+    except _Refused as exc:
+        raise RequestError(BAD_REQUEST, f"refused: {exc}", req_id) from None
+    unknown = sorted(set(msg) - set(REQUEST_FIELDS))
+    if unknown:
+        raise RequestError(
+            BAD_REQUEST,
+            f"unknown request field(s) {', '.join(map(repr, unknown))}; a request has "
+            f"{', '.join(REQUEST_FIELDS)}",
+            req_id,
+        )
+    version = msg.get("v")
+    if type(version) is not int:
+        raise RequestError(
+            BAD_REQUEST,
+            f"'v' must be the protocol version, the integer {PROTOCOL_VERSION}, "
+            f"got {_describe(version)}",
+            req_id,
+        )
+    if version != PROTOCOL_VERSION:
+        raise RequestError(
+            VERSION_MISMATCH,
+            f"protocol version {version} not supported (runner speaks {PROTOCOL_VERSION})",
+            req_id,
+        )
     op = msg.get("op")
-    if not isinstance(op, str) or not op:
-        raise ControlError(BAD_REQUEST, "'op' must be a non-empty string")
+    if not isinstance(op, str) or not op or len(op) > MAX_OP_CHARS:
+        raise RequestError(
+            BAD_REQUEST,
+            f"'op' must be an operation name (a string of 1 to {MAX_OP_CHARS} characters), "
+            f"got {_describe(op)}",
+            req_id,
+        )
     args = msg.get("args", {})
     if not isinstance(args, dict):
-        raise ControlError(BAD_REQUEST, "'args' must be a JSON object")
-    return Request(id=req_id, op=op, args=args, activity=msg.get("activity") is True)
-
-
-def request_id_of(line: bytes) -> Any:
-    """Best-effort id of a request that failed to decode, to address the error reply."""
-    try:
-        msg = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return msg.get("id") if isinstance(msg, dict) else None
+        raise RequestError(
+            BAD_REQUEST, f"'args' must be a JSON object, got {_describe(args)}", req_id
+        )
+    activity = msg.get("activity", False)
+    if not isinstance(activity, bool):
+        raise RequestError(
+            BAD_REQUEST, f"'activity' must be true or false, got {_describe(activity)}", req_id
+        )
+    return Request(id=req_id, op=op, args=args, activity=activity)
 
 
 def decode_reply(line: bytes) -> Any:

@@ -33,12 +33,19 @@ def string(name: str, value: Any, *, max_len: int | None = None, allow_empty: bo
     if not isinstance(value, str):
         raise invalid(f"{name} must be a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
-        raise invalid(f"{name} must not be empty")
+        raise invalid(f"{name} must not be empty or blank (leave it out instead)")
     if max_len is not None and len(value) > max_len:
         raise invalid(f"{name} is {len(value)} characters long; the limit is {max_len}")
     if "\0" in value:
         raise invalid(f"{name} must not contain NUL characters")
     return value
+
+
+def optional_string(name: str, value: Any, *, max_len: int | None = None) -> str | None:
+    """``value`` as a string argument that may be left out (None), but not blank."""
+    if value is None:
+        return None
+    return string(name, value, max_len=max_len)
 
 
 def integer(name: str, value: Any, low: int, high: int) -> int:

@@ -9,6 +9,7 @@ protocol is written to stdout.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -17,7 +18,9 @@ from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import Field
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
+from pydantic import ConfigDict, Field, ValidationError
 
 from .. import __version__
 from ..control.protocol import PRIMARY_AGENT_ID, ControlError
@@ -86,14 +89,83 @@ SIMPLE_TOOLS: dict[str, str] = {
 }
 
 
+class _AsSent(FuncMetadata):
+    """Arguments exactly as the client sent them. The SDK's default re-parses strings
+    that look like JSON, so that ``prompt="null"`` would arrive as None and
+    ``count="123"`` as a number: a client speaks JSON, and its types are kept."""
+
+    def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+
+def strict_tool(fn: Callable[..., Any], name: str, description: str) -> Tool:
+    """A tool whose arguments are checked strictly: unknown names are refused (the
+    schema says ``additionalProperties: false``) and nothing is coerced (``true`` is
+    not an integer, ``"123"`` not a number)."""
+    tool = Tool.from_function(fn, name=name, description=description)
+    loose = tool.fn_metadata
+
+    class Arguments(loose.arg_model):  # type: ignore[name-defined,misc]
+        model_config = ConfigDict(extra="forbid", strict=True, title=loose.arg_model.__name__)
+
+    metadata = _AsSent(
+        arg_model=Arguments,
+        output_schema=loose.output_schema,
+        output_model=loose.output_model,
+        wrap_output=loose.wrap_output,
+    )
+    schema = Arguments.model_json_schema(by_alias=True)
+    return tool.model_copy(update={"fn_metadata": metadata, "parameters": schema})
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def explain(tool: str, error: ValidationError, accepted: list[str]) -> str:
+    """One line per bad argument, saying what to change (the caller is a model)."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        if item["type"] == "extra_forbidden":
+            takes = f"it takes {', '.join(accepted)}" if accepted else "it takes no arguments"
+            problems.append(f"unknown argument {where!r} ({takes})")
+        elif item["type"] == "missing":
+            problems.append(f"missing required argument {where!r}")
+        else:
+            problems.append(f"{where}: {item['msg']}, got {_shown(item['input'])}")
+    return f"{tool}: invalid arguments: " + "; ".join(problems)
+
+
+class StrictServer(MCPServer):
+    """An MCPServer whose argument errors name each bad argument and what it takes."""
+
+    def __init__(self, tools: list[Tool], **kwargs: Any) -> None:
+        super().__init__(tools=tools, **kwargs)
+        self._accepted = {t.name: sorted(t.parameters.get("properties", {})) for t in tools}
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        """Call a tool; a ValidationError becomes a ToolError that explains it."""
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(explain(name, cause, self._accepted.get(name, []))) from cause
+            raise
+
+
 def build_server(backend: Backend) -> MCPServer:
     """An MCPServer whose tools call ``backend``."""
-    server = MCPServer(
-        name="aegis-mcp",
-        version=__version__,
-        instructions=INSTRUCTIONS,
-        log_level="WARNING",
-    )
+    tools: list[Tool] = []
+
+    def tool(description: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            tools.append(strict_tool(fn, fn.__name__, description))
+            return fn
+
+        return register
 
     async def call(op: str, **args: Any) -> dict[str, Any]:
         try:
@@ -119,17 +191,19 @@ def build_server(backend: Backend) -> MCPServer:
 
         return restart
 
-    server.add_tool(restart_tool("restart_claude"), name="restart_claude", description=restart_doc)
-    server.add_tool(
-        restart_tool("restart_agent"),
-        name="restart_agent",
-        description=restart_doc + " Same as restart_claude, for any agent.",
+    tools.append(strict_tool(restart_tool("restart_claude"), "restart_claude", restart_doc))
+    tools.append(
+        strict_tool(
+            restart_tool("restart_agent"),
+            "restart_agent",
+            restart_doc + " Same as restart_claude, for any agent.",
+        )
     )
 
     # -- watchdog ------------------------------------------------------------
 
-    @server.tool(
-        description="Change watchdog settings now (only the ones given). enabled: on/off. "
+    @tool(
+        "Change watchdog settings now (only the ones given). enabled: on/off. "
         "heartbeat_timeout_secs: seconds without output, tool calls or I/O before the agent "
         "counts as unresponsive (0.1 to 604800). lockup_action: what to do after 3 unresponsive "
         "checks — warn, restart (hot reload), restart_with_backoff, kill, notify_and_wait. "
@@ -150,8 +224,8 @@ def build_server(backend: Backend) -> MCPServer:
             max_memory_mb=max_memory_mb,
         )
 
-    @server.tool(
-        description="Disable the watchdog for duration_secs (default 300, 1 to 604800) before a "
+    @tool(
+        "Disable the watchdog for duration_secs (default 300, 1 to 604800) before a "
         "long operation that prints nothing (a big build, a long download); it re-enables "
         "itself afterwards. Returns the status."
     )
@@ -162,8 +236,8 @@ def build_server(backend: Backend) -> MCPServer:
 
     # -- agent pool ----------------------------------------------------------
 
-    @server.tool(
-        description="Start a background agent on a task; returns at once with its agent_id "
+    @tool(
+        "Start a background agent on a task; returns at once with its agent_id "
         "(status queued or running). It runs headless (e.g. claude -p) in working_directory "
         "(default: the current one). agent_type is a profile name: claude, aider, cursor, "
         "codex, gemini, demo, or one from the config file. max_iterations bounds its turns; "
@@ -192,8 +266,8 @@ def build_server(backend: Backend) -> MCPServer:
             sandbox=sandbox,
         )
 
-    @server.tool(
-        description="Details of one background agent: status, pid, times, exit code, last "
+    @tool(
+        "Details of one background agent: status, pid, times, exit code, last "
         "output lines, the result text when it finished, its full log file, a note on why "
         "it is orphaned or lost, and for worktree isolation the branch and its changes."
     )
@@ -202,8 +276,8 @@ def build_server(backend: Backend) -> MCPServer:
     ) -> dict[str, Any]:
         return await call("agent_status", agent_id=agent_id)
 
-    @server.tool(
-        description="Wait up to timeout_secs (default 300, at most 3600) for a background "
+    @tool(
+        "Wait up to timeout_secs (default 300, at most 3600) for a background "
         "agent to finish; returns its final status and result, or done=false if it is still "
         "running."
     )
@@ -213,8 +287,8 @@ def build_server(backend: Backend) -> MCPServer:
     ) -> dict[str, Any]:
         return await call("agent_await", agent_id=agent_id, timeout_secs=timeout_secs)
 
-    @server.tool(
-        description="Stop a background agent (SIGINT, then SIGTERM, then SIGKILL to its whole "
+    @tool(
+        "Stop a background agent (SIGINT, then SIGTERM, then SIGKILL to its whole "
         "process tree) or drop it from the queue. Returns its final status."
     )
     async def agent_stop(
@@ -224,8 +298,8 @@ def build_server(backend: Backend) -> MCPServer:
 
     holder = os.environ.get("AEGIS_MCP_AGENT_ID", PRIMARY_AGENT_ID)
 
-    @server.tool(
-        description="Lock a file (path inside the working tree) so that other agents leave it "
+    @tool(
+        "Lock a file (path inside the working tree) so that other agents leave it "
         "alone while you edit it. ttl_secs (default 300) bounds how long the lock lives; "
         "wait_secs (default 0) waits for another agent's lock to go. Locks of agents that "
         "exited are released. Release with file_lock_release when done."
@@ -244,8 +318,8 @@ def build_server(backend: Backend) -> MCPServer:
             holder_pid=os.getppid(),
         )
 
-    @server.tool(
-        description="Release a file lock you hold (acquired with file_lock_acquire), so that "
+    @tool(
+        "Release a file lock you hold (acquired with file_lock_acquire), so that "
         "other agents waiting for the file get it. Releasing another agent's lock is refused."
     )
     async def file_lock_release(
@@ -255,16 +329,22 @@ def build_server(backend: Backend) -> MCPServer:
 
     # -- network monitoring --------------------------------------------------
 
-    @server.tool(
-        description="The most recent network events (connect, close, send, recv, dns, "
+    @tool(
+        "The most recent network events (connect, close, send, recv, dns, "
         "blocked), newest last; count 1 to 1000, default 20."
     )
     async def netmon_log(count: Annotated[int, Field(ge=1, le=1000)] = 20) -> dict[str, Any]:
         return await call("netmon_log", count=count)
 
     for name, description in SIMPLE_TOOLS.items():
-        server.add_tool(_forwarding(call, name), name=name, description=description)
-    return server
+        tools.append(strict_tool(_forwarding(call, name), name, description))
+    return StrictServer(
+        tools,
+        name="aegis-mcp",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        log_level="WARNING",
+    )
 
 
 def _forwarding(

@@ -39,6 +39,8 @@ class NetmonPlan:
     agent_id: str
     log_file: Path
     """Where the hooks library writes (the ``preload`` source)."""
+    log_owner: tuple[int, int] | None = None
+    """(uid, gid) the log is made for when the agents run as another user."""
     sandboxed: bool = False
     """The agent runs in a netns sandbox, whose view is a source."""
     policy: PolicyLike | None = None
@@ -137,4 +139,4 @@ def start_sources(plan: NetmonPlan, machine: Machine, stats: NetmonStats) -> Sou
 def _preload(plan: NetmonPlan, hooks: HooksInfo) -> NetmonSource:
     from .preload_log import PreloadSource
 
-    return PreloadSource(plan.log_file, hooks)
+    return PreloadSource(plan.log_file, hooks, plan.log_owner)

@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from ..files import create_new
 from ..hooks_lib import HooksInfo, preload_into
 from ..processes import SpawnSpec
 from .source import NetmonSource
@@ -151,13 +152,19 @@ class PreloadSource(NetmonSource):
 
     name = "preload"
 
-    def __init__(self, log_file: Path, hooks: HooksInfo) -> None:
+    def __init__(
+        self, log_file: Path, hooks: HooksInfo, owner: tuple[int, int] | None = None
+    ) -> None:
         self.log_file = Path(log_file)
         self.hooks = hooks
+        self.owner = owner
         self.reader: PreloadLog | None = None
 
     def start(self, stats: NetmonStats) -> None:
-        """Follow the log into ``stats`` (the agents write it once they run)."""
+        """Make the log, then follow it into ``stats`` (the agents write it once they run)."""
+        # Made here, for the hooks to append to: the agent's user cannot create
+        # names in root's runtime directory, and must not.
+        os.close(create_new(self.log_file, owner=self.owner, replace=True))
         self.reader = PreloadLog(self.log_file, stats)
 
     def poll(self) -> None:

@@ -30,11 +30,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..agents.command import LaunchOptions, build_argv, headless_task_args, resolve_executable
+from ..agents.command import (
+    LaunchOptions,
+    build_argv,
+    headless_task_args,
+    not_runnable,
+    resolve_executable,
+)
 from ..agents.profiles import AgentProfile
 from ..control import validate
+from ..files import create_new
 from ..privileges import AgentUser
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
+from ..safe_paths import UnsafeDirectoryError, private_dir
 from . import agent_rows, liveness, orphans
 from .errors import AgentNotFound, AgentStuck, PoolError, PoolUnavailable
 from .records import (
@@ -185,6 +193,7 @@ class AgentPool:
             self.profiles,
             self.default_cwd,
             self._sandbox_for,
+            user=self._user,
             description=description,
             agent_type=agent_type,
             working_dir=working_directory,
@@ -428,8 +437,9 @@ class AgentPool:
         search = env.get("PATH", os.environ.get("PATH", os.defpath))
         executable = resolve_executable(profile.command[0], search)
         if executable is None:
+            name = profile.command[0]
             raise FileNotFoundError(
-                f"{profile.command[0]!r} (agent_type {profile.name!r}) was not found on PATH"
+                f"{name!r} (agent_type {profile.name!r}) {not_runnable(name, search)}"
             )
         launch = LaunchOptions(
             executable=executable,
@@ -445,9 +455,12 @@ class AgentPool:
         return build_argv(profile, launch, headless_task_args(profile, task, record.max_iterations))
 
     def _open_log(self, record: AgentRecord) -> int:
-        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
-        return os.open(record.log_file, flags, 0o600)
+        try:
+            private_dir(self.log_dir)
+        except UnsafeDirectoryError as exc:
+            raise UnsafeDirectoryError(f"refusing the pool log directory: {exc}") from None
+        # Agent ids are chosen so that their log does not exist yet.
+        return create_new(Path(record.log_file), flags=os.O_WRONLY | os.O_APPEND)
 
     def _start(self, record: AgentRecord) -> None:
         """Start one agent; a failure to start becomes its ``failed`` status."""

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from ..agents.profiles import AgentProfile
 from ..control import validate
+from ..privileges import AgentUser, can_enter
+from ..safe_paths import PSEUDO_FILESYSTEMS, filesystem_type
 from .sandbox import SandboxFor, check_sandbox
 from .worktree import check_isolation
 
@@ -40,15 +42,28 @@ def profile_for(profiles: dict[str, AgentProfile], agent_type: object) -> AgentP
     return profiles[agent_type]
 
 
-def working_directory(path: object, default_cwd: str) -> str:
-    """``path`` (relative to ``default_cwd``, which it defaults to) as an existing directory."""
+def working_directory(path: object, default_cwd: str, user: AgentUser | None = None) -> str:
+    """``path`` (relative to ``default_cwd``, which it defaults to) as a directory the
+    agent's ``user`` can enter, on a real filesystem (not /proc, /sys, ...)."""
     if path is None:
         path = default_cwd
-    path = validate.string("working_directory", path)
+    path = validate.string("working_directory", path, max_len=4096)
     full = os.path.abspath(os.path.join(default_cwd, os.path.expanduser(path)))
     if not os.path.isdir(full):
         what = "does not exist" if not os.path.exists(full) else "is not a directory"
         raise validate.invalid(f"working_directory {full} {what}")
+    kind = filesystem_type(full)
+    if kind in PSEUDO_FILESYSTEMS:
+        raise validate.invalid(
+            f"working_directory {full} is on {kind}, a kernel pseudo-filesystem, not a "
+            "project directory: give the directory of the project the agent works on"
+        )
+    if user is not None and not can_enter(full, user):
+        raise validate.invalid(
+            f"working_directory {full} is not a directory the agent's user {user.name} "
+            f"(uid {user.uid}) can enter: it or a directory above it denies that user "
+            "search permission. Choose a directory that user can use"
+        )
     return full
 
 
@@ -57,6 +72,7 @@ def check_spawn(
     default_cwd: str,
     sandbox_for: SandboxFor | None,
     *,
+    user: AgentUser | None = None,
     description: object,
     agent_type: object,
     working_dir: object,
@@ -68,7 +84,7 @@ def check_spawn(
     """Every argument of a spawn, checked; INVALID_ARGUMENT names the first bad one."""
     text = validate.string("description", description, max_len=MAX_DESCRIPTION_CHARS)
     profile = profile_for(profiles, agent_type)
-    cwd = working_directory(working_dir, default_cwd)
+    cwd = working_directory(working_dir, default_cwd, user)
     iterations: int | None = None
     if max_iterations is not None:
         iterations = validate.integer("max_iterations", max_iterations, 1, MAX_ITERATIONS)

@@ -66,11 +66,6 @@ def open_pool(
     """
     store = PoolStore.open(state_dir)
     log_dir = state_dir / LOG_DIR
-    try:
-        log_dir.mkdir(mode=0o700, exist_ok=True)
-    except BaseException:
-        store.close()
-        raise
     pool = AgentPool(
         profiles,
         reaper,

@@ -18,14 +18,17 @@ database's event history say so.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..safe_paths import UnsafeDirectoryError, private_dir
 from . import liveness
 from .errors import PoolUnavailable
 from .records import FINAL_STATUSES
@@ -64,9 +67,16 @@ def _is_corrupt(exc: BaseException) -> bool:
 
 def _private_file(path: Path) -> None:
     """Create the database file 0600 before SQLite does (it follows the umask,
-    and copies the database's mode to its -wal and -shm files)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    os.close(fd)
+    and copies the database's mode to its -wal and -shm files); an existing one
+    must be a plain file of ours."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    fd = os.open(path, flags, 0o600)
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        raise OSError(errno.EPERM, "not a regular file owned by this user", str(path))
 
 
 def _move_aside(path: Path) -> Path:
@@ -183,9 +193,13 @@ class PoolStore:
 
     @classmethod
     def _open_file(cls, path: Path, busy_timeout: float) -> PoolStore:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
+            private_dir(path.parent)
             _private_file(path)
+        except UnsafeDirectoryError as exc:
+            raise PoolUnavailable(
+                f"cannot use the pool database {path}: {exc}; set AEGIS_MCP_STATE_DIR"
+            ) from None
         except OSError as exc:
             raise PoolUnavailable(
                 f"cannot create the pool database {path}: {exc.strerror}; check the "

@@ -29,6 +29,7 @@ from typing import Any
 from ..control import validate
 from ..privileges import AgentUser
 from ..processes import ChildReaper, exit_code_of
+from ..safe_paths import UnsafeDirectoryError, private_dir
 
 ISOLATION_KINDS = ("none", "worktree")
 BRANCH_PREFIX = "aegis/"
@@ -146,10 +147,15 @@ class Git:
                 "nothing to branch from: commit something first"
             ) from None
         relative = os.path.relpath(os.path.realpath(cwd), os.path.realpath(top))
-        if not self._user.drop:
-            worktrees_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Else git, running as the agent's user, makes the missing directories: owned by
-        # that user, who must be able to reach worktrees_dir (not under root's state dir).
+        # git runs as the agent's user: the directory is that user's, and so must be
+        # every directory above it (or root's), or a third user could redirect it.
+        user = self._user
+        try:
+            private_dir(worktrees_dir, owner=(user.uid, user.gid) if user.drop else None)
+        except UnsafeDirectoryError as exc:
+            raise validate.invalid(
+                f"refusing the worktree directory {worktrees_dir}: {exc}"
+            ) from None
         path = worktrees_dir / agent_id
         branch = BRANCH_PREFIX + agent_id
         try:

@@ -103,6 +103,7 @@ class Confinement:
             runner_pid=self.runner_pid,
             agent_id=PRIMARY_AGENT_ID,
             log_file=self.files.netmon_log,
+            log_owner=(plan.user.uid, plan.user.gid) if plan.user.drop else None,
             sandboxed=plan.sandbox == "netns",
             policy=self._policy() if policy_needs_ebpf else None,
         )

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..control import protocol
-from ..control.protocol import ControlError, OpHandler, Request
+from ..control.protocol import ControlError, OpHandler, Request, RequestError
 
 Handler = Callable[[Request], Awaitable[Any]]
 MAX_STREAM_BUFFER = 4 << 20
@@ -187,9 +187,11 @@ class ControlServer:
             )
         finally:
             os.umask(old_umask)
+        # The umask made it 0600. A socket's owner cannot be set through its
+        # descriptor: lchown, which never follows a link, in the checked runtime
+        # directory that nobody else can write to.
         if self._owner is not None:
-            os.chown(self.path, *self._owner)
-        os.chmod(self.path, 0o600)
+            os.chown(self.path, *self._owner, follow_symlinks=False)
 
     async def close(self) -> None:
         """Stop listening and remove the socket file."""
@@ -290,8 +292,8 @@ class ControlServer:
         self.requests += 1
         try:
             request = protocol.decode_request(line)
-        except ControlError as exc:
-            return protocol.error_reply(protocol.request_id_of(line), exc.code, exc.message), False
+        except RequestError as exc:
+            return protocol.error_reply(exc.request_id, exc.code, exc.message), False
         handler: Handler | None = self._handlers.get(request.op)
         if sink is not None:
             opener = self._streams[request.op]

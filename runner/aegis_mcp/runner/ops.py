@@ -64,22 +64,16 @@ def runner_ops(run: OpsTarget, served: Callable[[], list[str]]) -> dict[str, Han
     async def restart(request: Request) -> dict[str, Any]:
         args = request.args
         validate.reject_unknown("restart", args, ("reason", "prompt", "by"))
-        reason = args.get("reason")
-        prompt = args.get("prompt")
-        by = args.get("by")
-        if reason is not None:
-            reason = validate.string("reason", reason, max_len=MAX_REASON, allow_empty=True)
-        if prompt is not None:
-            prompt = validate.string("prompt", prompt, max_len=MAX_PROMPT)
-            if not run.plan.profile.takes_prompt:
-                raise validate.invalid(
-                    f"{run.plan.profile.name} is a plain command: it takes no prompt"
-                )
-        by = "control socket" if by is None else validate.string("by", by, allow_empty=True)
+        reason = validate.optional_string("reason", args.get("reason"), max_len=MAX_REASON)
+        prompt = validate.optional_string("prompt", args.get("prompt"), max_len=MAX_PROMPT)
+        by = validate.string("by", args.get("by", "control socket"), max_len=MAX_BY)
+        if prompt is not None and not run.plan.profile.takes_prompt:
+            name = run.plan.profile.name
+            raise validate.invalid(f"{name} is a plain command: it takes no prompt")
         # A restart asked for by the agent's own tool call waits a moment, so
         # that the tool's reply reaches the agent before it is stopped.
         delay = run.plan.config.runner.restart_delay_secs if request.activity else 0.0
-        return run.request_restart(reason or "restart requested", prompt, by[:MAX_BY], delay)
+        return run.request_restart(reason or "restart requested", prompt, by, delay)
 
     async def events(request: Request) -> dict[str, Any]:
         args = request.args

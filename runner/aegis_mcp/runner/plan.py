@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..agents.command import resolve_executable
+from ..agents.command import not_runnable, resolve_executable
 from ..agents.profiles import AgentProfile
 from ..config import Config
 from ..netmon.schema import NetmonMode
@@ -100,7 +100,8 @@ def make_plan(request: RunRequest, config: Config) -> RunPlan:
         profile, agent_args = found, list(request.agent_args)
     executable = resolve_executable(profile.command[0])
     if executable is None:
-        raise PlanError(f"{profile.command[0]!r} ({profile.name}) was not found on PATH")
+        name = profile.command[0]
+        raise PlanError(f"{name!r} ({profile.name}) {not_runnable(name)}")
     sandbox: SandboxKind = "netns" if request.netmon == "netns" else request.sandbox
     if sandbox != "none":
         from ..sandbox import problem

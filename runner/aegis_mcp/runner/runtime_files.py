@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from ..control.discovery import runner_is_alive, runner_pids
+from ..files import create_new
 from ..paths import RunnerFiles
 
 
@@ -21,16 +22,14 @@ class RunnerLock:
 
     def __init__(self, files: RunnerFiles, owner: tuple[int, int] | None = None) -> None:
         self.files = files
-        self._fd = os.open(files.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        # No live runner has our pid: a lock file under our name is a dead one's.
+        # The agent's user must be able to open it to tell we are alive.
+        self._fd = create_new(files.lock, owner=owner, flags=os.O_RDWR, replace=True)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if owner is not None:
-                # The agent's user must be able to open it to tell we are alive.
-                os.fchown(self._fd, *owner)
         except OSError:
             os.close(self._fd)
             raise
-        os.ftruncate(self._fd, 0)
         os.write(self._fd, f"{os.getpid()}\n".encode())
 
     def release(self) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..files import write_atomic
+from ..files import create_new, write_atomic
 
 MAX_EVENTS_IN_MEMORY = 500
 SNAPSHOT_MIN_INTERVAL = 0.25
@@ -35,9 +35,8 @@ class EventLog:
         self._fd: int | None = None
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         if path is not None:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-            if owner is not None:
-                os.fchown(self._fd, *owner)
+            # A new file: never one planted under this (predictable) name.
+            self._fd = create_new(path, owner=owner, flags=os.O_WRONLY | os.O_APPEND, replace=True)
 
     def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call ``listener`` with every new event."""
@@ -87,15 +86,23 @@ class SnapshotWriter:
         self._owner = owner
         self._pending: asyncio.TimerHandle | None = None
         self._last = 0.0
+        self._closed = False
         self.errors = 0
 
     def request(self) -> None:
         """Schedule a write soon (coalescing bursts of changes)."""
-        if self._pending is not None:
+        if self._pending is not None or self._closed:
             return
         loop = asyncio.get_running_loop()
         delay = max(0.0, self._last + SNAPSHOT_MIN_INTERVAL - time.monotonic())
         self._pending = loop.call_later(delay, self.write_now)
+
+    def close(self) -> None:
+        """Write no more (a pending write is dropped): the run is over."""
+        self._closed = True
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
 
     def write_now(self) -> None:
         """Write the snapshot immediately."""

@@ -36,7 +36,7 @@ from ..control.protocol import (
     Request,
 )
 from ..hooks_lib import find_hooks
-from ..paths import RunnerFiles, runtime_dir, state_dir
+from ..paths import RunnerFiles, UnsafeDirectoryError, runtime_dir, state_dir
 from ..privileges import become_subreaper
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
 from ..terminal import RawMode, get_winsize, set_winsize
@@ -130,7 +130,7 @@ class Supervisor:
         # Earlier runs may have left pool history (perhaps orphans): take it
         # over soon after the agent has started rather than on the first pool
         # call, and off the start-up path (finding the state dir costs imports).
-        loop.call_later(0.5, self._take_over_pool, reaper)
+        take_over = loop.call_later(0.5, self._take_over_pool, reaper)
         raw = RawMode(sys.stdin.fileno()) if self.plan.use_pty else None
         forwarder: InputForwarder | None = None
         watchdog_task = asyncio.create_task(self.watchdog.run())
@@ -157,6 +157,7 @@ class Supervisor:
         finally:
             watchdog_task.cancel()
             self.watchdog.cancel_pending()
+            take_over.cancel()
             if self.pool_service is not None:
                 await self.pool_service.shutdown()
             await self.confinement.close()
@@ -170,6 +171,9 @@ class Supervisor:
             # The last state sent still shows the pool: its database closes after.
             self.feed.close("the runner is exiting")
             await self.server.close()
+            # In this order: a snapshot still pending reads the pool's store, and
+            # the files it would write are removed with the lock.
+            self.snapshot.close()
             if self.pool_service is not None:
                 self.pool_service.close()
             reaper.close()
@@ -292,7 +296,7 @@ class Supervisor:
                 worktrees_dir=self._worktrees_dir(),
                 sandbox_for=self.confinement.sandbox_for,
             )
-        except PoolUnavailable as exc:
+        except (PoolUnavailable, UnsafeDirectoryError) as exc:
             # Called eagerly at start: report it; the next pool call tries again.
             self.events.emit("pool.unavailable", str(exc), "error")
             raise ControlError(UNAVAILABLE, str(exc)) from None
@@ -309,7 +313,11 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
 
     def _take_over_pool(self, reaper: ChildReaper) -> None:
-        if not (state_dir() / "pool.db").exists():
+        try:
+            if not (state_dir() / "pool.db").exists():
+                return
+        except UnsafeDirectoryError as exc:
+            self.events.emit("pool.unavailable", str(exc), "error")
             return
         with contextlib.suppress(ControlError):
             self._pool_ops(reaper)

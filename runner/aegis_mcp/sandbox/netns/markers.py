@@ -19,6 +19,8 @@ from typing import Any
 
 from ...files import write_atomic
 from ...paths import ROOT_RUNTIME_DIR
+from ...safe_paths import UnsafeDirectoryError, private_dir
+from ..errors import SandboxError
 
 DEFAULT_STATE_DIR = ROOT_RUNTIME_DIR / "netns"
 SUFFIX = ".json"
@@ -53,11 +55,18 @@ def owner_alive(marker: dict[str, Any]) -> bool:
     return start is not None and start == marker.get("owner_start")
 
 
+def checked_dir(path: Path, what: str) -> Path:
+    """``path`` made (0755) if missing, and checked: it and every directory above it
+    can be changed by root alone (SandboxError naming what is wrong otherwise)."""
+    try:
+        return private_dir(path, 0o755)
+    except UnsafeDirectoryError as exc:
+        raise SandboxError(f"refusing the {what} {path}: {exc}") from None
+
+
 def state_dir(path: Path | None = None) -> Path:
-    """The marker directory, created (root only, 0755) on demand."""
-    directory = Path(path) if path is not None else DEFAULT_STATE_DIR
-    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
-    return directory
+    """The marker directory, created (root only, 0755) and checked on demand."""
+    return checked_dir(Path(path) if path is not None else DEFAULT_STATE_DIR, "marker directory")
 
 
 def marker_path(directory: Path, name: str) -> Path:

@@ -72,7 +72,9 @@ def endpoints(subnet: ipaddress.IPv4Network) -> tuple[str, str]:
 @contextmanager
 def pool_lock(directory: Path) -> Iterator[None]:
     """Hold the pool lock (an flock: released by the kernel if the holder dies)."""
-    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    # In the checked marker directory; never through a link planted under its name.
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(directory / LOCK_NAME, flags, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -105,7 +105,7 @@ def _prepare_run_dir(run_dir: Path) -> None:
     with _run_dir_lock:
         if run_dir in _run_dir_ready:
             return
-        run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        markers.checked_dir(run_dir, "namespace directory")
         target = bytes(run_dir)
         try:
             syscalls.mount(b"none", target, None, syscalls.MS_SHARED | syscalls.MS_REC)
@@ -335,7 +335,7 @@ class NetnsSandbox(Sandbox):
         )
 
     def _write_resolv(self, search: list[str]) -> None:
-        self.resolv_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        markers.checked_dir(self.resolv_path.parent, "resolv.conf directory")
         lines = [f"{_resolv_tag(self.name)} DNS through the sandbox's forwarder"]
         lines.append(f"nameserver {self.gateway}")
         lines += search
@@ -489,7 +489,7 @@ def _enable_forwarding(directory: Path) -> str:
     if was != "1":
         orig = directory / FORWARD_ORIG
         if not orig.exists():
-            orig.write_text(was)
+            write_atomic(orig, was.encode(), mode=0o644)
         _write(IP_FORWARD, "1")
     return was
 
