@@ -15,6 +15,11 @@
  * tier's per-destination counts (an unconnected socket has no one peer to
  * read from struct sock); udp_sendmsg adds the per-process UDP totals.
  *
+ * A socket is named by its address AND its cookie (the one the cgroup
+ * programs asked for, so user space joins both tiers by it): a struct sock
+ * freed and handed to a new socket gets a new cookie, hence a new entry with
+ * its own peer. User space deletes an entry once its socket is finished.
+ *
  * This file reads struct sock and struct msghdr, whose layout is only right
  * with the running kernel's own headers: the loader attaches it only when
  * the kernel has kprobes AND the headers match (a VM with a stock
@@ -28,6 +33,7 @@
 
 struct kp_key {
     u64 sk;
+    u64 cookie;  /* 0 while no one has asked for the socket's cookie */
     u32 tgid;
     u32 pad;
 };
@@ -63,10 +69,17 @@ static __always_inline void kp_peer(struct sock *sk, struct kp_val *v)
     }
 }
 
+/* The socket's cookie as sock_gen_cookie() left it (0: never asked for). */
+static __always_inline u64 kp_cookie(struct sock *sk)
+{
+    return sk->__sk_common.skc_cookie.counter;
+}
+
 static __always_inline struct kp_val *kp_entry(struct sock *sk, u32 tgid)
 {
     struct kp_key key = {};
     key.sk = (u64)sk;
+    key.cookie = kp_cookie(sk);
     key.tgid = tgid;
     struct kp_val *v = kp_bytes.lookup(&key);
     if (v) return v;
@@ -100,6 +113,7 @@ int aegis_kp_tcp_connect_ret(struct pt_regs *ctx)
     struct kp_val peer = {};
     kp_peer(sk, &peer);
     e->aux = (u64)sk;
+    e->cookie = kp_cookie(sk);
     e->value = PT_REGS_RC(ctx);
     e->family = peer.family;
     e->proto = IPPROTO_TCP;

@@ -39,6 +39,8 @@ from .tracker import FlowRow, SocketTracker
 BPF_F_ALLOW_MULTI = 2
 """Attach beside programs that others (systemd, a container engine) put on parent cgroups."""
 FLUSH_INTERVAL = 0.5
+KPROBE_KEY = b"kp"
+"""First item of the tracker's key for a kp_bytes entry (flow keys are plain bytes)."""
 POLL_MS = 100
 DNS_PORTS = (53,)
 DNS_PORT_SLOTS = 4  # DNS_PORT_SLOTS of bpf/aegis_common.h: ports besides 53
@@ -357,11 +359,9 @@ class EbpfMonitor:
             )
         if "kprobe" in self.tiers:
             for key, val in self._bpf[b"kp_bytes"].items():
-                if val.proto != 6:  # UDP: the cgroup tier has it per destination
-                    continue
                 yield FlowRow(
-                    key=(b"kp", bytes(key)),
-                    cookie=0,
+                    key=(KPROBE_KEY, bytes(key)),
+                    cookie=key.cookie,
                     family=val.family,
                     remote_addr=ev.format_addr(val.family, bytes(val.raddr)),
                     remote_port=val.rport,
@@ -375,13 +375,17 @@ class EbpfMonitor:
                 )
 
     def _delete_flows(self, keys: list[Any]) -> None:
+        """Delete finished sockets' counters: flow keys are bytes, kprobe keys
+        ``(KPROBE_KEY, bytes)``."""
         if not keys:
             return
         flows = self._bpf[b"flows"]
+        kp_bytes = self._bpf[b"kp_bytes"] if "kprobe" in self.tiers else None
         for raw in keys:
-            key = flows.Key.from_buffer_copy(raw)
-            with contextlib.suppress(KeyError):
-                del flows[key]
+            table, data = (kp_bytes, raw[1]) if isinstance(raw, tuple) else (flows, raw)
+            if table is not None:
+                with contextlib.suppress(KeyError):
+                    del table[table.Key.from_buffer_copy(data)]
             self.tracker.forget_flow(raw)
 
     def _counter_events(self) -> list[dict[str, Any]]:
