@@ -5,9 +5,10 @@
 # emulation; the checkout is shared in read-only (9p) and the in-VM tests run there.
 #
 #   scripts/vm.sh build           build the image unless the cached one has this recipe
-#   scripts/vm.sh test [ARGS]     build if needed, boot, run the in-VM tests (ARGS: pytest
-#                                 arguments instead of tests/vm/in_vm_tests.txt), print
-#                                 their summary; exit code: pytest's, 124 on timeout
+#   scripts/vm.sh test [ARGS]     build if needed, boot, run the in-VM tests
+#                                 (tests/vm/in_vm_tests.txt; test ids in ARGS replace it,
+#                                 pytest options are added), print their summary; exit
+#                                 code: pytest's, 124 on timeout, 130 on Ctrl-C
 #   scripts/vm.sh run -- CMD...   boot and run CMD in the checkout inside the VM
 #   scripts/vm.sh box             package the image as a libvirt Vagrant box
 #   scripts/vm.sh check           say what is missing to build and boot here
@@ -193,6 +194,7 @@ boot() {
     need_space "$CACHE/runs" "$RUN_SPACE_MB" "a VM run"
     RUN="$CACHE/runs/$(date -u +%Y%m%dT%H%M%S)-$$"
     mkdir -p "$RUN"
+    say "run directory: $RUN"
     prune_runs
     {
         printf 'AEGIS_VM_SRC=%q\n' "$ROOT"
@@ -262,6 +264,7 @@ summary() {  # summary EXIT-CODE
 }
 
 cmd_test() {
+    need_tool "$QEMU" qemu-system-x86
     build
     local code=0
     boot test "$@" || code=$?
@@ -272,6 +275,7 @@ cmd_test() {
 cmd_run() {
     [ "${1:-}" = "--" ] && shift
     [ "$#" -gt 0 ] || die "usage: scripts/vm.sh run -- CMD [ARGS...]" 2
+    need_tool "$QEMU" qemu-system-x86
     build
     local code=0
     boot run "$@" || code=$?

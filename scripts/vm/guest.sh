@@ -7,7 +7,8 @@
 #   guest.sh provision   the Vagrant path: installs what scripts/vm/packages lists and is
 #                        missing, checks the kernel headers, sets up eBPF and the virtualenv
 #   guest.sh test [ARGS] both paths: `aegis-mcp doctor`, then the in-VM tests
-#                        (tests/vm/in_vm_tests.txt; ARGS replace that selection) with pytest
+#                        (tests/vm/in_vm_tests.txt) with pytest; test ids in ARGS replace
+#                        that list, options are added to it
 #
 # Results (doctor.txt, junit.xml, versions) go to $AEGIS_VM_OUT (the results share under
 # qemu, /tmp/aegis-vm-results elsewhere).
@@ -61,9 +62,14 @@ run_tests() {
     fi
     versions "$out/versions"
     "$venv/bin/aegis-mcp" doctor | tee "$out/doctor.txt"
-    local selection=("$@")
+    # Test ids among ARGS replace the list; options alone (-x, --durations=5) add to it.
+    local selection=() arg
+    for arg in "$@"; do
+        [ "${arg#-}" = "$arg" ] && selection=("$@") && break
+    done
     if [ "${#selection[@]}" -eq 0 ]; then
         mapfile -t selection < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' tests/vm/in_vm_tests.txt)
+        selection+=("$@")
     fi
     # Slow software emulation: a BCC compile takes tens of seconds here, so the per-test
     # limit is wider than on the host; the whole run is bounded by scripts/vm.sh.
