@@ -7,6 +7,9 @@ set -euo pipefail
 
 say() { printf '[setup_vm] %s\n' "$*" >&2; }
 
+# Inside the test VM itself (guest.sh sets AEGIS_VM): no VM in the VM.
+[ -n "${AEGIS_VM:-}" ] && exit 0
+
 declare -A TOOLS=([qemu-system-x86_64]=qemu-system-x86 [qemu-img]=qemu-utils
                   [debootstrap]=debootstrap [mkfs.ext4]=e2fsprogs)
 todo=()

@@ -10,7 +10,7 @@
 #                                 pytest options are added), print their summary; exit
 #                                 code: pytest's, 124 on timeout, 130 on Ctrl-C
 #   scripts/vm.sh run -- CMD...   boot and run CMD in the checkout inside the VM
-#   scripts/vm.sh box             package the image as a libvirt Vagrant box
+#   scripts/vm.sh box             package the image as a libvirt Vagrant box (prints its path)
 #   scripts/vm.sh check           say what is missing to build and boot here
 #   scripts/vm.sh recipe-hash     the image recipe's hash (the cache key)
 #
@@ -153,6 +153,8 @@ choose_accel() {
 QEMU_PID=""
 RUN=""
 TAIL_PID=""
+EXTRA_QEMU=()   # more qemu arguments for this boot (the box's disk)
+BOOT_FILES=()   # files copied into the results share before the boot
 
 stop_qemu() {
     [ -n "$TAIL_PID" ] && kill "$TAIL_PID" 2>/dev/null
@@ -203,6 +205,7 @@ boot() {
         printf '%q ' "$@"
         printf ')\n'
     } >"$RUN/request.env"
+    [ "${#BOOT_FILES[@]}" -eq 0 ] || cp "${BOOT_FILES[@]}" "$RUN/"
     accel="$(choose_accel)"
     cpu=max
     [ "$accel" = kvm ] && cpu=host
@@ -219,7 +222,7 @@ boot() {
         -drive "file=$image/disk.raw,format=raw,if=virtio,snapshot=on" \
         -virtfs "local,path=$ROOT,mount_tag=aegis-src,security_model=none,readonly=on,multidevs=remap" \
         -virtfs "local,path=$RUN,mount_tag=aegis-out,security_model=none,multidevs=remap" \
-        -nic none -display none -monitor none -no-reboot \
+        "${EXTRA_QEMU[@]}" -nic none -display none -monitor none -no-reboot \
         -serial "file:$RUN/console.log" </dev/null >"$RUN/qemu.log" 2>&1 &
     QEMU_PID=$!
     echo "$QEMU_PID" >"$RUN/qemu.pid"
@@ -283,11 +286,63 @@ cmd_run() {
     return "$code"
 }
 
+# ---- the libvirt box -------------------------------------------------------------------------
+
+# Vagrant's well-known insecure key, which `vagrant up` replaces by a fresh one at first login.
+vagrant_key() {
+    local gem
+    for gem in /usr/share/rubygems-integration/all/gems/vagrant-* /opt/vagrant/embedded/gems/gems/vagrant-*; do
+        [ -f "$gem/keys/vagrant.pub" ] && { printf '%s' "$gem/keys/vagrant.pub"; return; }
+    done
+    return 1
+}
+
+# The same image, on a partitioned disk with GRUB (made inside the VM, by guest.sh box),
+# as a qcow2 box for vagrant-libvirt.
+cmd_box() {
+    need_tool "$QEMU" qemu-system-x86
+    need_tool qemu-img qemu-utils
+    need_tool sfdisk fdisk
+    local key work raw box code=0
+    key="$(vagrant_key)" || die "vagrant not found: install the vagrant package (the box takes its insecure key)" 3
+    build
+    box="$CACHE/aegis-mcp-bookworm-$(recipe_hash).box"
+    if [ ! -f "$box" ]; then
+        need_space "$CACHE" 4000 "the box"
+        work="$CACHE/box.$$"
+        rm -rf "$work"
+        mkdir -p "$work"
+        raw="$work/box.raw"
+        truncate -s 8G "$raw"
+        printf 'label: dos\nstart=2048, type=83, bootable\n' | sfdisk -q "$raw"
+        dd if="$(image_dir)/disk.raw" of="$raw" bs=1M seek=1 conv=notrunc,sparse status=none
+        EXTRA_QEMU=(-drive "file=$raw,format=raw,if=virtio")
+        BOOT_FILES=("$key")
+        boot box /dev/vdb /run/aegis/out/vagrant.pub || code=$?
+        EXTRA_QEMU=()
+        if [ "$code" -ne 0 ]; then
+            rm -rf "$work"
+            die "making the box disk failed (exit $code); logs: $RUN"
+        fi
+        say "converting the disk to qcow2"
+        qemu-img convert -c -O qcow2 "$raw" "$work/box.img"
+        rm -f "$raw"
+        printf '{"provider": "libvirt", "format": "qcow2", "virtual_size": 8}\n' >"$work/metadata.json"
+        printf 'Vagrant.configure("2") do |config|\n  config.vm.provider :libvirt do |lv|\n    lv.disk_bus = "virtio"\n  end\nend\n' >"$work/Vagrantfile"
+        tar -C "$work" -cf "$box.tmp" metadata.json Vagrantfile box.img
+        mv "$box.tmp" "$box"
+        rm -rf "$work"
+    fi
+    say "box: $box ($(du -h "$box" | cut -f1))"
+    say "add it with: vagrant box add --force --name aegis-mcp/bookworm $box"
+    printf '%s\n' "$box"
+}
+
 case "${1:-}" in
     build) build ;;
     test) shift; cmd_test "$@" ;;
     run) shift; cmd_run "$@" ;;
-    box) shift; exec "$ROOT/scripts/vm/make_box.sh" "$(image_dir)" "$@" ;;
+    box) cmd_box ;;
     check) check ;;
     recipe-hash) recipe_hash ;;
     *) sed -n '2,/^set -e/p' "$0" | sed -e '/^set -e/d' -e 's/^# \{0,1\}//' >&2; exit 2 ;;

@@ -29,6 +29,7 @@ MISSING = [
         ("root", os.geteuid() == 0),
         ("qemu-system-x86_64", QEMU is not None),
         ("debootstrap", shutil.which("debootstrap") is not None),
+        ("to run outside the test VM itself", not os.environ.get("AEGIS_VM")),
     )
     if not ok
 ]

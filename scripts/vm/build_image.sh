@@ -43,7 +43,7 @@ mirror="$(host_mirror)"
 if ! debootstrap --variant=minbase --cache-dir="$DEBS" --include="$packages" \
     "$SUITE" "$root" $mirror >"$OUT/debootstrap.log" 2>&1; then
     tail -n 20 "$OUT/debootstrap.log" >&2
-    [ -f "$root/debootstrap/debootstrap.log" ] && grep -i -m 10 'error\|depends on' "$root/debootstrap/debootstrap.log" >&2
+    [ -f "$root/debootstrap/debootstrap.log" ] && grep -i -m 5 "^dpkg: error\|(possibly the package" "$root/debootstrap/debootstrap.log" >&2
     say "debootstrap failed (full log: $OUT/debootstrap.log)"
     exit 1
 fi

@@ -4,8 +4,11 @@
 #   guest.sh boot        the qemu path: called by /sbin/aegis-vm-init as PID 1; mounts what
 #                        the tests need, runs the request scripts/vm.sh left in the results
 #                        share, writes the exit code there and powers off
-#   guest.sh provision   the Vagrant path: installs what scripts/vm/packages lists and is
-#                        missing, checks the kernel headers, sets up eBPF and the virtualenv
+#   guest.sh packages    the Vagrant path: installs what scripts/vm/packages lists and is
+#                        missing (then reboot: the kernel may be new)
+#   guest.sh provision   the Vagrant path: checks the running kernel's headers, sets up
+#                        eBPF and the virtualenv
+#   guest.sh box DISK KEY the qemu path, for scripts/vm.sh box: makes DISK a bootable box
 #   guest.sh test [ARGS] both paths: `aegis-mcp doctor`, then the in-VM tests
 #                        (tests/vm/in_vm_tests.txt) with pytest; test ids in ARGS replace
 #                        that list, options are added to it
@@ -23,28 +26,80 @@ listed_packages() {
     sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$HERE/packages"
 }
 
-provision() {
+# What the list names and the machine lacks (a box of someone else's making). The kernel
+# packages may bring a newer kernel than the running one: the caller reboots after this.
+packages() {
     set -e
-    local src kernel todo
-    src="$(cd "$HERE/../.." && pwd)"
+    local todo
     export DEBIAN_FRONTEND=noninteractive
     mapfile -t todo < <(listed_packages | while read -r pkg; do
         dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$' || echo "$pkg"
     done)
+    [ "${#todo[@]}" -eq 0 ] && return 0
+    say "installing: ${todo[*]}"
+    # another apt run (unattended upgrades at first boot) may hold the lock for a while
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${todo[@]}" >/dev/null
+}
+
+provision() {
+    set -e
+    local src kernel
+    src="$(cd "$HERE/../.." && pwd)"
     kernel="$(uname -r)"
-    if [ "${#todo[@]}" -gt 0 ] || [ ! -e "/lib/modules/$kernel/build/include/generated/utsrelease.h" ]; then
-        # another apt run (unattended upgrades at first boot) holds the lock for a while
-        apt-get -o DPkg::Lock::Timeout=600 update -qq
-        apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
-            "${todo[@]}" "linux-headers-$kernel" >/dev/null || true
-    fi
+    export AEGIS_VM=1
     if ! grep -qs "\"$kernel\"" "/lib/modules/$kernel/build/include/generated/utsrelease.h"; then
-        say "no headers for the running kernel $kernel: a newer kernel and its headers are installed;"
-        say "reboot into it (vagrant reload) and provision again"
+        say "no headers made for the running kernel $kernel: the kprobe tier would be off"
+        say "(vagrant provision --provision-with packages installs them and reboots)"
         exit 1
     fi
     "$src/scripts/setup_bpf.sh"
     make -C "$src" --no-print-directory setup
+}
+
+# ---- the libvirt box (scripts/vm.sh box) -----------------------------------------------------
+
+# make_box DISK KEY: DISK holds a copy of this VM's root file system in its first partition;
+# make it a machine Vagrant can boot and log in to: its own fstab, DHCP on its NIC,
+# a vagrant user with KEY and sudo, and GRUB on the disk.
+make_box() {
+    set -e
+    local disk="$1" key="$2" mnt=/run/aegis/box kver fs
+    e2fsck -f -p "${disk}1" >/dev/null
+    resize2fs "${disk}1" >/dev/null 2>&1
+    mkdir -p "$mnt"
+    mount "${disk}1" "$mnt"
+    echo 'LABEL=aegis-root / ext4 errors=remount-ro 0 1' >"$mnt/etc/fstab"
+    # DHCP on the first NIC (eth0: net.ifnames=0), with the resolver the DHCP server names
+    printf 'auto lo\niface lo inet loopback\n\nallow-hotplug eth0\niface eth0 inet dhcp\n' \
+        >"$mnt/etc/network/interfaces"
+    rm -f "$mnt/etc/containers/containers.conf"  # under systemd, podman may use it again
+    chroot "$mnt" useradd --create-home --shell /bin/bash vagrant
+    install -d -m 0700 -o 1000 -g 1000 "$mnt/home/vagrant/.ssh"
+    install -m 0600 -o 1000 -g 1000 "$key" "$mnt/home/vagrant/.ssh/authorized_keys"
+    echo 'vagrant ALL=(ALL) NOPASSWD: ALL' >"$mnt/etc/sudoers.d/vagrant"
+    chmod 0440 "$mnt/etc/sudoers.d/vagrant"
+    # each box makes its own ssh host keys at first boot
+    rm -f "$mnt"/etc/ssh/ssh_host_*
+    mkdir -p "$mnt/etc/systemd/system/ssh.service.d"
+    printf '[Service]\nExecStartPre=/usr/bin/ssh-keygen -A\n' >"$mnt/etc/systemd/system/ssh.service.d/hostkeys.conf"
+    kver="$(basename "$(ls -d "$mnt"/lib/modules/* | sort -V | tail -n 1)")"
+    for fs in dev proc sys; do mount --bind "/$fs" "$mnt/$fs"; done
+    chroot "$mnt" grub-install --target=i386-pc "$disk"
+    {
+        echo 'set timeout=1'
+        echo 'insmod part_msdos'
+        echo 'insmod ext2'
+        echo 'search --no-floppy --label --set=root aegis-root'
+        echo 'menuentry "Debian GNU/Linux (aegis-mcp test VM)" {'
+        echo "    linux /boot/vmlinuz-$kver root=LABEL=aegis-root ro console=tty0 console=ttyS0 net.ifnames=0"
+        echo "    initrd /boot/initrd.img-$kver"
+        echo '}'
+    } >"$mnt/boot/grub/grub.cfg"
+    for fs in sys proc dev; do umount "$mnt/$fs"; done
+    umount "$mnt"
+    sync
+    say "box disk ready: kernel $kver, GRUB on $disk"
 }
 
 # ---- both paths --------------------------------------------------------------------------------
@@ -54,6 +109,7 @@ run_tests() {
     src="$(cd "$HERE/../.." && pwd)"
     out="${AEGIS_VM_OUT:-/tmp/aegis-vm-results}"
     venv="$src/.venv"
+    export AEGIS_VM=1
     mkdir -p "$out"
     cd "$src" || return 1
     if ! "$venv/bin/python" -c 'import aegis_mcp' 2>/dev/null; then
@@ -141,8 +197,10 @@ case "${1:-}" in
         echo o >/proc/sysrq-trigger
         sleep 30
         ;;
+    packages) packages ;;
     provision) provision ;;
+    box) shift; make_box "$@" ;;
     test) shift; run_tests "$@" ;;
     run) shift; "$@" ;;
-    *) echo "usage: $0 boot|provision|test [PYTEST ARGS]|run CMD..." >&2; exit 2 ;;
+    *) echo "usage: $0 boot|packages|provision|box DISK KEY|test [PYTEST ARGS]|run CMD..." >&2; exit 2 ;;
 esac
