@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up for the stock-kernel test VM (scripts/vm.sh, `make vm-test`): qemu,
-# qemu-img (for `make vm-box`), debootstrap and mkfs.ext4, from Debian's packages.
+# qemu-img and sfdisk (for `make vm-box`), debootstrap and mkfs.ext4, from Debian's packages.
 # Waits for another apt run's lock rather than failing. Exit 1 when something could not
 # be installed (then the VM tests skip with the reason).
 set -euo pipefail
@@ -11,7 +11,7 @@ say() { printf '[setup_vm] %s\n' "$*" >&2; }
 [ -n "${AEGIS_VM:-}" ] && exit 0
 
 declare -A TOOLS=([qemu-system-x86_64]=qemu-system-x86 [qemu-img]=qemu-utils
-                  [debootstrap]=debootstrap [mkfs.ext4]=e2fsprogs)
+                  [debootstrap]=debootstrap [mkfs.ext4]=e2fsprogs [sfdisk]=fdisk)
 todo=()
 for tool in "${!TOOLS[@]}"; do
     command -v "$tool" >/dev/null || todo+=("${TOOLS[$tool]}")

@@ -33,7 +33,7 @@ RUN_SPACE_MB=300      # the run's copy-on-write overlay and logs
 KEEP_RUNS=5
 
 say() { printf '[vm] %s\n' "$*" >&2; }
-die() { say "$*"; exit "${2:-1}"; }
+die() { say "$1"; exit "${2:-1}"; }
 
 # ---- what is needed --------------------------------------------------------------------------
 

@@ -74,7 +74,7 @@ cp "$root/boot/initrd.img-$kver" "$OUT/initrd.img"
 
 say "making the ext4 disk image ($DISK_SIZE, sparse)"
 rm -f "$OUT/disk.raw"
-mkfs.ext4 -q -F -L aegis-root -d "$root" -E root_owner=0:0 "$OUT/disk.raw" "$DISK_SIZE"
+mkfs.ext4 -q -F -L aegis-root -d "$root" -E root_owner=0:0 "$OUT/disk.raw" "$DISK_SIZE" >/dev/null
 rm -rf "$root"
 
 cat >"$OUT/manifest" <<EOF

@@ -82,7 +82,8 @@ make_box() {
     # each box makes its own ssh host keys at first boot
     rm -f "$mnt"/etc/ssh/ssh_host_*
     mkdir -p "$mnt/etc/systemd/system/ssh.service.d"
-    printf '[Service]\nExecStartPre=/usr/bin/ssh-keygen -A\n' >"$mnt/etc/systemd/system/ssh.service.d/hostkeys.conf"
+    printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' \
+        >"$mnt/etc/systemd/system/ssh.service.d/hostkeys.conf"
     kver="$(basename "$(ls -d "$mnt"/lib/modules/* | sort -V | tail -n 1)")"
     for fs in dev proc sys; do mount --bind "/$fs" "$mnt/$fs"; done
     chroot "$mnt" grub-install --target=i386-pc "$disk"
