@@ -156,19 +156,21 @@ TAIL_PID=""
 EXTRA_QEMU=()   # more qemu arguments for this boot (the box's disk)
 BOOT_FILES=()   # files copied into the results share before the boot
 
+# Runs from traps too, where `set -e` would end the script at a kill of a process that
+# is already gone (Ctrl-C reaches qemu as well): every step may fail.
 stop_qemu() {
-    [ -n "$TAIL_PID" ] && kill "$TAIL_PID" 2>/dev/null
+    [ -n "$TAIL_PID" ] && { kill "$TAIL_PID" 2>/dev/null || true; }
     TAIL_PID=""
     if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
-        kill -TERM "$QEMU_PID" 2>/dev/null
+        kill -TERM "$QEMU_PID" 2>/dev/null || true
         local i
         for i in 1 2 3 4 5 6 7 8 9 10; do
             kill -0 "$QEMU_PID" 2>/dev/null || break
             sleep 0.5
         done
-        kill -KILL "$QEMU_PID" 2>/dev/null
-        wait "$QEMU_PID" 2>/dev/null
+        kill -KILL "$QEMU_PID" 2>/dev/null || true
     fi
+    [ -n "$QEMU_PID" ] && { wait "$QEMU_PID" 2>/dev/null || true; }
     QEMU_PID=""
 }
 
