@@ -205,3 +205,16 @@ def test_ctrl_c_stops_the_vm_and_leaves_no_qemu() -> None:
             proc.wait()
     assert "interrupted: stopping the VM" in rest
     assert not qemu_alive(run)
+
+
+def test_the_readmes_make_targets_exist() -> None:
+    """Each `make TARGET` of the README's command blocks is a Makefile target (dry run)."""
+    readme = (REPO / "README.md").read_text()
+    blocks = "\n".join(re.findall(r"```bash\n(.*?)```", readme, re.DOTALL))
+    targets = set(re.findall(r"^make ([a-z][a-z-]*)", blocks, re.MULTILINE))
+    assert {"vm-test", "vm-box", "test-fast"} <= targets
+    for target in sorted(targets):
+        result = subprocess.run(
+            ["make", "-n", "-C", str(REPO), target], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, (target, result.stderr)
