@@ -28,6 +28,11 @@
     mcp_inject_args = ["--mcp-config", "{config}"]   # also {command} {args} {env}
     headless_args = ["-p", "{task}"]
 
+    [agents.myagent.watch]     # what the watchdog knows of its screen (regexes)
+    prompt = ['^> ']           # on the cursor's line: waiting for the user
+    busy = ['esc to interrupt']   # anywhere: working (a spinner line)
+    noise = ['\\d+ tokens']     # redrawn in place, not progress
+
 A profile may name a built-in (``[agents.claude]``) to change some of its fields.
 Every error names the file, the key and what is wrong; nothing is guessed.
 """
@@ -37,12 +42,13 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from .agents.profiles import BUILTIN_PROFILES, AgentProfile, McpInject
+from .agents.profiles import BUILTIN_PROFILES, AgentProfile, McpInject, WatchRules
 from .watchdog.config import WatchdogConfig, WatchdogConfigError, validate_changes
 
 
@@ -105,6 +111,34 @@ def _string_list(where: str, value: Any) -> list[str]:
     return value
 
 
+def _patterns(where: str, value: Any) -> tuple[str, ...]:
+    patterns = _string_list(where, value)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"{where}: {pattern!r} is not a regular expression: {exc}") from None
+    return tuple(patterns)
+
+
+def _watch_rules(where: str, table: Any, base: WatchRules) -> WatchRules:
+    """``[agents.NAME.watch]``: the given keys replace the profile's."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        at = f"{where}.{key}"
+        if key in ("prompt", "busy", "noise"):
+            values[key] = _patterns(at, value)
+        elif key == "prompt_context_lines":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+                raise ConfigError(f"{at} must be a whole number from 0 to 100")
+            values[key] = value
+        else:
+            raise ConfigError(f"{at}: unknown setting")
+    return dataclasses.replace(base, **values)
+
+
 def _profile(name: str, table: Any, where: str) -> AgentProfile:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
@@ -127,6 +161,8 @@ def _profile(name: str, table: Any, where: str) -> AgentProfile:
             if not isinstance(value, str):
                 raise ConfigError(f"{at} must be a string")
             values[key] = value
+        elif kind == "WatchRules":
+            values[key] = _watch_rules(at, value, base.watch if base else WatchRules())
         elif kind == "McpInject":
             if value not in _MCP_INJECT:
                 raise ConfigError(f"{at} must be one of {', '.join(_MCP_INJECT)}")

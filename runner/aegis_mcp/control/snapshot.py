@@ -123,6 +123,17 @@ class WatchdogStatus(WatchdogSummary, total=False):
     disabled_for_secs: float | None
     last_activity_secs_ago: float
     last_activity_kind: str
+    """The signal that counted as progress last: ``screen``, ``output``, ``network``, ``io``,
+    ``tool_call``, ``ping`` (or ``start``, ``re-enabled``)."""
+    signals: dict[str, Any]
+    """What each sign of life reads now: ``screen`` (the emulator's view: ``prompt_visible``,
+    ``busy_line``, ``tail`` of lines up to the cursor, ``changes``, ``noise_redraws``) or
+    ``output`` (pipes), ``network`` (the tree's TCP connections, rates against the floor,
+    netmon's count), ``io``, ``cpu``, ``processes``; each with ``counted_secs_ago`` once it
+    has counted."""
+    restart_limit: dict[str, Any]
+    """``burst``, ``interval_secs``, ``restarts_in_window``, ``refused``, ``last_refusal``,
+    ``stood_down`` (a restart was refused: no more until watchdog_ping/configure)."""
     consecutive_unresponsive_checks: int
     waiting_for_ping: bool
     pending_action: str | None

@@ -307,6 +307,12 @@ class NetmonStats:
             items = sorted(self._processes.values(), key=_busiest, reverse=True)
             return [p.as_dict() for p in items]
 
+    def received_by(self, pids: set[int]) -> int:
+        """Bytes received so far by the processes ``pids`` (those a source attributed)."""
+        with self._lock:
+            table = self._processes
+            return sum(table[pid].bytes_received for pid in pids if pid in table)
+
     def recent(self, count: int) -> list[dict[str, Any]]:
         """The last ``count`` events, newest last (copies: callers may change them)."""
         if count <= 0:

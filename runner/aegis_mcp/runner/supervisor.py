@@ -39,8 +39,7 @@ from ..hooks_lib import find_hooks
 from ..paths import RunnerFiles, UnsafeDirectoryError, runtime_dir, state_dir
 from ..privileges import become_subreaper
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
-from ..terminal import RawMode, get_winsize, set_winsize
-from ..watchdog.health import TreeSample, TreeSampler
+from ..terminal import RawMode, get_winsize, set_winsize, winsize_tuple
 from ..watchdog.monitor import Watchdog
 from .confinement import Confinement
 from .control_server import ControlServer
@@ -54,6 +53,8 @@ from .state import EventLog, SnapshotWriter
 from .status import snapshot_data
 
 if TYPE_CHECKING:
+    import psutil
+
     from ..pool.service import PoolService
 
 
@@ -115,7 +116,14 @@ class Supervisor:
             self.events.emit("runner.cleanup", f"removed {len(stale)} stale runtime file(s)")
         for notice in self.plan.notices:
             self._say(notice)
-        self.watchdog = Watchdog(self.plan.watchdog, self, lambda: self.plan.interactive)
+        self.watchdog = Watchdog(
+            self.plan.watchdog,
+            self,
+            lambda: self.plan.interactive,
+            # A terminal is watched through an emulator with the profile's screen rules.
+            rules=self.plan.profile.watch if self.plan.use_pty else None,
+            terminal_size=winsize_tuple(get_winsize(sys.stdout.fileno())),
+        )
         self.server = ControlServer(
             self.files.socket, {self.plan.user.uid, os.geteuid()}, self.owner, self._on_request
         )
@@ -156,7 +164,7 @@ class Supervisor:
             self.exit_code = 1
         finally:
             watchdog_task.cancel()
-            self.watchdog.cancel_pending()
+            self.watchdog.close()
             take_over.cancel()
             if self.pool_service is not None:
                 await self.pool_service.shutdown()
@@ -414,20 +422,29 @@ class Supervisor:
         size = get_winsize(sys.stdout.fileno())
         if size and self.agent is not None and self.agent.master_fd is not None:
             set_winsize(self.agent.master_fd, size)
+            self.watchdog.resize(*winsize_tuple(size))
 
     # -- watchdog target -----------------------------------------------------
 
-    def watchdog_sample_tree(self, sampler: TreeSampler) -> tuple[TreeSample, int] | None:
-        """Sample the primary agent's tree (None between agent processes)."""
+    def watchdog_tree(self) -> list[psutil.Process] | None:
+        """The primary agent's tree (None between agent processes)."""
         agent = self.agent
         if agent is None or not agent.running or self._restart_request is not None:
             return None
-        return sampler.sample(agent.tree())
+        return agent.tree()
 
-    def watchdog_restart(self, reason: str) -> None:
+    def watchdog_net_received(self, pids: set[int]) -> int | None:
+        """What netmon saw these processes receive, when a netmon mode is on."""
+        stats = self.confinement.current_stats()
+        return stats.received_by(pids) if stats is not None else None
+
+    def watchdog_restart(self, reason: str) -> bool:
         """Hot-reload on the watchdog's behalf."""
-        with contextlib.suppress(RestartRefused):
+        try:
             self.request_restart(reason, None, "watchdog")
+        except RestartRefused:
+            return False
+        return True
 
     def watchdog_kill(self, reason: str) -> None:
         """Kill the agent's session; the run ends with its exit code."""
@@ -449,7 +466,7 @@ class Supervisor:
             self.watchdog.activity("tool_call")
 
     def _on_output(self, data: bytes) -> None:
-        self.watchdog.activity("output")
+        self.watchdog.output(data)
 
     def _say(self, message: str) -> None:
         # In raw mode a bare \n would not return the cursor, and the agent's
