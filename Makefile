@@ -9,7 +9,7 @@ GIT_HASH := $(shell scripts/build_info.sh git)
 BUILD_INFO := runner/aegis_mcp/_build_info.py
 HOOKS_FLAGS = VERSION="$(VERSION)" BUILD_TIME="$(BUILD_TIME)" GIT_HASH="$(GIT_HASH)"
 
-.PHONY: help build release install uninstall clean test bench run lint setup
+.PHONY: help build release install uninstall clean test test-fast vm-test vm-box bench run lint setup
 
 help:
 	@echo "make setup     set up the dev virtualenv ($(VENV)), system packages and the hooks library"
@@ -18,7 +18,10 @@ help:
 	@echo "make install   install into $(INSTALL_VENV), hooks into $(PREFIX)/lib, aegis-mcp into $(PREFIX)/bin"
 	@echo "make uninstall remove what install put in place"
 	@echo "make run       install, then run claude under aegis-mcp (the bundled demo agent if claude is missing)"
-	@echo "make test      set up and run the test suite"
+	@echo "make test      set up and run the test suite (with the VM tests where qemu runs)"
+	@echo "make test-fast the suite without the tests that boot the VM"
+	@echo "make vm-test   build (cached) and boot the stock-kernel VM, run the in-VM tests there"
+	@echo "make vm-box    package the VM image as a libvirt Vagrant box"
 	@echo "make bench     set up and print the benchmark table"
 	@echo "make clean     remove build products"
 
@@ -56,6 +59,16 @@ run: install
 
 test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(VENV)/bin/python -m pytest -m "not vm" $(PYTEST_ARGS)
+
+# VM_ARGS: pytest arguments for inside the VM (test ids replace tests/vm/in_vm_tests.txt).
+vm-test: setup
+	scripts/vm.sh test $(VM_ARGS)
+
+vm-box: setup
+	scripts/vm.sh box
 
 bench: setup
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)

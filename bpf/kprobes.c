@@ -15,6 +15,11 @@
  * tier's per-destination counts (an unconnected socket has no one peer to
  * read from struct sock); udp_sendmsg adds the per-process UDP totals.
  *
+ * A socket is named by its address AND its cookie (the one the cgroup
+ * programs asked for, so user space joins both tiers by it): a struct sock
+ * freed and handed to a new socket gets a new cookie, hence a new entry with
+ * its own peer. User space deletes an entry once its socket is finished.
+ *
  * This file reads struct sock and struct msghdr, whose layout is only right
  * with the running kernel's own headers: the loader attaches it only when
  * the kernel has kprobes AND the headers match (a VM with a stock
@@ -28,6 +33,7 @@
 
 struct kp_key {
     u64 sk;
+    u64 cookie;  /* 0 while no one has asked for the socket's cookie */
     u32 tgid;
     u32 pad;
 };
@@ -47,26 +53,39 @@ BPF_HASH(kp_connect, u32, u64, 16384);      /* tid -> sock, inside tcp_v*_connec
 BPF_HASH(kp_send, u32, u64, 16384);         /* tid -> sock, inside tcp/udp_sendmsg */
 BPF_TABLE("lru_hash", struct kp_key, struct kp_val, kp_bytes, MAX_FLOWS);
 
-/* The socket's own view of its peer. */
+/* The socket's own view of its peer. Every field is read with
+ * bpf_probe_read_kernel: the return probes get sk back from a map, where BCC
+ * does not know it for a kernel pointer and would let a plain load through to
+ * the verifier, which refuses it. */
 static __always_inline void kp_peer(struct sock *sk, struct kp_val *v)
 {
-    u16 family = sk->__sk_common.skc_family;
-    v->family = family;
-    v->proto = sk->sk_protocol;
-    v->rport = aegis_ntohs(sk->__sk_common.skc_dport);
-    v->lport = sk->__sk_common.skc_num;
-    if (family == AEGIS_AF_INET) {
-        u32 d = sk->__sk_common.skc_daddr;
-        __builtin_memcpy(v->raddr, &d, 4);
-    } else {
-        bpf_probe_read_kernel(v->raddr, 16, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8);
-    }
+    struct sock_common c = {};
+    bpf_probe_read_kernel(&c, sizeof(c), &sk->__sk_common);
+    u16 proto = 0;
+    bpf_probe_read_kernel(&proto, sizeof(proto), &sk->sk_protocol);
+    v->family = c.skc_family;
+    v->proto = proto;
+    v->rport = aegis_ntohs(c.skc_dport);
+    v->lport = c.skc_num;
+    if (c.skc_family == AEGIS_AF_INET)
+        __builtin_memcpy(v->raddr, &c.skc_daddr, 4);
+    else
+        __builtin_memcpy(v->raddr, c.skc_v6_daddr.in6_u.u6_addr8, 16);
+}
+
+/* The socket's cookie as sock_gen_cookie() left it (0: never asked for). */
+static __always_inline u64 kp_cookie(struct sock *sk)
+{
+    u64 cookie = 0;
+    bpf_probe_read_kernel(&cookie, sizeof(cookie), &sk->__sk_common.skc_cookie);
+    return cookie;
 }
 
 static __always_inline struct kp_val *kp_entry(struct sock *sk, u32 tgid)
 {
     struct kp_key key = {};
     key.sk = (u64)sk;
+    key.cookie = kp_cookie(sk);
     key.tgid = tgid;
     struct kp_val *v = kp_bytes.lookup(&key);
     if (v) return v;
@@ -100,6 +119,7 @@ int aegis_kp_tcp_connect_ret(struct pt_regs *ctx)
     struct kp_val peer = {};
     kp_peer(sk, &peer);
     e->aux = (u64)sk;
+    e->cookie = kp_cookie(sk);
     e->value = PT_REGS_RC(ctx);
     e->family = peer.family;
     e->proto = IPPROTO_TCP;

@@ -13,11 +13,13 @@
  */
 #include "aegis_common.h"
 
-#define TCP_ESTABLISHED 1
-#define TCP_SYN_SENT 2
-#define TCP_SYN_RECV 3
-#define TCP_CLOSE 7
-#define TCP_LISTEN 10
+/* Prefixed: the kernel's own names are an enum in net/tcp_states.h, which the
+ * kprobe tier includes in the same module. */
+#define AEGIS_TCP_ESTABLISHED 1
+#define AEGIS_TCP_SYN_SENT 2
+#define AEGIS_TCP_SYN_RECV 3
+#define AEGIS_TCP_CLOSE 7
+#define AEGIS_TCP_LISTEN 10
 
 /* skaddr of the agent's TCP sockets -> socket cookie (0 for accepted ones). */
 BPF_HASH(tcp_socks, u64, u64, MAX_SOCKS);
@@ -62,7 +64,7 @@ static __always_inline int on_state(struct tp_state *st)
     int oldstate = st->oldstate;
     int newstate = st->newstate;
 
-    if (newstate == TCP_SYN_SENT) {
+    if (newstate == AEGIS_TCP_SYN_SENT) {
         if (!aegis_in_agent()) return 0;
         u32 tid = (u32)bpf_get_current_pid_tgid();
         u64 cookie = 0;
@@ -74,17 +76,17 @@ static __always_inline int on_state(struct tp_state *st)
         if (tcp_socks.update(&skaddr, &cookie) != 0) aegis_count(CNT_SOCK_FULL);
         return 0;
     }
-    if (newstate == TCP_LISTEN) {
+    if (newstate == AEGIS_TCP_LISTEN) {
         u8 one = 1;
         if (aegis_in_agent()) listen_ports.update(&sport, &one);
         return 0;
     }
-    if (oldstate == TCP_LISTEN) {
+    if (oldstate == AEGIS_TCP_LISTEN) {
         /* only the listener's own close: the port may have been ours */
-        if (newstate == TCP_CLOSE && aegis_in_agent()) listen_ports.delete(&sport);
+        if (newstate == AEGIS_TCP_CLOSE && aegis_in_agent()) listen_ports.delete(&sport);
         return 0;
     }
-    if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
+    if (oldstate == AEGIS_TCP_SYN_RECV && newstate == AEGIS_TCP_ESTABLISHED) {
         if (!listen_ports.lookup(&sport)) return 0;
         u64 zero = 0;
         if (tcp_socks.update(&skaddr, &zero) != 0) aegis_count(CNT_SOCK_FULL);
@@ -94,9 +96,9 @@ static __always_inline int on_state(struct tp_state *st)
     u64 *c = tcp_socks.lookup(&skaddr);
     if (!c) return 0;
     u64 cookie = *c;
-    if (newstate == TCP_ESTABLISHED) {
+    if (newstate == AEGIS_TCP_ESTABLISHED) {
         emit_state(st, EV_TCP_STATE, cookie);
-    } else if (newstate == TCP_CLOSE) {
+    } else if (newstate == AEGIS_TCP_CLOSE) {
         emit_state(st, EV_TCP_STATE, cookie);
         tcp_socks.delete(&skaddr);
     }

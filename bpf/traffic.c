@@ -162,7 +162,9 @@ static __always_inline void copy_dns(struct __sk_buff *skb, u64 cookie, struct l
      * extension, merged range checks) and the load is refused. */
     u64 n = payload > DNS_MAX ? DNS_MAX : payload;
     asm volatile("" : "+r"(n));
-    if (n == 0) n = 1; /* never taken (payload > 0): a lower bound for the verifier */
+    /* n is 1..DNS_MAX already (payload > 0); masked so that even a verifier that
+     * learns no lower bound from a test (Linux 6.1) sees 1..DNS_MAX. */
+    n = ((n - 1) & (DNS_MAX - 1)) + 1;
     if (n <= DNS_MAX &&
         bpf_skb_load_bytes_relative(skb, info->hdr_len, e->data, n, BPF_HDR_START_NET) == 0)
         e->len = n;

@@ -47,6 +47,8 @@ install_venv() {
 install_system_packages
 # eBPF is optional: without it --netmon falls back to preload and says why.
 "$ROOT/scripts/setup_bpf.sh" || say "eBPF set-up incomplete: --netmon falls back to preload"
+# The stock-kernel test VM is optional too: without qemu its tests skip and say why.
+"$ROOT/scripts/setup_vm.sh" || say "VM set-up incomplete: the VM tests (tests/test_vm.py) skip"
 install_venv
 # The real agent CLIs for tests/e2e/: a failed install skips those tests, with the reason.
 "$ROOT/scripts/install_agents.sh" || say "some agent CLIs could not be installed: their end-to-end tests skip"

@@ -216,3 +216,65 @@ async def tool_error(client, name: str, args: dict[str, Any] | None = None) -> s
     result = await client.call_tool(name, args or {})
     assert result.is_error, f"{name} unexpectedly succeeded: {result.content}"
     return result.content[0].text
+
+
+class Tmux:
+    """A private tmux server (its own socket, no user config) running one command in a pane."""
+
+    def __init__(self, directory: Path, env: dict[str, str], rows: int = 30, cols: int = 100):
+        import shutil
+
+        tmux = shutil.which("tmux")
+        if tmux is None:
+            raise RuntimeError("tmux is not installed (scripts/bootstrap.sh installs it)")
+        self.base = [tmux, "-S", str(directory / "tmux.sock"), "-f", "/dev/null"]
+        self.env = env
+        self.rows, self.cols = rows, cols
+
+    def run(self, *args: str) -> str:
+        """One tmux command; its stdout."""
+        done = subprocess.run(
+            [*self.base, *args], env=self.env, capture_output=True, text=True, check=True
+        )
+        return done.stdout
+
+    def start(self, argv: list[str]) -> None:
+        """A detached session of the given size running ``argv``."""
+        import shlex
+
+        self.run("new-session", "-d", "-x", str(self.cols), "-y", str(self.rows), shlex.join(argv))
+        # Keep the pane (and what it shows) when the command ends.
+        self.run("set-option", "-g", "remain-on-exit", "on")
+
+    def pane_pid(self) -> int:
+        """The pid of the command in the pane."""
+        return int(self.run("display-message", "-p", "#{pane_pid}").strip())
+
+    def screen(self) -> list[str]:
+        """The pane's visible lines, as tmux renders them."""
+        return self.run("capture-pane", "-p").splitlines()
+
+    def wait_for(self, pattern: str, timeout: float = WAIT) -> list[str]:
+        """Wait until a line of the pane matches ``pattern``; returns the pane."""
+        regex = re.compile(pattern)
+        return wait_for(
+            lambda: (
+                (lines := self.screen()) and any(regex.search(line) for line in lines) and lines
+            ),
+            timeout,
+            what=f"{pattern!r} on the tmux pane",
+        )
+
+    def type(self, text: str) -> None:
+        """Type ``text`` and press Enter."""
+        self.run("send-keys", "-l", text)
+        self.run("send-keys", "Enter")
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Resize the window (the pane's program gets SIGWINCH)."""
+        self.run("resize-window", "-x", str(cols), "-y", str(rows))
+
+    def close(self) -> None:
+        """Kill this tmux server and everything in it."""
+        with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
+            self.run("kill-server")

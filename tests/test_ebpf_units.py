@@ -268,6 +268,60 @@ def test_tracker_kprobe_connect_errors_name_the_errno() -> None:
     assert event["result"] == "ENETUNREACH" and event["errno"] == 101
 
 
+def _kp_row(cookie: int, sent: int, pid: int, proto: int = socket.IPPROTO_TCP) -> FlowRow:
+    """A kp_bytes entry as the monitor reads it: keyed per (socket, cookie, process)."""
+    return FlowRow(
+        key=(b"kp", cookie, pid, proto),
+        cookie=cookie,
+        family=socket.AF_INET,
+        remote_addr="127.0.0.1",
+        remote_port=8080,
+        local_port=40000,
+        proto=proto,
+        bytes_out=sent,
+        bytes_in=0,
+        pid=pid,
+        comm="child",
+        kprobe=True,
+    )
+
+
+def test_tracker_deletes_kprobe_counters_with_their_socket() -> None:
+    tracker = SocketTracker(kprobe_bytes=True, close_grace=0.0)
+    tracker.on_record(_connect(4, pid=20))
+    events = tracker.on_flows([_flow(4, 900, 0), _kp_row(4, 400, pid=20), _kp_row(4, 500, pid=21)])
+    # TCP bytes come from the kprobe rows alone, each with the calling process
+    assert sorted((e["pid"], e["bytes"]) for e in events) == [(20, 400), (21, 500)]
+    udp = _kp_row(4, 70, pid=21, proto=socket.IPPROTO_UDP)
+    assert tracker.on_flows([udp]) == []  # UDP: the cgroup tier reports it per destination
+    tracker.on_record(_decode(_raw(ev.EV_RELEASE, cookie=4, proto=socket.IPPROTO_TCP)))
+    _, finished = tracker.due()
+    assert sorted(map(str, finished)) == sorted(
+        map(str, [(4, 8080), udp.key, (b"kp", 4, 20, 6), (b"kp", 4, 21, 6)])
+    )
+    # counted again from zero if the same key ever comes back
+    assert [e["bytes"] for e in tracker.on_flows([_kp_row(4, 30, pid=20)])] == [30]
+
+
+def test_tracker_drops_idle_kprobe_counters_of_no_known_socket() -> None:
+    tracker = SocketTracker(kprobe_bytes=True, kprobe_idle=3600)
+    (event,) = tracker.on_flows([_kp_row(0, 10, pid=5)])  # cookie 0: never asked for
+    assert event["bytes"] == 10 and tracker.due() == ([], [])
+    assert SocketTracker(kprobe_bytes=True).due(final=True) == ([], [])
+    idle = SocketTracker(kprobe_bytes=True, kprobe_idle=0.0)
+    idle.on_flows([_kp_row(0, 10, pid=5)])
+    assert idle.due() == ([], [(b"kp", 0, 5, 6)])
+
+
+def test_tracker_kprobe_connect_is_found_by_cookie() -> None:
+    tracker = SocketTracker(deferred_connects=True)
+    tracker.on_record(_connect(6, pid=11, tid=12))
+    # the kretprobe ran in another thread than the connect hook's record says: the cookie joins
+    record = _decode(_raw(ev.EV_KP_CONNECT, cookie=6, tid=99, value=-111))
+    (event,) = tracker.on_record(record)
+    assert event["result"] == "ECONNREFUSED" and event["pid"] == 11
+
+
 def test_tracker_waits_for_the_tcp_close_of_a_released_socket() -> None:
     tracker = SocketTracker(close_grace=3600)
     tracker.on_record(_connect(2))

@@ -21,11 +21,13 @@ from typing import Any
 
 import pytest
 
+from aegis_mcp import owners
 from aegis_mcp.control.protocol import INVALID_ARGUMENT, ControlError
-from aegis_mcp.netmon import namespaces
 from aegis_mcp.netmon.ops import DEFAULT_LOG_COUNT, netmon_ops
 from aegis_mcp.netmon.preload_log import MAX_LINE_BYTES, PreloadLog
 from aegis_mcp.netmon.stats import NetmonStats
+from aegis_mcp.sandbox.netns import names, namespaces
+from aegis_mcp.sandbox.netns.ops import namespace_ops
 from helpers import REPO
 
 HOOKS_DIR = REPO / "hooks"
@@ -443,6 +445,7 @@ def test_netmon_log_validates_count() -> None:
     with pytest.raises(ControlError) as info:
         call(log, {"count": 5, "verbose": True})
     assert info.value.code == INVALID_ARGUMENT
+    ops.update(namespace_ops())
     for op in ("netmon_status", "netmon_namespace_list", "netmon_namespace_cleanup"):
         with pytest.raises(ControlError) as info:
             call(ops[op], {"bogus": 1})
@@ -465,7 +468,7 @@ def test_namespace_cleanup_op_without_root_is_forbidden(monkeypatch: pytest.Monk
     monkeypatch.setattr(namespaces.os, "geteuid", lambda: 1000)
     with pytest.raises(PermissionError, match="sudo aegis-mcp netns cleanup"):
         namespaces.cleanup_namespaces()
-    ops = netmon_ops(lambda: None, "off")
+    ops = namespace_ops()
     with pytest.raises(ControlError) as info:
         call(ops["netmon_namespace_cleanup"], {})
     assert info.value.code == "forbidden"
@@ -496,14 +499,14 @@ def dead_pid() -> int:
 
 
 def test_namespace_names_and_owner_check(aegis_like_process: int, dead_pid: int) -> None:
-    assert namespaces.parse_name("aegis-123") == (123, None)
-    assert namespaces.parse_name("aegis-123-agent_7") == (123, "agent_7")
-    assert namespaces.namespace_name(123, "a1") == "aegis-123-a1"
+    assert names.parse_name("aegis-123") == (123, None)
+    assert names.parse_name("aegis-123-agent_7") == (123, "agent_7")
+    assert names.namespace_name(123, "a1") == "aegis-123-a1"
     for foreign in ("aegis", "aegis-", "aegis-x", "aegis-0", "other-123", "aegis-12-", "xaegis-1"):
-        assert namespaces.parse_name(foreign) is None, foreign
+        assert names.parse_name(foreign) is None, foreign
 
-    assert namespaces.owner_alive(aegis_like_process)
-    assert not namespaces.owner_alive(dead_pid)
+    assert owners.owner_alive(aegis_like_process)
+    assert not owners.owner_alive(dead_pid)
 
 
 def test_namespace_listing_without_root(
@@ -541,7 +544,7 @@ def test_namespace_cleanup_removes_only_dead_owners(aegis_like_process: int, dea
         for name in (dead, live, foreign):
             netns.create(name)
             created.append(name)
-        ops = netmon_ops(lambda: None, "off")
+        ops = namespace_ops()
         listed = {n["name"]: n for n in call(ops["netmon_namespace_list"], {})["namespaces"]}
         assert listed[dead]["owner_alive"] is False
         assert listed[live]["owner_alive"] is True

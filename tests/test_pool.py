@@ -20,6 +20,7 @@ import pytest
 from aegis_mcp.agents.profiles import BUILTIN_PROFILES, AgentProfile
 from aegis_mcp.control.protocol import INVALID_ARGUMENT, NOT_FOUND, ControlError
 from aegis_mcp.pool import AgentPool, FileLocks, pool_ops
+from aegis_mcp.pool.errors import PoolUnavailable
 from aegis_mcp.pool.results import OutputScanner
 from aegis_mcp.privileges import resolve_agent_user
 from aegis_mcp.processes import ChildReaper
@@ -316,7 +317,7 @@ def test_shutdown_stops_running_and_queued(tmp_path, aegis_env):
         for _ in range(3):
             await pool.spawn(scenario("quiet"), agent_type="demo")
         await pool.shutdown()
-        with pytest.raises(ControlError):
+        with pytest.raises(PoolUnavailable):
             await pool.spawn("more", agent_type="demo")
         return [pool.status(a["agent_id"]) for a in pool.list()]
 

@@ -4,6 +4,7 @@ with the hook a host provides sandboxes through."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -16,9 +17,9 @@ import pytest
 from aegis_mcp.agents.profiles import BUILTIN_PROFILES
 from aegis_mcp.control.protocol import INVALID_ARGUMENT, ControlError
 from aegis_mcp.pool import AgentPool, FileLocks, PoolStore, pool_ops
-from aegis_mcp.pool.sandbox import ConfineFor
+from aegis_mcp.pool.sandbox import SandboxFor
 from aegis_mcp.privileges import resolve_agent_user
-from aegis_mcp.processes import ChildReaper
+from aegis_mcp.processes import ChildReaper, SpawnSpec
 
 WAIT = 60.0
 GIT = shutil.which("git") or "git"
@@ -52,7 +53,7 @@ def with_pool(
     tmp_path: Path,
     env: dict[str, str],
     body: Callable[[AgentPool], Awaitable[Any]],
-    confine_for: ConfineFor | None = None,
+    sandbox_for: SandboxFor | None = None,
 ) -> Any:
     """``body(pool)`` with a pool on a database in ``tmp_path/state``."""
 
@@ -70,7 +71,7 @@ def with_pool(
             default_cwd=str(tmp_path),
             stop_grace=1.0,
             store=store,
-            confine_for=confine_for,
+            sandbox_for=sandbox_for,
         )
         try:
             return await body(pool)
@@ -189,7 +190,7 @@ def test_sandbox_hook_confines_the_agent(tmp_path, aegis_env):
     calls: list[tuple[str, str]] = []
     marker = tmp_path / "confined"
 
-    def confine_for(kind: str, agent_id: str) -> tuple[Callable[[], None], ...]:
+    def sandbox_for(kind: str, agent_id: str, spec: SpawnSpec) -> SpawnSpec:
         calls.append((kind, agent_id))
         if kind == "container":
             raise RuntimeError("no container engine on this host")
@@ -199,7 +200,7 @@ def test_sandbox_hook_confines_the_agent(tmp_path, aegis_env):
             # Runs in the child between fork and exec: a plain syscall only.
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
-        return (step,)
+        return dataclasses.replace(spec, confine=(*spec.confine, step))
 
     async def body(pool: AgentPool) -> None:
         confined = await pool.spawn("/scenario say:inside", agent_type="demo", sandbox="netns")
@@ -214,7 +215,7 @@ def test_sandbox_hook_confines_the_agent(tmp_path, aegis_env):
         assert final["status"] == "failed"
         assert "no container engine" in final["error"]
 
-    with_pool(tmp_path, aegis_env, body, confine_for=confine_for)
+    with_pool(tmp_path, aegis_env, body, sandbox_for=sandbox_for)
 
 
 BAD_ARGS: list[tuple[dict[str, Any], str]] = [

@@ -26,8 +26,9 @@ from typing import Any
 import pytest
 
 from aegis_mcp.agents.profiles import BUILTIN_PROFILES
-from aegis_mcp.control.protocol import INVALID_ARGUMENT, UNAVAILABLE, ControlError
+from aegis_mcp.control.protocol import INVALID_ARGUMENT, ControlError
 from aegis_mcp.pool import AgentPool, FileLocks, PoolStore, pool_ops
+from aegis_mcp.pool.errors import PoolUnavailable
 from aegis_mcp.pool.records import AgentRecord
 from aegis_mcp.pool.store import DB_NAME
 from aegis_mcp.privileges import resolve_agent_user
@@ -251,11 +252,10 @@ def test_a_newer_schema_is_refused(tmp_path):
     PoolStore.open(tmp_path).close()
     with sqlite3.connect(tmp_path / DB_NAME) as conn:
         conn.execute("INSERT INTO schema_version (version) VALUES (999)")
-    with pytest.raises(ControlError) as refused:
+    with pytest.raises(PoolUnavailable) as refused:
         PoolStore.open(tmp_path)
-    assert refused.value.code == UNAVAILABLE
-    assert "newer" in refused.value.message
-    assert str(tmp_path / DB_NAME) in refused.value.message
+    assert "newer" in str(refused.value)
+    assert str(tmp_path / DB_NAME) in str(refused.value)
 
 
 # -- a runner killed with SIGKILL ---------------------------------------------------------
@@ -501,11 +501,10 @@ def test_locked_database_gives_a_clear_error(tmp_path, aegis_env):
             pool.spawn("x", agent_type="demo", working_directory=str(repo), isolation="worktree"),
             locks.acquire("a.txt", "alice", None),
         ):
-            with pytest.raises(ControlError) as refused:
+            with pytest.raises(PoolUnavailable) as refused:
                 await attempt
-            assert refused.value.code == UNAVAILABLE
-            assert "locked" in refused.value.message
-            assert str(db) in refused.value.message
+            assert "locked" in str(refused.value)
+            assert str(db) in str(refused.value)
         # Nothing half-made: the refused spawns are nowhere, not even their worktree.
         assert pool.list() == []
         assert locks.list() == []
@@ -571,13 +570,12 @@ def test_full_disk_refuses_the_spawn_and_keeps_memory_consistent(tmp_path, aegis
             for _ in range(5):
                 try:
                     await pool.spawn("x" * 90_000, agent_type="demo")
-                except ControlError as exc:
+                except PoolUnavailable as exc:
                     refusals.append(exc)
                     break
             assert refusals, "a 90 kB spawn on a full disk was saved"
-            assert refusals[0].code == UNAVAILABLE
-            assert "no space" in refusals[0].message
-            assert str(state / DB_NAME) in refusals[0].message
+            assert "no space" in str(refusals[0])
+            assert str(state / DB_NAME) in str(refusals[0])
             listed = [a["agent_id"] for a in pool.list()]
             assert first["agent_id"] in listed
             assert len(listed) == len(pool.store.query("SELECT agent_id FROM agents"))

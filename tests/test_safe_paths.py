@@ -19,6 +19,7 @@ import pytest
 
 from aegis_mcp.control.protocol import ControlError
 from aegis_mcp.files import create_new, write_atomic
+from aegis_mcp.pool.errors import PoolUnavailable
 from aegis_mcp.safe_paths import UnsafeDirectoryError, private_dir
 from helpers import AEGIS, runner_socket, wait_for
 
@@ -216,10 +217,9 @@ def test_state_files_follow_the_same_rules(tmp_path):
     theirs = tmp_path / "theirs"
     theirs.mkdir(mode=0o755)
     _as_nobody(theirs)
-    with pytest.raises(ControlError, match="writable by others") as caught:
+    with pytest.raises(PoolUnavailable, match="writable by others"):
         PoolStore.open(shared)
-    assert caught.value.code == "unavailable"
-    with pytest.raises(ControlError, match="owned by nobody"):
+    with pytest.raises(PoolUnavailable, match="owned by nobody"):
         PoolStore.open(theirs / "state")
     with pytest.raises(SandboxError, match=r"refusing the marker directory .*writable by others"):
         markers.state_dir(shared)

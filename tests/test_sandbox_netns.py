@@ -27,7 +27,6 @@ from typing import Any
 
 import pytest
 
-from aegis_mcp.netmon import namespaces
 from aegis_mcp.netmon.stats import NetmonStats
 from helpers import REPO, wait_for
 
@@ -40,6 +39,7 @@ if shutil.which("ip") is None:
 
 from aegis_mcp.privileges import AgentUser
 from aegis_mcp.processes import AgentProcess, ChildReaper, SpawnSpec
+from aegis_mcp.sandbox.netns import namespaces
 from aegis_mcp.sandbox.netns import nft as nft_module
 
 if not nft_module.available():

@@ -31,6 +31,11 @@
     [agents.myagent.subcommands.run]    # `myagent run PROMPT` runs headless
     headless = true
 
+    [agents.myagent.watch]     # what the watchdog knows of its screen (regexes)
+    prompt = ['^> ']           # on the cursor's line: waiting for the user
+    busy = ['esc to interrupt']   # anywhere: working (a spinner line)
+    noise = ['\\d+ tokens']     # redrawn in place, not progress
+
 A profile may name a built-in (``[agents.claude]``) to change some of its fields.
 Every error names the file, the key and what is wrong; nothing is guessed.
 """
@@ -40,12 +45,13 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from .agents.profiles import BUILTIN_PROFILES, AgentProfile, McpInject
+from .agents.profiles import BUILTIN_PROFILES, AgentProfile, McpInject, WatchRules
 from .agents.syntax import CommandSyntax
 from .watchdog.config import WatchdogConfig, WatchdogConfigError, validate_changes
 
@@ -111,6 +117,34 @@ def _string_list(where: str, value: Any) -> list[str]:
     return value
 
 
+def _patterns(where: str, value: Any) -> tuple[str, ...]:
+    patterns = _string_list(where, value)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"{where}: {pattern!r} is not a regular expression: {exc}") from None
+    return tuple(patterns)
+
+
+def _watch_rules(where: str, table: Any, base: WatchRules) -> WatchRules:
+    """``[agents.NAME.watch]``: the given keys replace the profile's."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        at = f"{where}.{key}"
+        if key in ("prompt", "busy", "noise"):
+            values[key] = _patterns(at, value)
+        elif key == "prompt_context_lines":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+                raise ConfigError(f"{at} must be a whole number from 0 to 100")
+            values[key] = value
+        else:
+            raise ConfigError(f"{at}: unknown setting")
+    return dataclasses.replace(base, **values)
+
+
 def _value(kind: Any, at: str, value: Any) -> Any:
     """``value`` checked and converted for a field of type ``kind``."""
     if kind == "tuple[str, ...]":
@@ -158,7 +192,11 @@ def _profile(name: str, table: Any, where: str) -> AgentProfile:
     values: dict[str, Any] = {}
     syntax_table = {k: v for k, v in table.items() if k in _SYNTAX_TYPES}
     for key, value in table.items():
-        if key not in syntax_table:
+        if key == "watch":
+            values[key] = _watch_rules(
+                f"{where}.{key}", value, base.watch if base else WatchRules()
+            )
+        elif key not in syntax_table:
             values[key] = _value(_FIELD_TYPES.get(key), f"{where}.{key}", value)
     if syntax_table or base is None:
         values["syntax"] = _syntax(base.syntax if base else CommandSyntax(), syntax_table, where)

@@ -95,6 +95,10 @@ class SpawnSpec:
     confine: tuple[Callable[[], None], ...] = ()
     """Root-only steps run in the child before the privilege drop (join a cgroup,
     enter a network namespace); each must be safe between fork and exec."""
+    forward_signal: Callable[[int, int], None] | None = None
+    """``(pid, signal)``: where else a signal for the agent must go. The runner
+    signals the process it started (and its session); a sandbox whose agent runs
+    outside that session (in a container, through its engine) passes it on."""
 
 
 def _child_setup(spec: SpawnSpec) -> Callable[[], None]:
@@ -290,10 +294,17 @@ class AgentProcess:
         return self.exit_code
 
     def send_signal(self, sig: int) -> None:
-        """Send ``sig`` to the agent process itself."""
+        """Send ``sig`` to the agent process itself (and where its spec forwards signals)."""
         if self.running:
+            self._forward(sig)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)
+
+    def _forward(self, sig: int) -> None:
+        if self.spec.forward_signal is not None:
+            # The runner's own delivery must happen even if the sandbox's fails.
+            with contextlib.suppress(Exception):
+                self.spec.forward_signal(self.pid, sig)
 
     def session_members(self) -> list[psutil.Process]:
         """Live processes still in the agent's session (its leftovers after it exits)."""
@@ -345,6 +356,7 @@ class AgentProcess:
 
     def kill_session(self, sig: int) -> None:
         """Signal the agent's process group and every other member of its session."""
+        self._forward(sig)
         kill_session(self.pid, sig)
 
     def _may_have_leftovers(self) -> bool:

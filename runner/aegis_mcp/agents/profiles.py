@@ -2,10 +2,11 @@
 
 A profile is data: which executable, its command line (:class:`CommandSyntax`: options,
 subcommands, where the prompt goes, how a restart continues), which flags skip
-permission prompts, how to hand it an MCP server, how to run a task headless.
-Built-ins cover the agents named in the design, checked against the CLI versions in
-``VERIFIED`` (the end-to-end tests in ``tests/e2e/`` run them); the config file adds
-or overrides profiles (see ``aegis_mcp.config``).
+permission prompts, how to hand it an MCP server, how to run a task headless, and
+what its screen looks like to the watchdog (``watch``). Built-ins cover the agents
+named in the design, checked against the CLI versions in ``VERIFIED`` (the end-to-end
+tests in ``tests/e2e/`` run them); the config file adds or overrides profiles (see
+``aegis_mcp.config``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,27 @@ McpInject = Literal["flag", "preload", "settings", "none"]
 # Placeholders of ``mcp_inject_args``: the overlay file, and the server's
 # command, arguments and environment as TOML/JSON values.
 INJECT_PLACEHOLDERS = ("{config}", "{command}", "{args}", "{env}")
+
+
+@dataclass(frozen=True)
+class WatchRules:
+    """What the watchdog knows of an agent's screen: regular expressions (Python syntax)
+    matched against the rendered text of each terminal line.
+
+    Kept as data so that it can be calibrated against a real CLI by looking at
+    ``watchdog_status`` (its ``signals.screen`` reading) and changed in the config file.
+    """
+
+    prompt: tuple[str, ...] = ()
+    """Any of these on the cursor's line (or ``prompt_context_lines`` above it): the agent
+    shows its input prompt, waiting for the user."""
+    prompt_context_lines: int = 0
+    busy: tuple[str, ...] = ()
+    """Any of these anywhere on the screen: the agent says it is working (its spinner
+    line). Shown with no progress past the timeout, the agent is stalled."""
+    noise: tuple[str, ...] = ()
+    """Spans redrawn in place that are not progress (a spinner line, a token counter);
+    masked before screens are compared, beside the built-in timers and clocks."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +81,8 @@ class AgentProfile:
     """Arguments bounding a headless run; ``{n}`` is the limit."""
     takes_prompt: bool = True
     """False for arbitrary commands (``aegis-mcp run``): their arguments are never rewritten."""
+    watch: WatchRules = WatchRules()
+    """The watchdog's knowledge of the agent's screen (BUILTIN_WATCH_RULES below)."""
 
     def skips_permissions(self, as_root: bool) -> bool:
         """Whether to pass ``permission_args`` to an agent running as root or not."""
@@ -297,3 +321,36 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
         headless_args=("-p", "{task}"),
     ),
 }
+
+# What the watchdog knows of each built-in agent's screen, kept apart from the argv
+# tables above. Claude Code 2.1's spinner line reads "✻ Herding… (8m 39s · ↓ 834 tokens)"
+# (older ones add "esc to interrupt"); its glyph cycles through · ✢ ✳ ✶ ✻ ✽ (* on some
+# terminals, a blinking ● with reduced motion); "✻ Worked for 1m 52s" is the finished
+# form. The stand-in agent draws the same. Codex, Gemini and Aider are first readings of
+# their documented TUIs, to be calibrated against the real CLIs.
+_SPINNER_LINE = r"^\s*[·✢✳✶✻✽*●]\s+\S.*…\s*\(\d+[hms]"
+_CLAUDE_WATCH = WatchRules(
+    prompt=(r"^\s*│?\s*>(\s|$)",),
+    prompt_context_lines=6,
+    busy=(_SPINNER_LINE, r"(?i)\besc to interrupt\b"),
+    noise=(_SPINNER_LINE + r".*$", r"[↑↓]\s?[\d.,]+k?\s?tokens", r"Tip: .*$"),
+)
+BUILTIN_WATCH_RULES: dict[str, WatchRules] = {
+    "claude": _CLAUDE_WATCH,
+    "demo": dataclasses.replace(_CLAUDE_WATCH, prompt=(r"^> ",), prompt_context_lines=0),
+    "codex": WatchRules(
+        prompt=(r"^\s*[\u203a>](\s|$)",),
+        prompt_context_lines=4,
+        busy=(r"(?i)\besc to interrupt\b",),
+        noise=(r"^\s*\S?\s*Working.*$",),
+    ),
+    "gemini": WatchRules(
+        prompt=(r"^\s*│?\s*>(\s|$)",),
+        prompt_context_lines=4,
+        busy=(r"(?i)\besc to cancel\b",),
+        noise=(r"^\s*[\u2800-\u28ff].*\(esc to cancel.*$",),
+    ),
+    "aider": WatchRules(prompt=(r"^(\w+ )?> ",)),
+}
+for _name, _rules in BUILTIN_WATCH_RULES.items():
+    BUILTIN_PROFILES[_name] = dataclasses.replace(BUILTIN_PROFILES[_name], watch=_rules)

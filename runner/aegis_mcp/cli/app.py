@@ -111,7 +111,7 @@ app.add_typer(netns_app, name="netns")
 @netns_app.command("list")
 def netns_list() -> None:
     """List aegis network namespaces with their owner and whether it is alive."""
-    from ..netmon.namespaces import list_namespaces
+    from ..sandbox.netns.namespaces import list_namespaces
 
     entries = list_namespaces()
     if not entries:
@@ -124,7 +124,7 @@ def netns_list() -> None:
 @netns_app.command("cleanup")
 def netns_cleanup() -> None:
     """Remove namespaces left by runners that died (never a live runner's). Needs root."""
-    from ..netmon.namespaces import cleanup_namespaces
+    from ..sandbox.netns.namespaces import cleanup_namespaces
 
     try:
         result = cleanup_namespaces()

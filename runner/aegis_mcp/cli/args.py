@@ -10,9 +10,11 @@ an agent's prompt as the value of ``--netmon``, and their import would cost
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
-NETMON_MODES = ("auto", "preload", "ebpf", "netns")
-SANDBOX_KINDS = ("none", "netns", "container")
+from ..netmon.schema import NETMON_MODES, NetmonMode
+from ..runner.plan import RunRequest
+from ..sandbox.kinds import SANDBOX_KINDS, SandboxKind
 
 
 class UsageError(ValueError):
@@ -25,8 +27,8 @@ class WrapperOptions:
 
     watchdog_timeout: float | None = None
     no_watchdog: bool = False
-    netmon: str | None = None
-    sandbox: str = "none"
+    netmon: NetmonMode | None = None
+    sandbox: SandboxKind = "none"
     inject_mcp: bool = True
     keep_root: bool = False
     allow: list[str] = field(default_factory=list)
@@ -42,6 +44,23 @@ class ParsedRun:
     agent_args: list[str] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
     """For ``run``: the command to supervise."""
+
+    def request(self) -> RunRequest:
+        """What to ask the runner for."""
+        opts = self.options
+        return RunRequest(
+            agent=None if self.agent == "run" else self.agent,
+            agent_args=tuple(self.agent_args),
+            command=tuple(self.command),
+            watchdog_timeout=opts.watchdog_timeout,
+            watchdog=not opts.no_watchdog,
+            netmon=opts.netmon,
+            sandbox=opts.sandbox,
+            inject_mcp=opts.inject_mcp,
+            keep_root=opts.keep_root,
+            allow=tuple(opts.allow),
+            deny=tuple(opts.deny),
+        )
 
 
 def _value(name: str, arg: str, rest: list[str]) -> str:
@@ -74,12 +93,12 @@ def _apply(arg: str, rest: list[str], opts: WrapperOptions) -> bool:
         mode = arg.split("=", 1)[1] if "=" in arg else "auto"
         if mode not in NETMON_MODES:
             raise UsageError(f"--netmon must be one of {', '.join(NETMON_MODES)}, got {mode!r}")
-        opts.netmon = mode
+        opts.netmon = cast(NetmonMode, mode)
     elif name == "--sandbox":
         kind = _value(name, arg, rest)
         if kind not in SANDBOX_KINDS:
             raise UsageError(f"--sandbox must be one of {', '.join(SANDBOX_KINDS)}, got {kind!r}")
-        opts.sandbox = kind
+        opts.sandbox = cast(SandboxKind, kind)
     elif name in ("--allow", "--deny"):
         spec = _value(name, arg, rest)
         (opts.allow if name == "--allow" else opts.deny).append(spec)

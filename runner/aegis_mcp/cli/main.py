@@ -35,15 +35,14 @@ def run_agent(argv: list[str]) -> int:
 
     from ..config import ConfigError, load_config
     from ..paths import UnsafeDirectoryError, config_file
+    from ..runner.plan import PlanError, make_plan
     from .args import UsageError, parse_agent_invocation, parse_run_command
 
     try:
         parsed = parse_run_command(argv[1:]) if argv[0] == "run" else parse_agent_invocation(argv)
         config = load_config(config_file())
-        from ..runner.plan import make_plan
-
-        plan = make_plan(parsed, config)
-    except (UsageError, ConfigError) as exc:
+        plan = make_plan(parsed.request(), config)
+    except (UsageError, PlanError, ConfigError) as exc:
         return _fail(str(exc))
     from ..runner.supervisor import Supervisor
 

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import os
 import socket
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,26 @@ class ControlClient:
         if not line:
             raise ControlError(protocol.UNAVAILABLE, "the runner closed the connection")
         return protocol.decode_reply(line)
+
+    def subscribe(self) -> Iterator[dict[str, Any]]:
+        """The state stream (see :mod:`.snapshot`): the state message, then every message
+        up to the last (``end`` or ``dropped``). The connection serves nothing else after."""
+        try:
+            self._sock.sendall(protocol.make_request(next(self._ids), "subscribe", {}))
+            yield protocol.decode_reply(self._readline())
+            while True:
+                message = protocol.decode_stream(self._readline())
+                yield message
+                if message.get("type") in protocol.STREAM_END_TYPES:
+                    return
+        except OSError as exc:
+            raise _unreachable(self.path, exc) from None
+
+    def _readline(self) -> bytes:
+        line = self._file.readline(protocol.MAX_MESSAGE_BYTES + 1)
+        if not line:
+            raise ControlError(protocol.UNAVAILABLE, "the runner closed the connection")
+        return line
 
     def close(self) -> None:
         """Close the connection."""
@@ -121,6 +142,33 @@ class AsyncControlClient:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+async def subscribe(path: str | os.PathLike[str]) -> AsyncIterator[dict[str, Any]]:
+    """:meth:`ControlClient.subscribe` for asyncio clients (the dashboard), on its own
+    connection, closed when the iteration ends."""
+    try:
+        reader, writer = await asyncio.open_unix_connection(
+            str(path), limit=protocol.MAX_MESSAGE_BYTES + 2
+        )
+    except OSError as exc:
+        raise _unreachable(path, exc) from None
+    try:
+        writer.write(protocol.make_request(1, "subscribe", {}))
+        line = await reader.readline()
+        if not line:
+            raise ControlError(protocol.UNAVAILABLE, "the runner closed the connection")
+        yield protocol.decode_reply(line)
+        while line := await reader.readline():
+            message = protocol.decode_stream(line)
+            yield message
+            if message.get("type") in protocol.STREAM_END_TYPES:
+                return
+        raise ControlError(protocol.UNAVAILABLE, "the runner closed the connection")
+    except (OSError, ValueError) as exc:
+        raise ControlError(protocol.UNAVAILABLE, f"lost the runner connection: {exc}") from None
+    finally:
+        writer.close()
 
 
 def socket_from_env() -> Path | None:

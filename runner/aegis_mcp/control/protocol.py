@@ -55,7 +55,8 @@ POOL_OPS = (
     "file_lock_acquire",
     "file_lock_release",
 )
-NETMON_OPS = ("netmon_status", "netmon_log", "netmon_namespace_list", "netmon_namespace_cleanup")
+NETMON_OPS = ("netmon_status", "netmon_log")
+NAMESPACE_OPS = ("netmon_namespace_list", "netmon_namespace_cleanup")
 
 OpHandler = Callable[[dict[str, Any]], Awaitable[Any]]
 """An operation implementation: takes the request's ``args``, returns a JSON-able
@@ -283,3 +284,30 @@ def decode_reply(line: bytes) -> Any:
         return msg.get("result")
     error = msg.get("error") or {}
     raise ControlError(str(error.get("code", INTERNAL)), str(error.get("message", "unknown error")))
+
+
+# -- streams -------------------------------------------------------------------
+# A stream op (``subscribe``) answers with an ordinary reply, then sends more
+# lines on the same connection, each ``{"v": 1, "id": <request id>, "stream":
+# <message>}``, until a message of type ``end`` or ``dropped``, then closes it.
+
+STREAM_OPS = ("subscribe",)
+STREAM_END_TYPES = ("end", "dropped")
+
+
+def stream_line(req_id: Any, message: dict[str, Any]) -> bytes:
+    """One message of a stream as a line."""
+    return encode({"v": PROTOCOL_VERSION, "id": req_id, "stream": message})
+
+
+def decode_stream(line: bytes) -> dict[str, Any]:
+    """Parse a stream line: its message (ControlError for an error reply or a bad line)."""
+    try:
+        msg = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ControlError(BAD_REQUEST, f"runner sent invalid JSON: {exc}") from None
+    if isinstance(msg, dict) and isinstance(msg.get("stream"), dict):
+        return msg["stream"]
+    if isinstance(msg, dict) and msg.get("ok") is False:
+        decode_reply(line)  # raises the error it carries
+    raise ControlError(BAD_REQUEST, "runner sent a malformed stream line")

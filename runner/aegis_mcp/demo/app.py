@@ -116,7 +116,7 @@ def _start(opts: Options, console: Console, sig: signals.SignalState) -> tuple[i
     if log_problem:
         console.err(f"demo: {log_problem}")
     conversation.session_id = opts.resume or _last_session(conversation) or new_session_id()
-    hub = _start_hub(servers, console)
+    hub = _start_hub(servers, console, sig)
     # From here on the hub exists, so every exit path must hand it back for closing.
     try:
         return _run_mode(opts, console, sig, conversation, hub, steps), hub
@@ -132,13 +132,23 @@ def _last_session(conversation: Conversation) -> str | None:
     return None
 
 
-def _start_hub(servers: list[ServerSpec], console: Console) -> ToolHub | None:
+def _start_hub(
+    servers: list[ServerSpec], console: Console, sig: signals.SignalState
+) -> ToolHub | None:
     if not servers:
         return None
     # Imported only now: asyncio and the mcp SDK cost start-up time nobody else should pay.
+    from aegis_mcp.demo.interactive import PROMPT
     from aegis_mcp.demo.tools import ToolHub
 
-    hub = ToolHub(servers, console.info)
+    def status(line: str) -> None:
+        with console.lock:
+            console.info(line)
+            # A line printed over the prompt takes it away: show it again, as a TUI would.
+            if sig.at_prompt and not console.json_stdout:
+                console.out(PROMPT, end="")
+
+    hub = ToolHub(servers, status)
     hub.start()
     return hub
 

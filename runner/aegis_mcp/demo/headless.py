@@ -82,6 +82,19 @@ class JsonSink(TextSink):
         if self.stream:
             self._assistant({"type": "text", "text": text})
 
+    def write_partial(self, fragment: str) -> None:
+        """Kept until the line is complete: events carry whole lines."""
+        self._partial.append(fragment)
+
+    def end_line(self) -> None:
+        """The streamed line, as one text block."""
+        text = "".join(self._partial)
+        self._partial = []
+        self.say(text)
+
+    def status(self, text: str) -> None:
+        """No spinner on a JSON stream."""
+
     def tool_use(self, name: str, args: dict) -> str:
         """An assistant ``tool_use`` block when streaming."""
         use_id = self._next_id("toolu")

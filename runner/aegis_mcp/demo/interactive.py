@@ -13,6 +13,8 @@ from aegis_mcp.demo import scenario
 from aegis_mcp.demo.agent import Agent
 from aegis_mcp.demo.steps import MaxTurnsExceeded
 
+PROMPT = "> "
+
 
 def handle_line(agent: Agent, line: str) -> None:
     """One line typed at the prompt."""
@@ -57,8 +59,9 @@ def run(agent: Agent, steps: list[scenario.Step]) -> int:
         handle_line(agent, agent.opts.prompt)
     signals = agent.signals
     while True:
-        signals.at_prompt = True
-        console.out("> ", end="")
+        with console.lock:
+            signals.at_prompt = True
+            console.out(PROMPT, end="")
         line = _read_line()
         signals.at_prompt = False
         if not line:

@@ -14,6 +14,8 @@ import os
 import sys
 import threading
 
+CLEAR_LINE = "\r\x1b[2K"
+
 
 class Console:
     """Line-oriented stdout/stderr with a lock and an immediate flush.
@@ -25,11 +27,12 @@ class Console:
     def __init__(self, json_stdout: bool = False) -> None:
         self.json_stdout = json_stdout
         # Re-entrant: a signal handler runs on the main thread and may write while the
-        # main thread is inside a write.
-        self._lock = threading.RLock()
+        # main thread is inside a write. Held by callers to write several things at once.
+        self.lock = threading.RLock()
+        self._status = ""
 
     def _write(self, to_stderr: bool, text: str) -> None:
-        with self._lock:
+        with self.lock:
             # Looked up on each call: sys.stdout may be replaced (tests, reconfiguration).
             stream = sys.stderr if to_stderr else sys.stdout
             try:
@@ -41,8 +44,18 @@ class Console:
                 pass
 
     def out(self, text: str, end: str = "\n") -> None:
-        """Write to stdout."""
-        self._write(False, text + end)
+        """Write to stdout (above the status line, when one is shown)."""
+        with self.lock:
+            if self._status and end == "\n":
+                self._write(False, CLEAR_LINE + text + end + self._status)
+            else:
+                self._write(False, text + end)
+
+    def show_status(self, text: str) -> None:
+        """Draw ``text`` over the current line and keep it below later lines ("" clears it)."""
+        with self.lock:
+            self._status = text
+            self._write(False, CLEAR_LINE + text)
 
     def err(self, text: str) -> None:
         """Write a diagnostic line to stderr."""
@@ -60,6 +73,13 @@ class Console:
         """Write straight to fd 1, bypassing Python's buffers; safe inside signal handlers."""
         with contextlib.suppress(OSError):
             os.write(1, text.encode("utf-8", "replace"))
+
+
+def _is_terminal(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
 
 
 def append_json_line(path: str, obj: object) -> None:
@@ -88,6 +108,9 @@ class TextSink:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.lines: list[str] = []
+        self._partial: list[str] = []
+        # A status line redrawn in place (the spinner) only makes sense on a terminal.
+        self.live = _is_terminal(1) and not console.json_stdout
 
     def begin_turn(self) -> None:
         """Forget the previous turn's lines."""
@@ -102,6 +125,22 @@ class TextSink:
         """One line of the agent's reply."""
         self.lines.append(text)
         self.console.out(text)
+
+    def write_partial(self, fragment: str) -> None:
+        """Part of a reply line, shown as it arrives (a model's stream)."""
+        self._partial.append(fragment)
+        self.console.out(fragment, end="")
+
+    def end_line(self) -> None:
+        """The streamed line is complete."""
+        self.lines.append("".join(self._partial))
+        self._partial = []
+        self.console.out("")
+
+    def status(self, text: str) -> None:
+        """Draw ``text`` over the current line, in place ("" clears it): the spinner."""
+        if self.live:
+            self.console.show_status(text)
 
     def tool_use(self, name: str, args: dict) -> str:
         """A tool call is about to be made; returns an id that pairs it with its result."""

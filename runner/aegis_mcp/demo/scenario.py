@@ -31,6 +31,20 @@ Write ``\;`` for a literal ``;`` (and ``\|`` inside ``repeat``).
 ``write:PATH:TEXT``             write TEXT to PATH (relative to the working directory)
 ``repeat:N:STEP[|STEP...]``     run the ``|``-separated sub-steps N times (N may be
                                 ``forever``)
+``spinner[:SECS]``              Claude Code's "waiting for the model" line
+                                (``✻ Thinking… (3s · esc to interrupt)``) redrawn in
+                                place at 10 Hz, forever without SECS (on a terminal;
+                                elsewhere it only waits)
+``stream:SECS:TEXT``            print TEXT word by word, spread over SECS seconds, as
+                                a model's streamed reply appears
+``ask:HOST:PORT[:PROMPT]``      a model round trip: TCP connect, send PROMPT (default
+                                ``hello``) and a newline, show the spinner until the
+                                server closes, printing each line it sends as it
+                                arrives; ``ask HOST:PORT error: ...`` on failure
+``background-io:SECS[:BYTES]``  from now on, in the background, write and read back
+                                BYTES bytes (default 64) of a scratch file every SECS
+                                seconds: the trickle of I/O of an agent idle at its
+                                prompt
 ==============================  =========================================================
 
 Example: ``say:starting;tool:watchdog_ping:{};grow:200:20;sleep:1;exit:3``.
@@ -180,6 +194,24 @@ def parse_step(text: str) -> Step | None:
             _integer(port, "PORT", text, 1, 65535),
             _integer(nbytes, "BYTES", text) if nbytes is not None else 0,
         )
+    elif kind == "spinner":
+        args = (_number(rest, "SECS", text) if has_args else None,)
+    elif kind == "stream":
+        secs, sep, words = need_args().partition(":")
+        if not sep:
+            raise ScenarioError(f"{text}: expected stream:SECS:TEXT")
+        args = (_number(secs, "SECS", text), words)
+    elif kind == "ask":
+        host, port, prompt = _split_host_port(need_args(), text)
+        if not host:
+            raise ScenarioError(f"{text}: missing host")
+        args = (host, _integer(port, "PORT", text, 1, 65535), prompt or "hello")
+    elif kind == "background-io":
+        secs, _, nbytes = need_args().partition(":")
+        period = _number(secs, "SECS", text)
+        if period <= 0:
+            raise ScenarioError(f"{text}: SECS must be > 0")
+        args = (period, _integer(nbytes, "BYTES", text, 1, 1 << 20) if nbytes else 64)
     elif kind in ("quiet", "crash", "ignore-sigint", "ignore-sigterm", "stop-self"):
         no_args()
         args = ()

@@ -24,6 +24,38 @@ MB = 1024 * 1024
 GROW_PAUSE = 0.1
 CONNECT_TIMEOUT = 5.0
 READ_WINDOW = 1.0
+# Claude Code's spinner: these glyphs forward then back, redrawn about ten times a second.
+SPINNER_GLYPHS = "·✢✳✶✻✽"
+SPINNER_FRAME_SECS = 0.1
+
+
+class Spinner:
+    """The "✻ Thinking… (12s · esc to interrupt)" line an agent redraws while it waits."""
+
+    def __init__(self, sink: TextSink) -> None:
+        self.sink = sink
+        self.started = time.monotonic()
+        self.frames = SPINNER_GLYPHS + SPINNER_GLYPHS[-2:0:-1]
+        self.frame = 0
+        self.tokens: int | None = None
+        """Shown as "↓ N tokens" once a reply streams in."""
+
+    def draw(self) -> None:
+        """The next frame."""
+        glyph = self.frames[self.frame % len(self.frames)]
+        self.frame += 1
+        secs = int(time.monotonic() - self.started)
+        tokens = f" · ↓ {self.tokens} tokens" if self.tokens is not None else ""
+        self.sink.status(f"{glyph} Thinking… ({secs}s{tokens} · esc to interrupt)")
+
+    def clear(self) -> None:
+        """Take the line away."""
+        self.sink.status("")
+
+
+def _endpoint(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class MaxTurnsExceeded(Exception):
@@ -146,7 +178,7 @@ class StepRunner:
     def _do_connect(self, host: str, port: int, nbytes: int) -> None:
         import socket
 
-        label = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        label = _endpoint(host, port)
         sent = received = 0
         try:
             with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as sock:
@@ -211,6 +243,81 @@ class StepRunner:
             self.sink.say(f"write {path} error: {exc.strerror or exc}")
             return
         self.sink.say(f"wrote {path} ({len(data)} bytes)")
+
+    def _do_spinner(self, secs: float | None) -> None:
+        spinner = Spinner(self.sink)
+        deadline = None if secs is None else time.monotonic() + secs
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                spinner.draw()
+                time.sleep(SPINNER_FRAME_SECS)
+        finally:
+            spinner.clear()
+
+    def _do_stream(self, secs: float, text: str) -> None:
+        words = text.split(" ")
+        pause = secs / max(len(words), 1)
+        for i, word in enumerate(words):
+            self.sink.write_partial(word if i == 0 else " " + word)
+            time.sleep(pause)
+        self.sink.end_line()
+
+    def _do_ask(self, host: str, port: int, prompt: str) -> None:
+        import codecs
+        import socket
+
+        label = _endpoint(host, port)
+        spinner = Spinner(self.sink)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        pending = ""
+        try:
+            with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as sock:
+                sock.sendall(prompt.encode() + b"\n")
+                sock.settimeout(SPINNER_FRAME_SECS)
+                received = 0
+                while True:
+                    spinner.draw()
+                    try:
+                        data = sock.recv(65536)
+                    except TimeoutError:
+                        continue
+                    if not data:
+                        break
+                    received += len(data)
+                    spinner.tokens = received // 4
+                    *lines, pending = (pending + decoder.decode(data)).split("\n")
+                    if lines:
+                        spinner.clear()
+                    for line in lines:
+                        self.sink.say(line)
+        except OSError as exc:
+            spinner.clear()
+            self.sink.say(f"ask {label} error: {exc}")
+            return
+        finally:
+            spinner.clear()
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            self.sink.say(pending)
+
+    def _do_background_io(self, secs: float, nbytes: int) -> None:
+        import tempfile
+        import threading
+
+        data = b"." * nbytes
+
+        def trickle() -> None:
+            with tempfile.TemporaryFile(buffering=0) as scratch:
+                while True:
+                    time.sleep(secs)
+                    with contextlib.suppress(OSError):
+                        scratch.seek(0)
+                        scratch.write(data)
+                        scratch.seek(0)
+                        scratch.read(nbytes)
+
+        threading.Thread(target=trickle, name="background-io", daemon=True).start()
+        self.sink.say(f"background I/O: {nbytes} bytes every {secs:g}s")
 
     def _do_repeat(self, times: int, sub: list[Step]) -> None:
         count = 0

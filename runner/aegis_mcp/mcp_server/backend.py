@@ -52,17 +52,16 @@ class LocalBackend:
     """An in-process pool for a server started without a runner."""
 
     def __init__(self) -> None:
-        self._ops: dict[str, Any] | None = None
-        self._pool: Any = None
+        self._service: Any = None
         self._reaper: Any = None
-        self._store: Any = None
 
     def _table(self) -> dict[str, Any]:
-        if self._ops is None:
+        if self._service is None:
             from ..agents.profiles import BUILTIN_PROFILES
             from ..config import ConfigError, load_config
             from ..paths import config_file, state_dir
-            from ..pool import AgentPool, FileLocks, PoolStore, pool_ops
+            from ..pool.errors import PoolUnavailable
+            from ..pool.service import open_pool
             from ..privileges import resolve_agent_user
             from ..processes import ChildReaper
 
@@ -70,22 +69,24 @@ class LocalBackend:
                 profiles = load_config(config_file()).profiles
             except ConfigError:
                 profiles = dict(BUILTIN_PROFILES)
-            self._store = PoolStore.open(state_dir())
-            self._reaper = ChildReaper(asyncio.get_running_loop())
-            log_dir = state_dir() / "pool-logs"  # made and checked by the pool
-            cwd = os.getcwd()
-            self._pool = AgentPool(
-                profiles,
-                self._reaper,
-                user=resolve_agent_user(keep_root=True),
-                env_for=lambda agent_id: {**os.environ, "AEGIS_MCP_AGENT_ID": agent_id},
-                mcp_config=None,
-                log_dir=log_dir,
-                default_cwd=cwd,
-                store=self._store,
-            )
-            self._ops = pool_ops(self._pool, FileLocks(cwd, self._store))
-        return self._ops
+            reaper = ChildReaper(asyncio.get_running_loop())
+            try:
+                self._service = open_pool(
+                    state_dir(),
+                    profiles,
+                    reaper,
+                    user=resolve_agent_user(keep_root=True),
+                    env_for=lambda agent_id: {**os.environ, "AEGIS_MCP_AGENT_ID": agent_id},
+                    cwd=os.getcwd(),
+                )
+            except PoolUnavailable as exc:
+                reaper.close()
+                raise ControlError(UNAVAILABLE, str(exc)) from None
+            except BaseException:
+                reaper.close()
+                raise
+            self._reaper = reaper
+        return self._service.ops
 
     async def call(self, op: str, args: dict[str, Any]) -> Any:
         """Run a pool operation here; anything else needs the runner."""
@@ -95,10 +96,9 @@ class LocalBackend:
 
     async def close(self) -> None:
         """Stop the in-process agents."""
-        if self._pool is not None:
-            await self._pool.shutdown()
-        if self._store is not None:
-            self._store.close()
+        if self._service is not None:
+            await self._service.shutdown()
+            self._service.close()
         if self._reaper is not None:
             self._reaper.close()
 

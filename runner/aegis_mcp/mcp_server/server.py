@@ -24,6 +24,7 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from .. import __version__
 from ..control.protocol import PRIMARY_AGENT_ID, ControlError
+from ..sandbox.kinds import SandboxKind
 from .backend import Backend, make_backend
 
 INSTRUCTIONS = """\
@@ -252,7 +253,7 @@ def build_server(backend: Backend) -> MCPServer:
         max_iterations: Annotated[int | None, Field(ge=1, le=10_000)] = None,
         timeout_secs: Annotated[float | None, Field(ge=1, le=86_400)] = None,
         isolation: Literal["none", "worktree"] = "none",
-        sandbox: Literal["none", "netns", "container"] = "none",
+        sandbox: SandboxKind = "none",
     ) -> dict[str, Any]:
         return await call(
             "agent_spawn",

@@ -1,4 +1,4 @@
-"""The netmon control operations (the ``netmon_*`` MCP tools) as an op table.
+"""The netmon control operations (``netmon_status``, ``netmon_log``) as an op table.
 
 The runner serves the table over its control socket; the MCP server can serve
 it in process too. Stats come from a callable so that the table works the
@@ -8,13 +8,11 @@ switched on after the table was built.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from ..control import validate
-from ..control.protocol import FORBIDDEN, ControlError, OpHandler
-from . import namespaces
+from ..control.protocol import OpHandler
 from .stats import NetmonStats
 
 DEFAULT_LOG_COUNT = 20
@@ -33,7 +31,7 @@ def log_count(args: dict[str, Any]) -> int:
 
 
 def netmon_ops(stats_source: Callable[[], NetmonStats | None], mode: str) -> dict[str, OpHandler]:
-    """Handlers for netmon_status, netmon_log, netmon_namespace_list, netmon_namespace_cleanup.
+    """Handlers for netmon_status and netmon_log.
 
     ``stats_source`` returns the live stats, or None when netmon is off;
     ``mode`` is the netmon mode the runner was asked for (``preload``, ...).
@@ -61,23 +59,7 @@ def netmon_ops(stats_source: Callable[[], NetmonStats | None], mode: str) -> dic
             "events": events,
         }
 
-    # Both namespace ops import pyroute2 (130 ms) and read /proc: done in a
-    # thread so that the runner's event loop keeps serving the agent meanwhile.
-    async def namespace_list(args: dict[str, Any]) -> dict[str, Any]:
-        validate.reject_unknown("netmon_namespace_list", args, ())
-        found = await asyncio.to_thread(namespaces.list_namespaces)
-        return {"namespaces": found, "count": len(found)}
-
-    async def namespace_cleanup(args: dict[str, Any]) -> dict[str, Any]:
-        validate.reject_unknown("netmon_namespace_cleanup", args, ())
-        try:
-            return await asyncio.to_thread(namespaces.cleanup_namespaces)
-        except PermissionError as exc:
-            raise ControlError(FORBIDDEN, str(exc)) from None
-
     return {
         "netmon_status": status,
         "netmon_log": log,
-        "netmon_namespace_list": namespace_list,
-        "netmon_namespace_cleanup": namespace_cleanup,
     }

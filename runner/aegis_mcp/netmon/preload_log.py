@@ -1,18 +1,26 @@
-"""PreloadLog: follows the JSON-lines log that libaegis_hooks.so writes.
+"""The ``preload`` source: the JSON-lines log that libaegis_hooks.so writes.
 
 The library (hooks/netmon.c) appends whole lines with O_APPEND from every
-process of the agent, so the reader only has to cope with what a file being
-appended to can look like at any moment: not there yet, a last line still
-being written, or (after a restart with the same name) shorter than before.
+process of the agent, so the reader (:class:`PreloadLog`) only has to cope with
+what a file being appended to can look like at any moment: not there yet, a
+last line still being written, or (after a restart with the same name)
+shorter than before. :class:`PreloadSource` is the source the runner starts:
+it puts the library and the log's path into each agent's environment.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
+from ..files import create_new
+from ..hooks_lib import HooksInfo, preload_into
+from ..processes import SpawnSpec
+from .source import NetmonSource
 from .stats import NetmonStats
 
 # The library's lines are at most 1536 bytes; anything far longer without a
@@ -137,3 +145,50 @@ class PreloadLog:
     def _malformed(self) -> None:
         self.malformed_lines += 1
         self.stats.count_malformed()
+
+
+class PreloadSource(NetmonSource):
+    """What the hooks library sees in every process of the agents (their libc calls)."""
+
+    name = "preload"
+
+    def __init__(
+        self, log_file: Path, hooks: HooksInfo, owner: tuple[int, int] | None = None
+    ) -> None:
+        self.log_file = Path(log_file)
+        self.hooks = hooks
+        self.owner = owner
+        self.reader: PreloadLog | None = None
+
+    def start(self, stats: NetmonStats) -> None:
+        """Make the log, then follow it into ``stats`` (the agents write it once they run)."""
+        # Made here, for the hooks to append to: the agent's user cannot create
+        # names in root's runtime directory, and must not.
+        os.close(create_new(self.log_file, owner=self.owner, replace=True))
+        self.reader = PreloadLog(self.log_file, stats)
+
+    def poll(self) -> None:
+        """Read the lines appended since the last call."""
+        if self.reader is not None:
+            self.reader.poll()
+
+    def prepare(self, spec: SpawnSpec) -> SpawnSpec:
+        """The library first in LD_PRELOAD, and the log's path for it to write to."""
+        env = dict(spec.env)
+        preload_into(env, self.hooks)
+        env["AEGIS_NETMON_LOG"] = str(self.log_file)
+        return dataclasses.replace(spec, env=env)
+
+    def describe(self) -> dict[str, Any]:
+        """The log, and how much of it was read."""
+        reader = self.reader
+        return {
+            "log_file": str(self.log_file),
+            "hooks_library": str(self.hooks.path),
+            "lines_read": reader.lines_read if reader else 0,
+            "malformed_lines": reader.malformed_lines if reader else 0,
+        }
+
+    def stop(self) -> None:
+        """Take in the last lines; the file stays (the runner removes its runtime files)."""
+        self.poll()

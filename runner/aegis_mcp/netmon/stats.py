@@ -26,7 +26,7 @@ import itertools
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,12 @@ class NetmonStats:
         self.dns_lookups = 0
         self.first_event_ts: float | None = None
         self.last_event_ts: float | None = None
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener`` with a copy of every event taken in (from the thread that
+        delivered it, after the counts include it); it must be quick and not raise."""
+        self._listeners.append(listener)
 
     # ---- input ---------------------------------------------------------------------------------
 
@@ -164,8 +170,11 @@ class NetmonStats:
         if not isinstance(kind, str) or not kind:
             self.count_malformed()
             return False
+        stored = dict(event)
         with self._lock:
-            self._ingest(dict(event), kind)
+            self._ingest(stored, kind)
+        for listener in self._listeners:
+            listener(dict(stored))
         return True
 
     def _ingest(self, ev: dict[str, Any], kind: str) -> None:
@@ -297,6 +306,12 @@ class NetmonStats:
         with self._lock:
             items = sorted(self._processes.values(), key=_busiest, reverse=True)
             return [p.as_dict() for p in items]
+
+    def received_by(self, pids: set[int]) -> int:
+        """Bytes received so far by the processes ``pids`` (those a source attributed)."""
+        with self._lock:
+            table = self._processes
+            return sum(table[pid].bytes_received for pid in pids if pid in table)
 
     def recent(self, count: int) -> list[dict[str, Any]]:
         """The last ``count`` events, newest last (copies: callers may change them)."""

@@ -39,12 +39,12 @@ from ..agents.command import (
 )
 from ..agents.profiles import AgentProfile
 from ..control import validate
-from ..control.protocol import NOT_FOUND, UNAVAILABLE, ControlError
 from ..files import create_new
 from ..privileges import AgentUser
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
 from ..safe_paths import UnsafeDirectoryError, private_dir
 from . import agent_rows, liveness, orphans
+from .errors import AgentNotFound, AgentStuck, PoolError, PoolUnavailable
 from .records import (
     ACTIVE_STATUSES,
     DESCRIPTION_PREVIEW_CHARS,
@@ -62,7 +62,7 @@ from .records import (
 )
 from .requests import check_spawn
 from .results import OutputScanner, final_status
-from .sandbox import ConfineFor, confine_steps
+from .sandbox import SandboxFor, in_sandbox
 from .store import PoolStore
 from .worktree import Git, Worktree
 from .writer import RecordWriter
@@ -120,13 +120,13 @@ class AgentPool:
         mcp_server: dict[str, Any] | None = None,
         inject_env: Callable[[AgentProfile, dict[str, str]], None] | None = None,
         store: PoolStore | None = None,
-        confine_for: ConfineFor | None = None,
+        sandbox_for: SandboxFor | None = None,
         worktrees_dir: Path | None = None,
     ) -> None:
         """``env_for(agent_id)`` gives the whole environment of a pool agent;
         ``mcp_config``/``mcp_server`` are the injected MCP server (file and entry).
         ``store`` is the pool database (default: a private in-memory one, no history);
-        ``confine_for`` provides sandboxes (see ``sandbox``); worktrees go in
+        ``sandbox_for`` provides sandboxes (see ``sandbox``); worktrees go in
         ``worktrees_dir`` (default: ``worktrees`` beside the database, or the logs).
 
         Agents that pools on the same database left behind when they died are
@@ -148,7 +148,7 @@ class AgentPool:
         self._stop_grace = stop_grace
         self.store = store if store is not None else PoolStore.in_memory()
         self._me = self.store.me
-        self._confine_for = confine_for
+        self._sandbox_for = sandbox_for
         self.worktrees_dir = worktrees_dir or (
             (self.store.directory or self.log_dir.parent) / "worktrees"
         )
@@ -168,9 +168,9 @@ class AgentPool:
             self._emit(kind, message, level)
         try:
             self._take_over_dead()
-        except ControlError as exc:
+        except PoolUnavailable as exc:
             # Not fatal here: every listing tries again, and says why it fails.
-            self._emit("pool.store_error", exc.message, "error")
+            self._emit("pool.store_error", str(exc), "error")
 
     # -- requests ------------------------------------------------------------------
 
@@ -190,11 +190,11 @@ class AgentPool:
         branch (made here, so that a bad repository is reported to the caller).
         """
         if self._closing:
-            raise ControlError(UNAVAILABLE, "the agent pool is shutting down")
+            raise PoolUnavailable("the agent pool is shutting down")
         request = check_spawn(
             self.profiles,
             self.default_cwd,
-            self._confine_for,
+            self._sandbox_for,
             user=self._user,
             description=description,
             agent_type=agent_type,
@@ -226,10 +226,10 @@ class AgentPool:
             record.base_commit, record.working_directory = tree.base_commit, tree.cwd
         try:
             if self._closing:
-                raise ControlError(UNAVAILABLE, "the agent pool is shutting down")
+                raise PoolUnavailable("the agent pool is shutting down")
             # Saved before it exists in memory: a spawn the database refused leaves no trace.
             self._writer.insert(record, ("pool.spawn", queued, "info"))
-        except ControlError:
+        except PoolUnavailable:
             if tree is not None:
                 await self._git.remove(tree)
             raise
@@ -383,6 +383,10 @@ class AgentPool:
         """Save what could not be saved before; returns how many agents still wait."""
         return self._writer.flush(self._records)
 
+    def owns(self, agent_id: str) -> bool:
+        """Whether ``agent_id`` is one of this pool's agents (its output tail is in memory)."""
+        return agent_id in self._records
+
     # -- checks --------------------------------------------------------------------
 
     def _owns(self, record: AgentRecord) -> bool:
@@ -404,9 +408,7 @@ class AgentPool:
             self._take_over_dead()
             record = self._records.get(agent_id) or agent_rows.load(self.store, agent_id)
         if record is None:
-            raise ControlError(
-                NOT_FOUND, f"no agent with id {agent_id!r}; agent_list shows the known ones"
-            )
+            raise AgentNotFound(f"no agent with id {agent_id!r}; agent_list shows the known ones")
         return record
 
     def _queue_position(self, record: AgentRecord) -> int | None:
@@ -490,8 +492,8 @@ class AgentPool:
                 user=self._user,
                 use_pty=False,
                 stdin_devnull=True,
-                confine=confine_steps(record.sandbox, record.agent_id, self._confine_for),
             )
+            spec = in_sandbox(record.sandbox, record.agent_id, spec, self._sandbox_for)
             proc = AgentProcess(spec, self._reaper, on_output, stdout_fd=log_fd, stderr_fd=log_fd)
         except Exception as exc:
             error = f"failed to start: {exc}"
@@ -621,8 +623,7 @@ class AgentPool:
         finally:
             self._stopping.discard(record.agent_id)
         if not gone:
-            raise ControlError(
-                UNAVAILABLE,
+            raise AgentStuck(
                 f"agent {record.agent_id} (pid {record.pid}) survived SIGKILL (a process in "
                 "uninterruptible sleep?): look at it with `ps -o stat,wchan -p PID`",
             )
@@ -690,7 +691,7 @@ class AgentPool:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            message = exc.message if isinstance(exc, ControlError) else repr(exc)
+            message = str(exc) if isinstance(exc, PoolError) else repr(exc)
             self._emit("pool.error", message, "error")
 
     def _emit(self, kind: str, message: str, level: str = "info") -> None:

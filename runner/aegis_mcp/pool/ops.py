@@ -3,7 +3,8 @@
 The same table is served by the runner over its control socket and in
 process by the MCP server when no runner is there. Arguments arrive as
 decoded JSON: ``null`` counts as absent, and anything unknown or of the wrong
-type is refused with a message that names the argument.
+type is refused with a message that names the argument. The pool's own
+errors get their protocol codes here (:data:`ERROR_CODES`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..control import validate
-from ..control.protocol import PRIMARY_AGENT_ID, OpHandler
+from ..control.boundary import ErrorCodes, with_codes
+from ..control.protocol import NOT_FOUND, PRIMARY_AGENT_ID, UNAVAILABLE, OpHandler
+from .errors import AgentNotFound, PoolUnavailable
 from .locks import DEFAULT_TTL_SECS, FileLocks
 from .manager import AgentPool
 
@@ -19,6 +22,7 @@ DEFAULT_AWAIT_SECS = 300.0
 MAX_AWAIT_SECS = 3_600
 DEFAULT_HOLDER = PRIMARY_AGENT_ID
 """The holder name of the interactive agent (pool agents use their agent id)."""
+ERROR_CODES: ErrorCodes = {AgentNotFound: NOT_FOUND, PoolUnavailable: UNAVAILABLE}
 
 
 def _args(op: str, args: dict[str, Any], accepted: tuple[str, ...]) -> dict[str, Any]:
@@ -115,7 +119,7 @@ def pool_ops(pool: AgentPool, locks: FileLocks) -> dict[str, OpHandler]:
             _required("file_lock_release", a, "path"), a.get("holder", DEFAULT_HOLDER)
         )
 
-    return {
+    table = {
         "agent_spawn": agent_spawn,
         "agent_list": agent_list,
         "agent_status": agent_status,
@@ -126,3 +130,4 @@ def pool_ops(pool: AgentPool, locks: FileLocks) -> dict[str, OpHandler]:
         "file_lock_acquire": file_lock_acquire,
         "file_lock_release": file_lock_release,
     }
+    return with_codes(table, ERROR_CODES)

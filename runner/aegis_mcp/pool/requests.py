@@ -9,7 +9,7 @@ from ..agents.profiles import AgentProfile
 from ..control import validate
 from ..privileges import AgentUser, can_enter
 from ..safe_paths import PSEUDO_FILESYSTEMS, filesystem_type
-from .sandbox import ConfineFor, check_sandbox
+from .sandbox import SandboxFor, check_sandbox
 from .worktree import check_isolation
 
 MAX_DESCRIPTION_CHARS = 100_000
@@ -70,7 +70,7 @@ def working_directory(path: object, default_cwd: str, user: AgentUser | None = N
 def check_spawn(
     profiles: dict[str, AgentProfile],
     default_cwd: str,
-    confine_for: ConfineFor | None,
+    sandbox_for: SandboxFor | None,
     *,
     user: AgentUser | None = None,
     description: object,
@@ -102,6 +102,6 @@ def check_spawn(
         working_directory=cwd,
         max_iterations=iterations,
         timeout_secs=timeout,
-        sandbox=check_sandbox(sandbox, confine_for),
+        sandbox=check_sandbox(sandbox, sandbox_for),
         isolation=check_isolation(isolation),
     )

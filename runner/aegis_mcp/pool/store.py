@@ -8,7 +8,7 @@ for another writer are bounded by ``busy_timeout``. Calls are synchronous and
 run on the host's event loop: each is a few hundred microseconds, far cheaper
 than a hop to a thread with its own connection.
 
-Every SQLite failure reaches the caller as ``ControlError(UNAVAILABLE)`` with
+Every SQLite failure reaches the caller as :class:`~.errors.PoolUnavailable` with
 the database's path and what to do. A file that is not a database, or that
 fails SQLite's ``quick_check``, is moved aside to ``pool.db.corrupt-<time>``
 (never deleted) and a new database is started; ``notices`` and the new
@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..control.protocol import UNAVAILABLE, ControlError
 from ..safe_paths import UnsafeDirectoryError, private_dir
 from . import liveness
+from .errors import PoolUnavailable
 from .records import FINAL_STATUSES
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -109,8 +109,7 @@ def _migrate(conn: sqlite3.Connection, where: str) -> None:
         # Another process may have migrated while we waited for the write lock.
         version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
         if version > SCHEMA_VERSION:
-            raise ControlError(
-                UNAVAILABLE,
+            raise PoolUnavailable(
                 f"the pool database {where} has schema version {version}, newer than this "
                 f"aegis-mcp knows ({SCHEMA_VERSION}): upgrade aegis-mcp, or point "
                 "AEGIS_MCP_STATE_DIR at another directory",
@@ -157,7 +156,7 @@ class PoolStore:
     ) -> PoolStore:
         """Open (or create) the database in ``directory`` (default: the state directory).
 
-        Raises ControlError(UNAVAILABLE) when it cannot be used (locked past the
+        Raises PoolUnavailable when it cannot be used (locked past the
         timeout, unreadable, a newer schema); a corrupt file is moved aside.
         """
         if directory is None:
@@ -174,8 +173,7 @@ class PoolStore:
         try:
             aside = _move_aside(path)
         except OSError as exc:
-            raise ControlError(
-                UNAVAILABLE,
+            raise PoolUnavailable(
                 f"the pool database {path} is corrupt ({reason}) and could not be moved aside "
                 f"({exc.strerror}): move it away by hand, a new one is created on the next start",
             ) from None
@@ -189,7 +187,7 @@ class PoolStore:
         )
         log.error("%s", message)
         store.notices.append(("pool.store_corrupt", message, "error"))
-        with contextlib.suppress(ControlError), store.write() as conn:
+        with contextlib.suppress(PoolUnavailable), store.write() as conn:
             store.add_event(conn, "pool.store_corrupt", message, "error")
         return store
 
@@ -199,12 +197,11 @@ class PoolStore:
             private_dir(path.parent)
             _private_file(path)
         except UnsafeDirectoryError as exc:
-            raise ControlError(
-                UNAVAILABLE, f"cannot use the pool database {path}: {exc}; set AEGIS_MCP_STATE_DIR"
+            raise PoolUnavailable(
+                f"cannot use the pool database {path}: {exc}; set AEGIS_MCP_STATE_DIR"
             ) from None
         except OSError as exc:
-            raise ControlError(
-                UNAVAILABLE,
+            raise PoolUnavailable(
                 f"cannot create the pool database {path}: {exc.strerror}; check the "
                 "directory's permissions and free space, or set AEGIS_MCP_STATE_DIR",
             ) from None
@@ -294,8 +291,8 @@ class PoolStore:
         )
         return [dict(row) for row in reversed(rows)]
 
-    def error(self, exc: sqlite3.Error) -> ControlError:
-        """The ControlError to give the caller for a failed database call."""
+    def error(self, exc: sqlite3.Error) -> PoolUnavailable:
+        """The error to give the caller for a failed database call."""
         return _translate(exc, self.where, self.busy_timeout)
 
     # -- upkeep --------------------------------------------------------------------
@@ -325,14 +322,14 @@ class PoolStore:
                     "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
                     (MAX_EVENTS,),
                 )
-        except ControlError as exc:
+        except PoolUnavailable as exc:
             # Pruning can wait for the next start; the pool works without it.
-            log.warning("pruning the pool history failed: %s", exc.message)
+            log.warning("pruning the pool history failed: %s", exc)
 
 
-def _translate(exc: BaseException, where: str, busy_timeout: float) -> ControlError:
-    """A ControlError that says what failed and what the user can do about it."""
-    if isinstance(exc, ControlError):
+def _translate(exc: BaseException, where: str, busy_timeout: float) -> PoolUnavailable:
+    """A PoolUnavailable that says what failed and what the user can do about it."""
+    if isinstance(exc, PoolUnavailable):
         return exc
     code = _code(exc) if isinstance(exc, sqlite3.Error) else None
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
@@ -360,4 +357,4 @@ def _translate(exc: BaseException, where: str, busy_timeout: float) -> ControlEr
         message = f"I/O error on the pool database {where} ({exc}): check the disk"
     else:
         message = f"the pool database {where} failed: {exc}"
-    return ControlError(UNAVAILABLE, message)
+    return PoolUnavailable(message)

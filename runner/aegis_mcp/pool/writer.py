@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from ..control.protocol import ControlError
 from . import agent_rows
+from .errors import PoolUnavailable
 from .records import AgentRecord
 from .store import PoolStore
 
@@ -42,7 +42,7 @@ class RecordWriter:
         return bool(self.dirty or self._events)
 
     def insert(self, record: AgentRecord, event: Event) -> None:
-        """Save a new agent; ControlError (nothing saved) when the database refuses."""
+        """Save a new agent; PoolUnavailable (nothing saved) when the database refuses."""
         with self.store.write() as conn:
             agent_rows.insert(conn, record)
             self.store.add_event(conn, *event, record.agent_id)
@@ -54,7 +54,7 @@ class RecordWriter:
                 agent_rows.save(conn, record)
                 if event is not None:
                     self.store.add_event(conn, *event, record.agent_id)
-        except ControlError as exc:
+        except PoolUnavailable as exc:
             self.dirty.add(record.agent_id)
             if event is not None:
                 self._events.append((*event, record.agent_id))
@@ -76,7 +76,7 @@ class RecordWriter:
                     agent_rows.save(conn, record)
                 for kind, message, level, agent_id in events:
                     self.store.add_event(conn, kind, message, level, agent_id)
-        except ControlError as exc:
+        except PoolUnavailable as exc:
             self._failed(exc)
             return len(self.dirty)
         self.dirty.clear()
@@ -84,15 +84,15 @@ class RecordWriter:
         self._ok()
         return 0
 
-    def _failed(self, exc: ControlError) -> None:
+    def _failed(self, exc: PoolUnavailable) -> None:
         if self.error is None:
             self._emit(
                 "pool.store_error",
-                f"{exc.message}; the pool keeps its state in memory and retries every "
+                f"{exc}; the pool keeps its state in memory and retries every "
                 f"{self._retry_secs:g} s",
                 "error",
             )
-        self.error = exc.message
+        self.error = str(exc)
 
     def _ok(self) -> None:
         if self.error is not None:

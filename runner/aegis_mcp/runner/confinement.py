@@ -1,10 +1,13 @@
-"""The runner's network sandboxes and network monitoring for its agents.
+"""The run's sandboxes and network monitoring, for the primary agent and the pool's.
 
-One place decides, from the plan, which monitoring sources feed the run's
-NetmonStats (the hooks library's log, the netns sandbox's events) and which
-confinement steps each agent's process runs before it drops privileges.
-Sandboxes are made per agent: ``aegis-<runner pid>`` for the primary agent,
-``aegis-<runner pid>-<agent id>`` for pool agents that ask for one.
+Two choices are made here from the plan, each by the package that owns it:
+which netmon sources watch the run (:func:`aegis_mcp.netmon.choice.start_sources`:
+the "best available" and its one-line reason), and what each agent runs in
+(:func:`aegis_mcp.sandbox.get_sandbox`). Every agent's spawn spec passes
+through :meth:`Confinement.wrap`: the sources add what they need to see its
+process (the hooks' variables, the monitored cgroup), then its sandbox makes
+it run inside. Sandboxes are made per agent: ``aegis-<runner pid>`` for the
+primary agent, ``aegis-<runner pid>-<agent id>`` for pool agents that ask for one.
 """
 
 from __future__ import annotations
@@ -12,28 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..control.protocol import INVALID_ARGUMENT, PRIMARY_AGENT_ID, ControlError
-from ..files import create_new
-from ..hooks_lib import HooksInfo, preload_into
+from ..control.protocol import PRIMARY_AGENT_ID
+from ..hooks_lib import HooksInfo
 from ..paths import RunnerFiles
+from ..processes import SpawnSpec
+from .errors import ConfinementError
 from .plan import RunPlan
 
 if TYPE_CHECKING:
-    from ..netmon.ebpf import EbpfMonitor
-    from ..netmon.preload_log import PreloadLog
+    from ..netmon.choice import NetmonPlan
+    from ..netmon.source import NetmonSource
     from ..netmon.stats import NetmonStats
-    from ..sandbox.netns import NetnsSandbox
+    from ..sandbox.base import Sandbox
     from ..sandbox.policy import Policy
-
-Confine = tuple[Callable[[], None], ...]
-
-
-class SandboxUnavailable(RuntimeError):
-    """The primary agent's sandbox could not be made; the message says why."""
 
 
 class Confinement:
@@ -53,86 +50,80 @@ class Confinement:
         self.hooks = hooks
         self._say = say
         self.stats: NetmonStats | None = None
-        self.preload: PreloadLog | None = None
-        self.ebpf: EbpfMonitor | None = None
-        self.sources: list[str] = []
-        self.sandboxes: dict[str, NetnsSandbox] = {}
+        self.sources: list[NetmonSource] = []
+        self.netmon_reason: str | None = None
+        """Why the sources are not what was asked for (said once at start)."""
+        self.sandboxes: dict[str, Sandbox] = {}
 
     @property
     def mode(self) -> str:
-        """The monitoring sources in use, e.g. ``preload`` or ``netns+preload``, or off."""
-        return "+".join(self.sources) if self.sources else "off"
+        """The monitoring sources in use, e.g. ``preload`` or ``netns+ebpf``, or off."""
+        return "+".join(s.name for s in self.sources) if self.sources else "off"
 
-    def _ensure_stats(self) -> NetmonStats:
-        if self.stats is None:
-            from ..netmon.stats import NetmonStats
+    def source(self, name: str) -> NetmonSource | None:
+        """The running source called ``name``, if any."""
+        return next((s for s in self.sources if s.name == name), None)
 
-            self.stats = NetmonStats(mode=self.mode)
-        return self.stats
+    async def clean_leftovers(self, emit: Callable[..., object]) -> None:
+        """Remove what crashed runners left (namespaces, veths, nft tables): only theirs."""
+        from ..sandbox.netns.namespaces import cleanup_namespaces, leftovers_possible
+
+        if os.geteuid() != 0 or not leftovers_possible():
+            return
+        try:
+            result = await asyncio.to_thread(cleanup_namespaces)
+        except (OSError, RuntimeError) as exc:
+            emit("netns.cleanup_failed", str(exc), "warning")
+            return
+        removed = result.get("removed", [])
+        if removed:
+            emit("netns.cleanup", f"removed stale namespaces: {', '.join(removed)}")
 
     async def start(self) -> None:
-        """Set up monitoring and, when asked for, the primary agent's sandbox."""
+        """Start monitoring, then make the primary agent's sandbox when one is asked for."""
         plan = self.plan
-        if plan.sandbox == "netns":
-            self.sources.append("netns")
+        # Without --netmon and a sandbox to watch, netmon is not even imported.
+        if plan.netmon is not None or plan.sandbox == "netns":
+            await self._start_netmon(self._netmon_plan())
+        if plan.sandbox != "none":
             try:
-                sandbox = await asyncio.to_thread(self._create, PRIMARY_AGENT_ID)
+                sandbox = await asyncio.to_thread(self._make, plan.sandbox, PRIMARY_AGENT_ID)
             except Exception as exc:
-                raise SandboxUnavailable(f"cannot create the network sandbox: {exc}") from exc
+                raise ConfinementError(f"cannot create the network sandbox: {exc}") from exc
             self.sandboxes[PRIMARY_AGENT_ID] = sandbox
-        if plan.netmon in ("auto", "ebpf"):
-            await self._start_ebpf()
-        if plan.netmon == "preload" or (plan.netmon == "auto" and not self.sources):
-            if self.hooks is None:
-                self._say(
-                    "--netmon: the hooks library was not found (run `make build`); "
-                    "preload monitoring is off"
-                )
-            else:
-                # `auto` lands here when neither eBPF nor a sandbox can watch.
-                from ..netmon.preload_log import PreloadLog
 
-                self.sources.append("preload")
-                # Made here, for the hooks to append to: the agent's user cannot
-                # create names in root's runtime directory, and must not.
-                user = self.plan.user
-                owner = (user.uid, user.gid) if user.drop else None
-                os.close(create_new(self.files.netmon_log, owner=owner, replace=True))
-                self.preload = PreloadLog(self.files.netmon_log, self._ensure_stats())
-        if self.stats is not None:
-            self.stats.mode = self.mode
+    def _netmon_plan(self) -> NetmonPlan:
+        from ..netmon.choice import NetmonPlan
 
-    async def _start_ebpf(self) -> None:
-        """eBPF monitoring of the run's cgroup, or one line saying why not."""
-        from ..netmon.ebpf import EbpfUnavailable, ebpf_available
-
-        ok, reason = await asyncio.to_thread(ebpf_available)
-        if ok:
-            try:
-                # BCC compiles the programs here (1.5-3 s): the agent must not
-                # start before they are attached, or its first connects are missed.
-                self.ebpf = await asyncio.to_thread(self._create_ebpf)
-            except EbpfUnavailable as exc:
-                ok, reason = False, str(exc)
-        if ok:
-            self.sources.append("ebpf")
-            return
-        if self._policy_needs_ebpf():
-            raise SandboxUnavailable(
-                f"--allow/--deny need eBPF without --sandbox=netns, and it is unavailable: {reason}"
-            )
-        fallback = "the sandbox's view" if self.sources else "preload"
-        self._say(f"--netmon: eBPF unavailable ({reason}); using {fallback}")
-
-    def _create_ebpf(self) -> EbpfMonitor:
-        from ..netmon.ebpf import EbpfMonitor
-
-        policy = self._policy() if self._policy_needs_ebpf() else None
-        return EbpfMonitor(self.runner_pid, PRIMARY_AGENT_ID, self._ensure_stats(), policy=policy)
-
-    def _policy_needs_ebpf(self) -> bool:
+        plan = self.plan
         # Without a namespace, only the cgroup programs can enforce a policy.
-        return self.plan.sandbox != "netns" and bool(self.plan.allow or self.plan.deny)
+        policy_needs_ebpf = plan.sandbox != "netns" and bool(plan.allow or plan.deny)
+        return NetmonPlan(
+            mode=plan.netmon,
+            runner_pid=self.runner_pid,
+            agent_id=PRIMARY_AGENT_ID,
+            log_file=self.files.netmon_log,
+            log_owner=(plan.user.uid, plan.user.gid) if plan.user.drop else None,
+            sandboxed=plan.sandbox == "netns",
+            policy=self._policy() if policy_needs_ebpf else None,
+        )
+
+    async def _start_netmon(self, netmon: NetmonPlan) -> None:
+        from ..netmon.choice import Machine, start_sources
+        from ..netmon.errors import NetmonUnavailable
+        from ..netmon.stats import NetmonStats
+
+        stats = NetmonStats()
+        machine = await asyncio.to_thread(Machine.probe, self.hooks, netmon)
+        try:
+            # BCC compiles the programs here (1.5-3 s): the agent must not
+            # start before they are attached, or its first connects are missed.
+            choice = await asyncio.to_thread(start_sources, netmon, machine, stats)
+        except NetmonUnavailable as exc:
+            raise ConfinementError(str(exc)) from exc
+        self.stats, self.sources, self.netmon_reason = stats, choice.sources, choice.reason
+        if choice.reason:
+            self._say(choice.reason)
 
     def _policy(self) -> Policy:
         from ..sandbox.policy import Policy
@@ -141,42 +132,51 @@ class Confinement:
             self.plan.config.sandbox.policy, allow=self.plan.allow, deny=self.plan.deny
         )
 
-    def _create(self, agent_id: str) -> NetnsSandbox:
-        from ..sandbox.netns import AddressPool, create_sandbox
+    def _make(self, kind: str, agent_id: str) -> Sandbox:
+        """A new sandbox of ``kind`` for one agent; its network events go to the netns view."""
+        from ..sandbox import get_sandbox
+        from ..sandbox.base import SandboxRequest
 
         settings = self.plan.config.sandbox
-        policy = self._policy()
-        pool = AddressPool(settings.pool, settings.prefixlen)
-        agent = None if agent_id == PRIMARY_AGENT_ID else agent_id
-        return create_sandbox(
-            self.runner_pid, agent, policy, pool, on_event=self._ensure_stats().ingest
+        request = SandboxRequest(
+            runner_pid=self.runner_pid,
+            agent_id=None if agent_id == PRIMARY_AGENT_ID else agent_id,
+            policy=self._policy() if kind != "none" else None,
+            address_pool=settings.pool,
+            prefixlen=settings.prefixlen,
+            on_event=self._sandbox_events(),
         )
+        return get_sandbox(kind, request)
 
-    def confine(self, agent_id: str = PRIMARY_AGENT_ID) -> Confine:
-        """The confinement steps of an agent's process: the monitored cgroup (all
-        agents of the run share it; events carry the pid), then its sandbox."""
-        steps: list[Callable[[], None]] = []
-        if self.ebpf is not None:
-            steps.extend(self.ebpf.confine)
+    def _sandbox_events(self) -> Callable[[dict[str, Any]], object] | None:
+        from ..netmon.netns_view import NetnsView
+
+        view = self.source("netns")
+        if isinstance(view, NetnsView):
+            return view.sink
+        # A pool agent's sandbox in a run whose primary agent has none: its
+        # events still count where the run has monitoring.
+        return self.stats.ingest if self.stats is not None else None
+
+    def wrap(self, agent_id: str, spec: SpawnSpec) -> SpawnSpec:
+        """The spec that runs an agent seen by every source and inside its sandbox."""
+        for source in self.sources:
+            spec = source.prepare(spec)
         sandbox = self.sandboxes.get(agent_id)
-        if sandbox is not None:
-            steps.extend(sandbox.confine)
-        return tuple(steps)
+        return sandbox.wrap(spec) if sandbox is not None else spec
 
-    def confine_for(self, kind: str, agent_id: str) -> Confine:
-        """The pool's hook: a pool agent's steps, making its sandbox of ``kind`` first."""
-        if kind == "container":
-            raise ControlError(
-                INVALID_ARGUMENT, "sandbox 'container' is not available in this version"
-            )
-        if kind == "netns":
-            from ..sandbox.errors import PolicyError, SandboxError
+    def sandbox_for(self, kind: str, agent_id: str, spec: SpawnSpec) -> SpawnSpec:
+        """The pool's hook: a pool agent's spec, in a new sandbox of ``kind``."""
+        if kind != "none":
+            from ..sandbox.errors import PolicyError, SandboxError, SandboxUnavailable
 
             try:
-                self.sandboxes[agent_id] = self._create(agent_id)
+                self.sandboxes[agent_id] = self._make(kind, agent_id)
+            except SandboxUnavailable:
+                raise
             except (SandboxError, PolicyError) as exc:
-                raise ControlError(INVALID_ARGUMENT, f"sandbox=netns: {exc}") from None
-        return self.confine(agent_id)
+                raise SandboxError(f"sandbox={kind}: {exc}") from None
+        return self.wrap(agent_id, spec)
 
     async def agent_ended(self, agent_id: str) -> None:
         """Tear down a pool agent's sandbox once the agent is gone."""
@@ -184,19 +184,10 @@ class Confinement:
         if sandbox is not None:
             await asyncio.to_thread(sandbox.teardown)
 
-    def agent_env(self, env: dict[str, str]) -> None:
-        """Add the monitoring variables to an agent's environment."""
-        if self.preload is None or self.hooks is None:
-            return
-        preload_into(env, self.hooks)
-        env["AEGIS_NETMON_LOG"] = str(self.files.netmon_log)
-
     def current_stats(self) -> NetmonStats | None:
-        """The run's statistics, with the hooks' log read up to now (None when off)."""
-        if self.preload is not None:
-            self.preload.poll()
-        if self.ebpf is not None:
-            return self.ebpf.fresh_stats()
+        """The run's statistics, with every source read up to now (None when off)."""
+        for source in self.sources:
+            source.poll()
         return self.stats
 
     def describe(self) -> dict[str, Any]:
@@ -204,25 +195,27 @@ class Confinement:
         return {
             "kind": self.plan.sandbox,
             "sandboxes": {
-                agent: _safe_describe(sandbox) for agent, sandbox in self.sandboxes.items()
+                agent: _safe_describe(sandbox)
+                for agent, sandbox in self.sandboxes.items()
+                if sandbox.kind != "none"
             },
         }
 
-    def describe_ebpf(self) -> dict[str, Any] | None:
-        """The eBPF monitor's tiers and counters, when it runs."""
-        return self.ebpf.status() if self.ebpf is not None else None
+    def describe_netmon(self) -> dict[str, Any]:
+        """Netmon part of the runner's status: the sources, and why they are these."""
+        sources = {s.name: _safe_describe(s) for s in self.sources}
+        return {
+            "mode": self.mode,
+            "reason": self.netmon_reason,
+            "sources": sources,
+            "log_file": sources.get("preload", {}).get("log_file"),
+            "ebpf": sources.get("ebpf"),
+        }
 
     async def close(self) -> None:
-        """Detach the eBPF programs and tear every sandbox down (idempotent)."""
-        if self.ebpf is not None:
-            monitor, self.ebpf = self.ebpf, None
-            if not await asyncio.to_thread(monitor.close):
-                # Something escaped the agent's session but not its cgroup.
-                for pid in monitor.cgroup_pids():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                await asyncio.sleep(0.1)
-                await asyncio.to_thread(monitor.close)
+        """Stop the sources and tear every sandbox down (idempotent)."""
+        for source in self.sources:
+            await asyncio.to_thread(source.stop)
         sandboxes, self.sandboxes = list(self.sandboxes.values()), {}
         for sandbox in sandboxes:
             errors = await asyncio.to_thread(sandbox.teardown)
@@ -230,8 +223,8 @@ class Confinement:
                 self._say(f"sandbox teardown: {error}")
 
 
-def _safe_describe(sandbox: NetnsSandbox) -> dict[str, Any]:
+def _safe_describe(part: Sandbox | NetmonSource) -> dict[str, Any]:
     # A status request must not fail because a counter could not be read.
     with contextlib.suppress(Exception):
-        return sandbox.describe()
-    return {"name": sandbox.name}
+        return part.describe()
+    return {"error": "could not be described"}

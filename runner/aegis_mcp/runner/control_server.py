@@ -5,6 +5,12 @@ and owned by the agent user, and every connection's peer credentials
 (``SO_PEERCRED``) are checked as well, so a permissive umask or a changed mode
 cannot open it up. Every failure (bad JSON, unknown op, a handler that
 raises) becomes an error reply; the runner keeps serving.
+
+A stream op (``subscribe``) turns its connection into a one-way stream after
+its reply: the runner writes lines to it through a :class:`StreamSink`, never
+waiting for the client. A client that lets more than ``MAX_STREAM_BUFFER``
+bytes pile up unread is dropped with a last ``dropped`` message, so that a
+slow reader costs the runner neither time nor unbounded memory.
 """
 
 from __future__ import annotations
@@ -24,6 +30,91 @@ from ..control import protocol
 from ..control.protocol import ControlError, OpHandler, Request, RequestError
 
 Handler = Callable[[Request], Awaitable[Any]]
+MAX_STREAM_BUFFER = 4 << 20
+"""Bytes a stream client may leave unread (beyond the socket's own buffer)."""
+DROP_GRACE_SECS = 5.0
+"""How long a dropped client has to read its last lines before the connection is cut."""
+
+
+class StreamSink:
+    """One client's end of a stream: messages are written without waiting for it."""
+
+    def __init__(
+        self, writer: asyncio.StreamWriter, req_id: Any, max_buffered: int = MAX_STREAM_BUFFER
+    ) -> None:
+        self._writer = writer
+        self._id = req_id
+        self._max = max_buffered
+        self._held: list[tuple[bytes, int | None]] | None = []
+        self._seq: int | None = None
+        """The ``seq`` of the last message written."""
+        self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        """Resolved with the reason once the stream is over."""
+
+    @property
+    def active(self) -> bool:
+        """Whether messages are still taken."""
+        return not self.closed.done()
+
+    def send(self, message: dict[str, Any]) -> bool:
+        """Queue ``message`` for the client; False once the stream is over (or just dropped)."""
+        if not self.active:
+            return False
+        line = protocol.stream_line(self._id, message)
+        if self._held is not None:
+            # The reply that opens the stream is not written yet: keep the order.
+            self._held.append((line, message.get("seq")))
+            return True
+        self._write(line, message.get("seq"))
+        return self.active
+
+    def release(self) -> None:
+        """The opening reply is out: write what waited for it."""
+        held, self._held = self._held or [], None
+        for line, seq in held:
+            if self.active:
+                self._write(line, seq)
+
+    def end(self, kind: str, reason: str) -> None:
+        """Send the last message (``end`` or ``dropped``) and close the stream."""
+        if not self.active:
+            return
+        if self._held is not None:
+            self.release()
+        if not self.active:
+            return
+        # Numbered on from the last message this client got: it can tell it missed none.
+        seq = (self._seq or 0) + 1
+        self._writer.write(
+            protocol.stream_line(self._id, {"type": kind, "seq": seq, "reason": reason})
+        )
+        self._finish(reason)
+
+    def _write(self, line: bytes, seq: int | None) -> None:
+        transport = self._writer.transport
+        if transport.is_closing():
+            self._finish("the client went away")
+        elif transport.get_write_buffer_size() + len(line) > self._max:
+            self.end(
+                "dropped",
+                f"the client read too slowly: more than {self._max} bytes were waiting for it",
+            )
+        else:
+            self._writer.write(line)
+            self._seq = seq if seq is not None else self._seq
+
+    def _finish(self, reason: str) -> None:
+        if self.closed.done():
+            return
+        self.closed.set_result(reason)
+        transport = self._writer.transport
+        # close() sends what is buffered first; a client that never reads is cut.
+        transport.close()
+        asyncio.get_running_loop().call_later(DROP_GRACE_SECS, transport.abort)
+
+
+StreamOpener = Callable[[Request, StreamSink], Awaitable[Any]]
+"""Opens a stream for ``sink`` and returns the reply's result (the first message)."""
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -47,6 +138,7 @@ class ControlServer:
         self.allowed_uids = allowed_uids | {0}
         self._owner = owner
         self._handlers: dict[str, Handler] = {}
+        self._streams: dict[str, StreamOpener] = {}
         self._on_request = on_request
         self._server: asyncio.Server | None = None
         self.rejected_peers = 0
@@ -55,6 +147,10 @@ class ControlServer:
     def register(self, op: str, handler: Handler) -> None:
         """Serve ``op`` with ``handler`` (an async function of the request)."""
         self._handlers[op] = handler
+
+    def register_stream(self, op: str, opener: StreamOpener) -> None:
+        """Serve ``op`` as a stream: ``opener``'s result is the reply, then the sink's lines."""
+        self._streams[op] = opener
 
     def register_lazy(
         self, ops: Iterable[str], factory: Callable[[], dict[str, OpHandler]]
@@ -78,7 +174,7 @@ class ControlServer:
     @property
     def ops(self) -> list[str]:
         """Operations served."""
-        return sorted(self._handlers)
+        return sorted([*self._handlers, *self._streams])
 
     async def start(self) -> None:
         """Bind and listen; the socket is private before it can accept anyone."""
@@ -141,6 +237,11 @@ class ControlServer:
                     break
                 if not line.strip():
                     continue
+                sink = self._stream_for(line, writer)
+                if sink is not None and await self._stream(line, reader, writer, sink):
+                    break
+                if sink is not None:
+                    continue
                 writer.write(await self._answer(line))
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -148,26 +249,69 @@ class ControlServer:
         finally:
             writer.close()
 
+    def _stream_for(self, line: bytes, writer: asyncio.StreamWriter) -> StreamSink | None:
+        """A sink when ``line`` asks for a stream op (decoded again by ``_answer``)."""
+        try:
+            request = protocol.decode_request(line)
+        except ControlError:
+            return None
+        if request.op not in self._streams:
+            return None
+        return StreamSink(writer, request.id)
+
+    async def _stream(
+        self,
+        line: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sink: StreamSink,
+    ) -> bool:
+        """Serve a stream op until its stream ends; False when it was refused."""
+        reply, ok = await self._outcome(line, sink)
+        writer.write(reply)
+        if not ok:
+            await writer.drain()
+            return False
+        sink.release()
+        # Whatever the client sends now is ignored; its end of file ends the stream.
+        while sink.active:
+            reading = asyncio.ensure_future(reader.read(65536))
+            await asyncio.wait({reading, sink.closed}, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                reading.cancel()
+                break
+            if not reading.result():
+                sink.end("end", "the client closed the connection")
+        return True
+
     async def _answer(self, line: bytes) -> bytes:
+        return (await self._outcome(line))[0]
+
+    async def _outcome(self, line: bytes, sink: StreamSink | None = None) -> tuple[bytes, bool]:
+        """The reply line to ``line``, and whether it is a success."""
         self.requests += 1
         try:
             request = protocol.decode_request(line)
         except RequestError as exc:
-            return protocol.error_reply(exc.request_id, exc.code, exc.message)
-        handler = self._handlers.get(request.op)
+            return protocol.error_reply(exc.request_id, exc.code, exc.message), False
+        handler: Handler | None = self._handlers.get(request.op)
+        if sink is not None:
+            opener = self._streams[request.op]
+
+            async def handler(request: Request) -> Any:
+                return await opener(request, sink)
+
         if handler is None:
-            return protocol.error_reply(
-                request.id, protocol.UNKNOWN_OP, f"unknown operation {request.op!r}"
-            )
+            message = f"unknown operation {request.op!r}"
+            return protocol.error_reply(request.id, protocol.UNKNOWN_OP, message), False
         if self._on_request is not None:
             self._on_request(request)
         try:
             result = await handler(request)
         except ControlError as exc:
-            return protocol.error_reply(request.id, exc.code, exc.message)
+            return protocol.error_reply(request.id, exc.code, exc.message), False
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
-            return protocol.error_reply(
-                request.id, protocol.INTERNAL, f"{type(exc).__name__}: {exc}"
-            )
-        return protocol.ok_reply(request.id, result)
+            message = f"{type(exc).__name__}: {exc}"
+            return protocol.error_reply(request.id, protocol.INTERNAL, message), False
+        return protocol.ok_reply(request.id, result), True

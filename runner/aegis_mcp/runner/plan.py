@@ -1,7 +1,9 @@
-"""Turning a parsed command line into a complete, checked plan for a run.
+"""Turning a request into a complete, checked plan for a run.
 
-Everything that can be wrong with the user's request (unknown agent, agent
-not installed, bad config) is found here, before anything is started.
+A front (the command line) says what the user asked for as a
+:class:`RunRequest`; :func:`make_plan` finds everything that can be wrong
+with it (unknown agent, agent not installed, bad config) before anything is
+started, and raises :class:`PlanError` with one line for the user.
 """
 
 from __future__ import annotations
@@ -14,11 +16,35 @@ from pathlib import Path
 
 from ..agents.command import not_runnable, resolve_executable
 from ..agents.profiles import AgentProfile
-from ..cli.args import ParsedRun, UsageError
 from ..config import Config
+from ..netmon.schema import NetmonMode
 from ..privileges import AgentUser, resolve_agent_user
+from ..sandbox.kinds import SandboxKind
 from ..terminal import is_terminal
 from ..watchdog.config import WatchdogConfig
+
+
+class PlanError(ValueError):
+    """The request cannot be carried out as asked; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the user asked the runner for, before it is checked."""
+
+    agent: str | None
+    """A profile name; None for a plain ``command``."""
+    agent_args: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    """Without a profile: the command to supervise and its arguments."""
+    watchdog_timeout: float | None = None
+    watchdog: bool = True
+    netmon: NetmonMode | None = None
+    sandbox: SandboxKind = "none"
+    inject_mcp: bool = True
+    keep_root: bool = False
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -32,8 +58,8 @@ class RunPlan:
     config: Config
     watchdog: WatchdogConfig
     inject_mcp: bool
-    netmon: str | None
-    sandbox: str
+    netmon: NetmonMode | None
+    sandbox: SandboxKind
     use_pty: bool
     cwd: str
     notices: tuple[str, ...] = ()
@@ -56,45 +82,49 @@ class RunPlan:
         return self.profile.skips_permissions(self.user.is_root)
 
 
-def make_plan(parsed: ParsedRun, config: Config) -> RunPlan:
-    """Check the request against the config and the machine; UsageError if impossible."""
-    opts = parsed.options
-    if parsed.agent == "run":
+def make_plan(request: RunRequest, config: Config) -> RunPlan:
+    """Check the request against the config and the machine; PlanError if impossible."""
+    if request.agent is None:
         profile = AgentProfile(
-            name=Path(parsed.command[0]).name, command=(parsed.command[0],), takes_prompt=False
+            name=Path(request.command[0]).name, command=(request.command[0],), takes_prompt=False
         )
-        agent_args = parsed.command[1:]
+        agent_args = list(request.command[1:])
     else:
-        found = config.profiles.get(parsed.agent)
+        found = config.profiles.get(request.agent)
         if found is None:
             known = ", ".join(sorted(config.profiles))
-            raise UsageError(
-                f"unknown agent {parsed.agent!r}; known agents: {known} "
+            raise PlanError(
+                f"unknown agent {request.agent!r}; known agents: {known} "
                 "(or `aegis-mcp run -- CMD`, or a profile in the config file)"
             )
-        profile, agent_args = found, parsed.agent_args
+        profile, agent_args = found, list(request.agent_args)
     executable = resolve_executable(profile.command[0])
     if executable is None:
         name = profile.command[0]
-        raise UsageError(f"{name!r} ({profile.name}) {not_runnable(name)}")
-    sandbox = "netns" if opts.netmon == "netns" else opts.sandbox
-    if sandbox == "container":
-        raise UsageError("--sandbox=container is not available in this version yet")
-    if (opts.allow or opts.deny) and sandbox != "netns" and opts.netmon != "ebpf":
-        raise UsageError(
+        raise PlanError(f"{name!r} ({profile.name}) {not_runnable(name)}")
+    sandbox: SandboxKind = "netns" if request.netmon == "netns" else request.sandbox
+    if sandbox != "none":
+        from ..sandbox import problem
+
+        found = problem(sandbox)
+        if found is not None:
+            raise PlanError(f"--sandbox={sandbox}: {found}")
+    allow, deny = request.allow, request.deny
+    if (allow or deny) and sandbox != "netns" and request.netmon != "ebpf":
+        raise PlanError(
             "--allow/--deny are enforced by a network sandbox (--sandbox=netns) "
             "or by eBPF on the agent's cgroup (--netmon=ebpf): add one"
         )
-    if sandbox == "netns" or opts.allow or opts.deny:
-        _check_policy(opts.allow, opts.deny, config, sandbox == "netns")
+    if sandbox != "none" or allow or deny:
+        _check_policy(allow, deny, config, sandbox)
     try:
-        user = resolve_agent_user(opts.keep_root)
+        user = resolve_agent_user(request.keep_root)
     except RuntimeError as exc:
-        raise UsageError(str(exc)) from None
+        raise PlanError(str(exc)) from None
     watchdog = config.watchdog
-    if opts.watchdog_timeout is not None:
-        watchdog = dataclasses.replace(watchdog, heartbeat_timeout_secs=opts.watchdog_timeout)
-    if opts.no_watchdog:
+    if request.watchdog_timeout is not None:
+        watchdog = dataclasses.replace(watchdog, heartbeat_timeout_secs=request.watchdog_timeout)
+    if not request.watchdog:
         watchdog = dataclasses.replace(watchdog, enabled=False)
     notices = []
     # The root notice is about permission flags: say it only where there are some.
@@ -103,32 +133,30 @@ def make_plan(parsed: ParsedRun, config: Config) -> RunPlan:
     return RunPlan(
         profile=profile,
         executable=executable,
-        agent_args=list(agent_args),
+        agent_args=agent_args,
         user=user,
         config=config,
         watchdog=watchdog,
-        inject_mcp=opts.inject_mcp and profile.mcp_inject != "none",
-        netmon=opts.netmon,
+        inject_mcp=request.inject_mcp and profile.mcp_inject != "none",
+        netmon=request.netmon,
         sandbox=sandbox,
         use_pty=is_terminal(sys.stdin.fileno()) and is_terminal(sys.stdout.fileno()),
         cwd=os.getcwd(),
         notices=tuple(notices),
-        allow=tuple(opts.allow),
-        deny=tuple(opts.deny),
+        allow=allow,
+        deny=deny,
     )
 
 
-def _check_policy(allow: list[str], deny: list[str], config: Config, netns: bool) -> None:
-    """UsageError unless the policy is valid and, for a sandbox, one can be made."""
-    from ..sandbox.errors import PolicyError, SandboxError
+def _check_policy(
+    allow: tuple[str, ...], deny: tuple[str, ...], config: Config, sandbox: SandboxKind
+) -> None:
+    """PlanError unless the policy (config and command line) is valid."""
+    from ..sandbox.errors import PolicyError
     from ..sandbox.policy import Policy
 
-    where = "--sandbox=netns" if netns else "--allow/--deny"
+    where = f"--sandbox={sandbox}" if sandbox != "none" else "--allow/--deny"
     try:
         Policy.from_config(config.sandbox.policy, allow=allow, deny=deny)
-        if netns:
-            from ..sandbox.netns.sandbox import check_can_create
-
-            check_can_create()
-    except (PolicyError, SandboxError) as exc:
-        raise UsageError(f"{where}: {exc}") from None
+    except PolicyError as exc:
+        raise PlanError(f"{where}: {exc}") from None

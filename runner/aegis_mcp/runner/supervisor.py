@@ -1,17 +1,19 @@
 """The runner: supervises one primary agent for the length of a run.
 
-It owns the in-memory state that everything else reads (through the control
-socket or the snapshot file): the agent process and its restarts, the
-watchdog, and the runtime files. It never imports the MCP server or the
-dashboard; they reach it only through the control protocol.
+This module is the run's life cycle: starting the agent, restarting it,
+stopping it, the signals the runner gets, and the watchdog's hand on it. It
+owns the in-memory state that everything else reads (through the control
+socket or the snapshot file). The control operations on that state are in
+:mod:`.ops`, its shapes in :mod:`.status`, the agents' MCP injection in
+:mod:`aegis_mcp.agents.injection`, sandboxes and monitoring in
+:mod:`.confinement`. It never imports the MCP server or the dashboard; they
+reach it only through the control protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import os
 import signal
 import sys
@@ -21,17 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..agents.command import LaunchOptions, build_argv, restart_args
-from ..agents.settings import (
-    inject_env,
-    root_settings_refusal,
-    settings_with_servers,
-    user_settings_file,
-)
-from ..agents.syntax import PromptNotAccepted
-from ..control import validate
+from ..agents.injection import McpInjection
 from ..control.client import SOCKET_ENV
 from ..control.protocol import (
-    INVALID_ARGUMENT,
+    NAMESPACE_OPS,
     NETMON_OPS,
     POOL_OPS,
     PRIMARY_AGENT_ID,
@@ -40,27 +35,27 @@ from ..control.protocol import (
     OpHandler,
     Request,
 )
-from ..files import write_atomic
-from ..hooks_lib import find_hooks, preload_into
+from ..hooks_lib import find_hooks
 from ..paths import RunnerFiles, UnsafeDirectoryError, runtime_dir, state_dir
 from ..privileges import become_subreaper
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
-from ..terminal import RawMode, get_winsize, set_winsize
-from ..watchdog.health import TreeSample, TreeSampler
+from ..terminal import RawMode, get_winsize, set_winsize, winsize_tuple
 from ..watchdog.monitor import Watchdog
-from . import ops_watchdog
-from .confinement import Confinement, SandboxUnavailable
+from .confinement import Confinement
 from .control_server import ControlServer
+from .errors import ConfinementError, RestartRefused
+from .feed import StateFeed
 from .input import InputForwarder
+from .ops import runner_ops, stream_ops
 from .plan import RunPlan
 from .runtime_files import RunnerLock, clean_stale
 from .state import EventLog, SnapshotWriter
+from .status import snapshot_data
 
 if TYPE_CHECKING:
-    from ..pool import AgentPool
+    import psutil
 
-MAX_REASON = 2000
-MAX_PROMPT = 100_000
+    from ..pool.service import PoolService
 
 
 class Supervisor:
@@ -82,16 +77,27 @@ class Supervisor:
         self._shutdown_signal: int | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self.events: EventLog
+        self.feed: StateFeed
         self.watchdog: Watchdog
         self.snapshot: SnapshotWriter
         self.server: ControlServer
         self.hooks = find_hooks()
-        self.mcp_injection = "off"
-        # How every agent of the run is launched; the overlay adds the MCP server.
-        self.launch = LaunchOptions(plan.executable, skip_permissions=plan.skip_permissions)
+        self.injection = McpInjection(
+            plan.profile,
+            LaunchOptions(plan.executable, skip_permissions=plan.skip_permissions),
+            enabled=plan.inject_mcp,
+            overlay=self.files.overlay,
+            socket=self.files.socket,
+            runner_pid=self.pid,
+            cwd=plan.cwd,
+            hooks=self.hooks,
+            owner=self.owner,
+            say=self._say,
+            settings_overlay=self.files.settings_overlay,
+            user_env=plan.user.env() if plan.user.drop else {},
+        )
         self.confinement = Confinement(self.pid, plan, self.files, self.hooks, self._say)
-        self.pool: AgentPool | None = None
-        self._pool_table: dict[str, OpHandler] | None = None
+        self.pool_service: PoolService | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
 
     # -- life cycle ----------------------------------------------------------
@@ -104,21 +110,33 @@ class Supervisor:
         become_subreaper()
         reaper = ChildReaper(loop)
         self.events = EventLog(self.files.events, self.owner)
-        self.snapshot = SnapshotWriter(self.files.snapshot, self.snapshot_data, self.owner)
+        self.snapshot = SnapshotWriter(self.files.snapshot, lambda: snapshot_data(self), self.owner)
         self.events.subscribe(lambda _event: self.snapshot.request())
+        self.feed = StateFeed(lambda: snapshot_data(self))
+        self.events.subscribe(self.feed.event)
         if stale:
             self.events.emit("runner.cleanup", f"removed {len(stale)} stale runtime file(s)")
         for notice in self.plan.notices:
             self._say(notice)
-        self.watchdog = Watchdog(self.plan.watchdog, self, lambda: self.plan.interactive)
+        self.watchdog = Watchdog(
+            self.plan.watchdog,
+            self,
+            lambda: self.plan.interactive,
+            # A terminal is watched through an emulator with the profile's screen rules.
+            rules=self.plan.profile.watch if self.plan.use_pty else None,
+            terminal_size=winsize_tuple(get_winsize(sys.stdout.fileno())),
+        )
         self.server = ControlServer(
             self.files.socket, {self.plan.user.uid, os.geteuid()}, self.owner, self._on_request
         )
-        ops_watchdog.register(self)
-        self._register_ops()
+        for op, handler in runner_ops(self, lambda: self.server.ops).items():
+            self.server.register(op, handler)
+        for op, opener in stream_ops(self.feed).items():
+            self.server.register_stream(op, opener)
         await self.server.start()
-        self._write_overlay()
+        self.injection.write_overlay()
         self.server.register_lazy(POOL_OPS, lambda: self._pool_ops(reaper))
+        self.server.register_lazy(NAMESPACE_OPS, _namespace_ops)
         # Earlier runs may have left pool history (perhaps orphans): take it
         # over soon after the agent has started rather than on the first pool
         # call, and off the start-up path (finding the state dir costs imports).
@@ -128,8 +146,10 @@ class Supervisor:
         watchdog_task = asyncio.create_task(self.watchdog.run())
         self._install_signal_handlers(loop)
         try:
-            await self._clean_stale_namespaces()
+            await self.confinement.clean_leftovers(self.events.emit)
             await self.confinement.start()
+            if self.confinement.stats is not None:
+                self.confinement.stats.add_listener(self.feed.netmon_event)
             # Served once monitoring is set up: its mode is known from then on.
             self.server.register_lazy(NETMON_OPS, self._netmon_ops)
             if raw is not None:
@@ -141,15 +161,15 @@ class Supervisor:
                 socket=str(self.files.socket),
             )
             await self._supervise(reaper, forwarder)
-        except SandboxUnavailable as exc:
+        except ConfinementError as exc:
             self._say(str(exc))
             self.exit_code = 1
         finally:
             watchdog_task.cancel()
-            self.watchdog.cancel_pending()
+            self.watchdog.close()
             take_over.cancel()
-            if self.pool is not None:
-                await self.pool.shutdown()
+            if self.pool_service is not None:
+                await self.pool_service.shutdown()
             await self.confinement.close()
             if forwarder is not None:
                 forwarder.close()
@@ -158,12 +178,14 @@ class Supervisor:
             self._remove_signal_handlers(loop)
             self.status = "exited"
             self.events.emit("runner.exit", f"agent ended with exit code {self.exit_code}")
+            # The last state sent still shows the pool: its database closes after.
+            self.feed.close("the runner is exiting")
             await self.server.close()
             # In this order: a snapshot still pending reads the pool's store, and
             # the files it would write are removed with the lock.
             self.snapshot.close()
-            if self.pool is not None:
-                self.pool.store.close()
+            if self.pool_service is not None:
+                self.pool_service.close()
             reaper.close()
             self.events.close()
             lock.release()
@@ -208,7 +230,7 @@ class Supervisor:
         if restart is not None:
             # What was launched becomes the base for the next restart.
             self.agent_args = restart_args(plan.profile, self.agent_args, prompt)
-        argv = build_argv(plan.profile, self.launch, self.agent_args)
+        argv = build_argv(plan.profile, self.injection.launch, self.agent_args)
         spec = SpawnSpec(
             argv=argv,
             env=self._agent_env(),
@@ -216,8 +238,8 @@ class Supervisor:
             user=plan.user,
             use_pty=plan.use_pty,
             winsize=get_winsize(sys.stdout.fileno()) if plan.use_pty else None,
-            confine=self.confinement.confine(),
         )
+        spec = self.confinement.wrap(PRIMARY_AGENT_ID, spec)
         agent = AgentProcess(spec, reaper, self._on_output)
         self.agent = agent
         self.status = "running"
@@ -243,21 +265,6 @@ class Supervisor:
             self.events.emit("agent.start", f"started {' '.join(argv)}", pid=agent.pid)
         return agent
 
-    async def _clean_stale_namespaces(self) -> None:
-        """Remove what crashed runners left (namespaces, veths, nft tables): only theirs."""
-        if os.geteuid() != 0 or not _stale_namespaces_possible():
-            return
-        from ..netmon.namespaces import cleanup_namespaces
-
-        try:
-            result = await asyncio.to_thread(cleanup_namespaces)
-        except (OSError, RuntimeError) as exc:
-            self.events.emit("netns.cleanup_failed", str(exc), "warning")
-            return
-        removed = result.get("removed", [])
-        if removed:
-            self.events.emit("netns.cleanup", f"removed stale namespaces: {', '.join(removed)}")
-
     def _netmon_ops(self) -> dict[str, OpHandler]:
         from ..netmon.ops import netmon_ops
 
@@ -267,44 +274,38 @@ class Supervisor:
         """The background agent pool, made on first use; its agents get the primary
         agent's treatment (user, environment, MCP injection) and its state is kept
         in the state directory's SQLite database."""
-        if self._pool_table is not None:
-            return self._pool_table
-        from ..pool import AgentPool, FileLocks, PoolStore, pool_ops
+        if self.pool_service is not None:
+            return self.pool_service.ops
+        from ..pool.errors import PoolUnavailable
+        from ..pool.service import open_pool
 
+        plan = self.plan
         try:
-            directory = state_dir()
-            store = PoolStore.open(directory)
-        except UnsafeDirectoryError as exc:
+            service = open_pool(
+                state_dir(),
+                plan.config.profiles,
+                reaper,
+                user=plan.user,
+                env_for=self._agent_env,
+                cwd=plan.cwd,
+                max_agents=plan.config.pool.max_agents,
+                mcp_config=self.injection.launch.mcp_config,
+                mcp_server=self.injection.launch.mcp_server,
+                inject_env=self.injection.pool_agent_env,
+                on_event=lambda kind, message, level: self.events.emit(kind, message, level),
+                stop_grace=plan.config.runner.stop_grace_secs,
+                worktrees_dir=self._worktrees_dir(),
+                sandbox_for=self.confinement.sandbox_for,
+            )
+        except (PoolUnavailable, UnsafeDirectoryError) as exc:
+            # Called eagerly at start: report it; the next pool call tries again.
             self.events.emit("pool.unavailable", str(exc), "error")
             raise ControlError(UNAVAILABLE, str(exc)) from None
-        except ControlError as exc:
-            # Called eagerly at start: report it; the next pool call tries again.
-            self.events.emit("pool.unavailable", exc.message, "error")
-            raise
-        log_dir = directory / "pool-logs"  # made and checked by the pool
-        pool = AgentPool(
-            self.plan.config.profiles,
-            reaper,
-            max_agents=self.plan.config.pool.max_agents,
-            user=self.plan.user,
-            env_for=self._agent_env,
-            mcp_config=self.launch.mcp_config,
-            mcp_server=self.launch.mcp_server,
-            inject_env=lambda profile, env: inject_env(profile, self.launch, env),
-            log_dir=log_dir,
-            default_cwd=self.plan.cwd,
-            on_event=lambda kind, message, level: self.events.emit(kind, message, level),
-            stop_grace=self.plan.config.runner.stop_grace_secs,
-            store=store,
-            worktrees_dir=self._worktrees_dir(),
-            confine_for=self.confinement.confine_for,
-        )
-        pool.add_listener(
+        service.pool.add_listener(
             lambda record: self._background(self.confinement.agent_ended(record.agent_id))
         )
-        self.pool = pool
-        self._pool_table = pool_ops(pool, FileLocks(self.plan.cwd, store))
-        return self._pool_table
+        self.pool_service = service
+        return service.ops
 
     def _background(self, coro: Any) -> None:
         # The loop keeps only weak references to tasks: hold them until done.
@@ -334,89 +335,8 @@ class Supervisor:
         env[SOCKET_ENV] = str(self.files.socket)
         env["AEGIS_MCP_WRAPPER_PID"] = str(self.pid)
         env["AEGIS_MCP_AGENT_ID"] = agent_id
-        if self.mcp_injection == "preload" and self.hooks is not None:
-            preload_into(env, self.hooks)
-            env["AEGIS_MCP_OVERLAY"] = str(self.files.overlay)
-        inject_env(self.plan.profile, self.launch, env)
-        self.confinement.agent_env(env)
+        self.injection.agent_env(env)
         return env
-
-    def _write_overlay(self) -> None:
-        """Write the MCP config that names this runner's MCP server, when injecting."""
-        plan = self.plan
-        if not plan.inject_mcp:
-            return
-        if plan.profile.mcp_inject == "preload" and self.hooks is None:
-            self._say(
-                f"cannot inject the aegis-mcp MCP server into {plan.profile.name}: the hooks "
-                "library was not found (run `make build`); the agent runs without it"
-            )
-            return
-        command, *args = _self_command()
-        server = {
-            "command": command,
-            "args": [*args, "--mcp-server"],
-            # AEGIS_MCP_AGENT_ID is inherited: pool agents share this file.
-            "env": {
-                SOCKET_ENV: str(self.files.socket),
-                "AEGIS_MCP_WRAPPER_PID": str(self.pid),
-            },
-        }
-        servers = {"aegis-mcp": server}
-        if plan.profile.mcp_inject == "preload":
-            # The overlay stands in for the project's .mcp.json: keep its servers.
-            servers = {**_project_mcp_servers(plan.cwd), **servers}
-        data = json.dumps({"mcpServers": servers}, indent=2).encode()
-        # As root, the overlay stays root's (read by the agent's group): agents that
-        # trust only root-owned settings files (gemini) can then be pointed at it.
-        owner, mode = (
-            ((0, self.owner[1]), 0o640) if self.owner and os.geteuid() == 0 else (self.owner, 0o600)
-        )
-        try:
-            write_atomic(self.files.overlay, data, mode=mode, owner=owner)
-            settings = self._settings_overlay(servers)
-        except OSError as exc:
-            # A full or read-only disk costs the injection, not the session.
-            self._say(
-                f"cannot write the MCP overlay {self.files.overlay}: {exc.strerror}; "
-                "the agent runs without the aegis-mcp MCP server"
-            )
-            return
-        if plan.profile.mcp_inject == "settings" and not (
-            settings.settings_trusted or settings.settings_overlay
-        ):
-            return
-        self.mcp_injection = plan.profile.mcp_inject
-        if plan.profile.mcp_inject == "settings":
-            # Which of the two ways (agents/settings.py) this run takes.
-            self.mcp_injection = "settings-env" if settings.settings_trusted else "settings-preload"
-        if plan.profile.mcp_inject in ("flag", "settings"):
-            self.launch = dataclasses.replace(
-                settings, mcp_config=self.files.overlay, mcp_server=server
-            )
-
-    def _settings_overlay(self, servers: dict[str, Any]) -> LaunchOptions:
-        """``self.launch`` with what ``settings`` agents need (agents/settings.py)."""
-        trusted = os.geteuid() == 0 and root_settings_refusal(self.files.overlay) is None
-        launch = dataclasses.replace(self.launch, settings_trusted=trusted, hooks=self.hooks)
-        profile = self.plan.profile
-        if trusted or profile.mcp_inject != "settings":
-            return launch
-        if self.hooks is None:
-            self._say(
-                f"cannot inject the aegis-mcp MCP server into {profile.name}: not root and the "
-                "hooks library was not found (run `make build`); the agent runs without it"
-            )
-            return launch
-        user_env = self.plan.user.env() if self.plan.user.drop else {}
-        source = user_settings_file(profile, {**os.environ, **user_env})
-        try:
-            data = settings_with_servers(source, servers)
-        except ValueError as exc:
-            self._say(f"cannot inject the aegis-mcp MCP server into {profile.name}: {exc}")
-            return launch
-        write_atomic(self.files.settings_overlay, data, owner=self.owner)
-        return dataclasses.replace(launch, settings_overlay=self.files.settings_overlay)
 
     # -- restarts and stopping -----------------------------------------------
 
@@ -425,11 +345,11 @@ class Supervisor:
     ) -> dict[str, Any]:
         """Stop the agent (after ``delay``) and start it again with continue."""
         if self.agent is None or not self.agent.running:
-            raise ControlError(UNAVAILABLE, "no agent is running")
+            raise RestartRefused("no agent is running")
         if self._shutdown_signal is not None:
-            raise ControlError(UNAVAILABLE, "the runner is shutting down")
+            raise RestartRefused("the runner is shutting down")
         if self._restart_request is not None:
-            raise ControlError(UNAVAILABLE, "a restart is already in progress")
+            raise RestartRefused("a restart is already in progress")
         self._restart_request = {
             "reason": reason,
             "prompt": prompt,
@@ -495,20 +415,29 @@ class Supervisor:
         size = get_winsize(sys.stdout.fileno())
         if size and self.agent is not None and self.agent.master_fd is not None:
             set_winsize(self.agent.master_fd, size)
+            self.watchdog.resize(*winsize_tuple(size))
 
     # -- watchdog target -----------------------------------------------------
 
-    def watchdog_sample_tree(self, sampler: TreeSampler) -> tuple[TreeSample, int] | None:
-        """Sample the primary agent's tree (None between agent processes)."""
+    def watchdog_tree(self) -> list[psutil.Process] | None:
+        """The primary agent's tree (None between agent processes)."""
         agent = self.agent
         if agent is None or not agent.running or self._restart_request is not None:
             return None
-        return sampler.sample(agent.tree())
+        return agent.tree()
 
-    def watchdog_restart(self, reason: str) -> None:
+    def watchdog_net_received(self, pids: set[int]) -> int | None:
+        """What netmon saw these processes receive, when a netmon mode is on."""
+        stats = self.confinement.current_stats()
+        return stats.received_by(pids) if stats is not None else None
+
+    def watchdog_restart(self, reason: str) -> bool:
         """Hot-reload on the watchdog's behalf."""
-        with contextlib.suppress(ControlError):
+        try:
             self.request_restart(reason, None, "watchdog")
+        except RestartRefused:
+            return False
+        return True
 
     def watchdog_kill(self, reason: str) -> None:
         """Kill the agent's session; the run ends with its exit code."""
@@ -523,124 +452,14 @@ class Supervisor:
         if level in ("warning", "error"):
             self._say(message)
 
-    # -- control operations --------------------------------------------------
+    # -- the control socket and the agent's output ----------------------------
 
     def _on_request(self, request: Request) -> None:
         if request.activity:
             self.watchdog.activity("tool_call")
 
-    def _register_ops(self) -> None:
-        self.server.register("hello", self._op_hello)
-        self.server.register("server_status", self._op_status)
-        self.server.register("restart", self._op_restart)
-        self.server.register("events", self._op_events)
-
-    async def _op_hello(self, request: Request) -> dict[str, Any]:
-        validate.reject_unknown("hello", request.args, ())
-        return {"runner_pid": self.pid, "version": __version__, "ops": self.server.ops}
-
-    async def _op_status(self, request: Request) -> dict[str, Any]:
-        validate.reject_unknown("server_status", request.args, ())
-        return self.status_data()
-
-    async def _op_restart(self, request: Request) -> dict[str, Any]:
-        args = request.args
-        validate.reject_unknown("restart", args, ("reason", "prompt", "by"))
-        reason = validate.optional_string("reason", args.get("reason"), max_len=MAX_REASON)
-        prompt = validate.optional_string("prompt", args.get("prompt"), max_len=MAX_PROMPT)
-        by = validate.string("by", args.get("by", "control socket"), max_len=100)
-        if prompt is not None and not self.plan.profile.takes_prompt:
-            raise ControlError(
-                INVALID_ARGUMENT, f"{self.plan.profile.name} is a plain command: it takes no prompt"
-            )
-        try:
-            restart_args(self.plan.profile, self.agent_args, prompt)
-        except PromptNotAccepted as exc:
-            raise ControlError(INVALID_ARGUMENT, f"{self.plan.profile.name}: {exc}") from None
-        # A restart asked for by the agent's own tool call waits a moment, so
-        # that the tool's reply reaches the agent before it is stopped.
-        delay = self.plan.config.runner.restart_delay_secs if request.activity else 0.0
-        return self.request_restart(reason or "restart requested", prompt, by, delay)
-
-    async def _op_events(self, request: Request) -> dict[str, Any]:
-        validate.reject_unknown("events", request.args, ("since", "limit"))
-        since = validate.integer("since", request.args.get("since", 0), 0, 2**63)
-        limit = validate.integer("limit", request.args.get("limit", 100), 1, 500)
-        return {"events": self.events.since(since, limit)}
-
-    # -- state ---------------------------------------------------------------
-
-    def status_data(self) -> dict[str, Any]:
-        """The runner's state as ``server_status`` reports it."""
-        now = time.time()
-        agent = self.agent
-        plan = self.plan
-        return {
-            "runner": {
-                "pid": self.pid,
-                "version": __version__,
-                "started_at": self.started_at,
-                "uptime_secs": round(now - self.started_at, 1),
-                "socket": str(self.files.socket),
-                "snapshot": str(self.files.snapshot),
-                "event_log": str(self.files.events),
-                "hooks_library": str(self.hooks.path) if self.hooks else None,
-            },
-            "agent": {
-                "id": PRIMARY_AGENT_ID,
-                "profile": plan.profile.name,
-                "executable": plan.executable,
-                "args": self.agent_args,
-                "command": agent.spec.argv if agent else None,
-                "pid": agent.pid if agent and agent.running else None,
-                "status": self.status,
-                "exit_code": self.exit_code,
-                "started_at": agent.started_at if agent else None,
-                "uptime_secs": round(now - agent.started_at, 1)
-                if agent and agent.running
-                else None,
-                "terminal": "pty" if plan.use_pty else "pipes",
-                "interactive": plan.interactive,
-                "headless": plan.headless,
-                "cwd": plan.cwd,
-                "user": {
-                    "uid": plan.user.uid,
-                    "name": plan.user.name,
-                    "dropped_from_root": plan.user.drop,
-                },
-                "permission_flags": list(plan.profile.permission_args)
-                if plan.skip_permissions
-                else [],
-                "mcp_injection": self.mcp_injection,
-                "restarts": len(self.restarts),
-                "restart_history": self.restarts[-20:],
-            },
-            "watchdog": {
-                "enabled": self.watchdog.enabled,
-                "state": self.watchdog.state,
-                "reason": self.watchdog.reason,
-                "lockup_action": self.watchdog.config.lockup_action,
-                "heartbeat_timeout_secs": self.watchdog.config.heartbeat_timeout_secs,
-            },
-            "pool": self.pool.stats() if self.pool is not None else None,
-            "netmon": {
-                "mode": self.confinement.mode,
-                "log_file": str(self.files.netmon_log) if self.confinement.preload else None,
-                "ebpf": self.confinement.describe_ebpf(),
-            },
-            "sandbox": self.confinement.describe(),
-        }
-
-    def snapshot_data(self) -> dict[str, Any]:
-        """What the snapshot file holds: the status plus the watchdog and recent events."""
-        data = self.status_data()
-        data["watchdog"] = self.watchdog.status()
-        data["events"] = list(self.events.recent)[-50:]
-        data["written_at"] = time.time()
-        return data
-
     def _on_output(self, data: bytes) -> None:
-        self.watchdog.activity("output")
+        self.watchdog.output(data)
 
     def _say(self, message: str) -> None:
         # In raw mode a bare \n would not return the cursor, and the agent's
@@ -650,31 +469,7 @@ class Supervisor:
             os.write(2, line.encode())
 
 
-def _stale_namespaces_possible() -> bool:
-    """Whether any aegis namespace or sandbox marker exists (cheap: no pyroute2 import)."""
-    from ..netmon.namespaces import DEFAULT_RUN_DIR, PREFIX
-    from ..sandbox.netns.markers import DEFAULT_STATE_DIR
+def _namespace_ops() -> dict[str, OpHandler]:
+    from ..sandbox.netns.ops import namespace_ops
 
-    for directory in (DEFAULT_RUN_DIR, DEFAULT_STATE_DIR):
-        with contextlib.suppress(OSError):
-            if any(name.startswith(PREFIX) for name in os.listdir(directory)):
-                return True
-    return False
-
-
-def _project_mcp_servers(cwd: str) -> dict[str, Any]:
-    """Servers of the project's own .mcp.json (none if missing or unreadable)."""
-    try:
-        data = json.loads((Path(cwd) / ".mcp.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    servers = data.get("mcpServers") if isinstance(data, dict) else None
-    return servers if isinstance(servers, dict) else {}
-
-
-def _self_command() -> list[str]:
-    """How to run this very install of aegis-mcp."""
-    script = sys.argv[0] if sys.argv else ""
-    if os.path.basename(script) == "aegis-mcp" and os.path.isfile(script):
-        return [os.path.abspath(script)]
-    return [sys.executable, "-m", "aegis_mcp"]
+    return namespace_ops()

@@ -1,13 +1,64 @@
 """Sandbox backends: where an agent runs and what it may reach.
 
+- :mod:`.base` — the :class:`~.base.Sandbox` interface every backend implements,
+  and the :class:`~.base.SandboxRequest` a backend is made from;
+- :mod:`.kinds` — the kinds, named once;
+- :mod:`.none` — ``none``: the agent runs on the host as it is;
+- :mod:`.netns` — ``netns``: a network namespace per agent, built in process
+  through netlink (pyroute2's message classes over our own sockets) with one
+  nftables table per sandbox, and the listing and clean-up of what crashed
+  runners left;
+- ``container`` has its kind but no backend in this version;
 - :mod:`.policy` — the egress policy (``--allow`` / ``--deny`` specs and the
-  ``[policy]`` config section), independent of any backend.
-- :mod:`.netns` — a network namespace per agent, built in process through
-  netlink (pyroute2's message classes over our own sockets) with one nftables
-  table per sandbox; :func:`.netns.create_sandbox` is the entry point.
+  ``[policy]`` config section), independent of any backend;
 - :mod:`.dns_proxy` — the small DNS forwarder a netns sandbox resolves
   through, whose answers keep the policy's host-name sets fresh.
 
-Nothing here imports the runner: the supervisor creates a sandbox, passes its
-``confine`` steps to the agent's SpawnSpec and tears it down.
+:func:`get_sandbox` chooses the backend by kind and imports it only then (a
+netns sandbox costs pyroute2's import). Nothing here imports the runner or
+netmon: the runner makes a sandbox, runs the agent's spec through
+:meth:`~.base.Sandbox.wrap` and tears it down.
 """
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from .errors import SandboxUnavailable
+from .kinds import SANDBOX_KINDS
+
+if TYPE_CHECKING:
+    from .base import Sandbox, SandboxRequest
+
+# The module of each kind's backend, with ``problem()`` and ``create(request)``.
+_BACKENDS: dict[str, str | None] = {"none": ".none", "netns": ".netns.backend", "container": None}
+
+
+def _backend(kind: str) -> ModuleType:
+    if kind not in SANDBOX_KINDS:
+        known = ", ".join(SANDBOX_KINDS)
+        raise SandboxUnavailable(f"unknown sandbox kind {kind!r}; known: {known}")
+    home = _BACKENDS[kind]
+    if home is None:
+        raise SandboxUnavailable(f"sandbox '{kind}' is not available in this version")
+    return importlib.import_module(home, __name__)
+
+
+def problem(kind: str) -> str | None:
+    """Why no ``kind`` sandbox can be made on this machine, or None when one can."""
+    try:
+        return _backend(kind).problem()
+    except SandboxUnavailable as exc:
+        return str(exc)
+
+
+def get_sandbox(kind: str, request: SandboxRequest) -> Sandbox:
+    """Make the ``kind`` sandbox of one agent.
+
+    Raises SandboxUnavailable when this machine offers no such backend, and the
+    backend's SandboxError (or PolicyError) when making it fails; nothing is
+    left behind then.
+    """
+    return _backend(kind).create(request)

@@ -1,8 +1,8 @@
 """A small DNS forwarder for one sandbox, listening on the host end of its veth.
 
 The sandbox's resolv.conf names only this forwarder. Each query is passed on
-to the host's resolvers (those of the host's /etc/resolv.conf, read with
-dnspython, or the ones given) and each answer is read before it is relayed:
+to the host's resolvers (those of the host's /etc/resolv.conf, or the ones
+given) and each answer is read before it is relayed:
 the names and addresses in it go to ``on_answer`` first, so that the egress
 policy's host-name sets hold an address before the agent can connect to it.
 
@@ -22,23 +22,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dns.exception
-import dns.flags
 import dns.message
-import dns.query
 import dns.rcode
-import dns.rdatatype
-import dns.resolver
 
-DNS_PORT = 53
+from ..dns_wire import DNS_PORT, Upstream, parse
+
 TIMEOUT = 2.0
 MAX_IN_FLIGHT = 256
 MAX_MESSAGE = 65535
 IP_FREEBIND = 15
-
-Upstream = tuple[str, int]
 
 
 @dataclass
@@ -55,39 +49,18 @@ class DnsAnswer:
     upstream: Upstream | None = None
 
 
-def host_upstreams(resolv_conf: str | Path = "/etc/resolv.conf") -> list[Upstream]:
-    """The host's resolvers, from its resolv.conf (parsed by dnspython)."""
-    try:
-        resolver = dns.resolver.Resolver(filename=str(resolv_conf), configure=True)
-    except (OSError, dns.exception.DNSException):
-        return []
-    return [(str(ns), DNS_PORT) for ns in resolver.nameservers]
-
-
 def parse_answer(wire: bytes) -> DnsAnswer | None:
     """Names, addresses and status of a DNS response; None if it does not parse."""
-    try:
-        msg = dns.message.from_wire(wire, ignore_trailing=True)
-    except (dns.exception.DNSException, ValueError):
+    msg = parse(wire)
+    if msg is None:
         return None
-    if not msg.question:
-        return None
-    question = msg.question[0]
-    answer = DnsAnswer(
-        qname=question.name.to_text(omit_final_dot=True).lower(),
-        qtype=dns.rdatatype.to_text(question.rdtype),
-        rcode=dns.rcode.to_text(msg.rcode()),
+    return DnsAnswer(
+        qname=msg.qname.lower(),
+        qtype=msg.qtype,
+        rcode=msg.rcode_text,
+        names=msg.names,
+        addresses=msg.addresses,
     )
-    answer.names.add(answer.qname)
-    for rrset in msg.answer:
-        if rrset.rdtype == dns.rdatatype.CNAME:
-            answer.names.add(rrset.name.to_text(omit_final_dot=True).lower())
-            for rdata in rrset:
-                answer.names.add(rdata.target.to_text(omit_final_dot=True).lower())
-        elif rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-            answer.names.add(rrset.name.to_text(omit_final_dot=True).lower())
-            answer.addresses.extend(rdata.address for rdata in rrset)
-    return answer
 
 
 def servfail(query: bytes) -> bytes | None:
@@ -331,19 +304,3 @@ def _tcp_exchange(query: bytes, upstream: Upstream, timeout: float) -> bytes:
         sock.sendall(struct.pack("!H", len(query)) + query)
         size = struct.unpack("!H", _read_exact(sock, 2))[0]
         return _read_exact(sock, size)
-
-
-def resolve(names: list[str], upstreams: list[Upstream], lifetime: float = 2.0) -> dict[str, list]:
-    """A and AAAA addresses of each name, asked of ``upstreams`` (a name that fails: [])."""
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [ip for ip, _ in upstreams]
-    resolver.nameserver_ports = {ip: port for ip, port in upstreams}
-    resolver.lifetime = lifetime
-    found: dict[str, list] = {}
-    for name in names:
-        addrs: list[str] = []
-        for rdtype in ("A", "AAAA"):
-            with contextlib.suppress(dns.exception.DNSException):
-                addrs += [r.address for r in resolver.resolve(name, rdtype, search=False)]
-        found[name] = addrs
-    return found

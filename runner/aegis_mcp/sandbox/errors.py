@@ -25,3 +25,7 @@ class NameClashError(SandboxError):
 
 class PolicyError(ValueError):
     """An ``--allow`` / ``--deny`` spec or a ``[policy]`` setting is invalid."""
+
+
+class SandboxUnavailable(SandboxError):
+    """This kind of sandbox cannot be made here (not built in, or the machine lacks it)."""

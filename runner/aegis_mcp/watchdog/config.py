@@ -34,6 +34,17 @@ class WatchdogConfig:
     """Healthy time after which the backoff schedule starts again."""
     backoff_max_restarts: int = 5
     """Restarts without a healthy period in between before the watchdog gives up."""
+    io_floor_bytes_per_sec: float = 4096.0
+    """File and pipe I/O of the tree (beyond its terminal output and network traffic)
+    below this rate is background noise (timers, polling its own files), not progress."""
+    net_floor_bytes_per_sec: float = 64.0
+    """Bytes received on the tree's TCP connections below this rate (keep-alives,
+    pings) are not progress."""
+    restart_limit_burst: int = 5
+    """At most this many watchdog restarts within ``restart_limit_interval_secs``
+    (systemd's StartLimitBurst); one more is refused and the watchdog stands down."""
+    restart_limit_interval_secs: float = 60.0
+    """The window of the restart limit (StartLimitIntervalSec); 0 turns the limit off."""
 
     @property
     def interval(self) -> float:
@@ -87,10 +98,12 @@ def validate_changes(changes: dict[str, Any]) -> dict[str, Any]:
             out[name] = number_in_range(name, value, 0, 3600)
         elif name == "max_memory_mb":
             out[name] = number_in_range(name, value, 0, MAX_MEMORY_MB, integer=True)
-        elif name in ("unresponsive_checks", "backoff_max_restarts"):
+        elif name in ("unresponsive_checks", "backoff_max_restarts", "restart_limit_burst"):
             out[name] = number_in_range(name, value, 1, 1000, integer=True)
         elif name == "busy_cpu_percent":
             out[name] = number_in_range(name, value, 1, 100 * 1024)
+        elif name.endswith("_floor_bytes_per_sec"):
+            out[name] = number_in_range(name, value, 0, 1 << 40)
         else:
             out[name] = number_in_range(name, value, 0, MAX_TIMEOUT_SECS)
     return out

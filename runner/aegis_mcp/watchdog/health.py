@@ -1,38 +1,47 @@
 """Sampling an agent's process tree and deciding its health.
 
-The rule that tells "idle at its prompt" from "hung":
+Progress, not noise, resets the quiet timer (see ``monitor.py`` for how each
+signal is read):
 
-1. Signs of life reset the quiet timer: bytes the agent writes to its
-   terminal or pipes, any MCP tool call, ``watchdog_ping``, and I/O progress
-   anywhere in its process tree (``/proc/PID/io`` read/write character
-   counts, which include sockets: an agent streaming a model's answer is
-   alive even when it prints nothing).
-2. Quiet for less than the heartbeat timeout: **Active**.
-3. Quiet for longer, then, in order:
-   - a process of the tree is stopped (SIGSTOP, job control): **Unresponsive**;
-   - the tree burns CPU (>= ``busy_cpu_percent`` of a core) without output
-     or I/O: **Unresponsive** (spinning);
-   - interactive session (a terminal) that produced output after the user
-     last pressed Enter: **Idle** — it answered and is waiting for the user,
-     however long that takes. Output within 0.3 s of the Enter does not
-     count as an answer: that is the terminal's echo or the agent redrawing
-     its input box;
-   - otherwise (headless, or the user typed and got no answer and no I/O
-     since): **Unresponsive**.
-4. Resident memory of the whole tree above ``max_memory_mb``: **HighResource**,
-   whatever the activity.
+- **screen**: what the terminal says changed (``screen.py``: spinners, timers and
+  identical redraws do not count); headless, any output on the pipes;
+- **network**: bytes received on the tree's TCP connections above
+  ``net_floor_bytes_per_sec`` (a model's stream);
+- **io**: file and pipe I/O of the tree (``/proc/PID/io``, less its terminal output
+  and network traffic) above ``io_floor_bytes_per_sec`` (a tool at work);
+- **tool_call** / **ping**: any MCP tool call, ``watchdog_ping``.
+
+No progress for less than the heartbeat timeout: **Active**. For longer, in order:
+
+1. a process of the tree is stopped (SIGSTOP, job control): **Unresponsive**;
+2. the tree burns CPU (>= ``busy_cpu_percent`` of a core): **Unresponsive** (spinning);
+3. the screen says the agent is working (a ``busy`` pattern of its profile, its
+   spinner line) while nothing else changes: **Unresponsive** (a stalled model
+   stream, tool or MCP server);
+4. the screen shows the agent's input prompt (a ``prompt`` pattern): **Idle**;
+5. a connection sent a request longer than the timeout ago and got nothing back:
+   **Unresponsive** (the model accepted the request and never answered);
+6. an interactive session that answered after the user last pressed Enter: **Idle**
+   (output within 0.3 s of the Enter is the terminal's echo, not an answer);
+7. otherwise (headless, or the user typed and got no answer): **Unresponsive**.
+
+Resident memory of the whole tree above ``max_memory_mb``: **HighResource**,
+whatever the activity.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .config import WatchdogConfig
 
 if TYPE_CHECKING:
     import psutil
+
+    from .screen import ScreenView
+    from .sockets import NetSample
 
 ACTIVE = "Active"
 IDLE = "Idle"
@@ -51,6 +60,8 @@ class TreeSample:
     io_chars: int = 0
     stopped: list[int] = field(default_factory=list)
     """Pids of stopped processes."""
+    pids: list[int] = field(default_factory=list)
+    """Every process of the tree, its root first."""
 
 
 class TreeSampler:
@@ -91,6 +102,7 @@ class TreeSampler:
             cpu_delta += total - self._cpu.get(proc.pid, total)
             io_delta += chars - self._io.get(proc.pid, chars)
             sample.processes += 1
+            sample.pids.append(proc.pid)
             sample.rss_bytes += rss
             sample.io_chars += chars
             if status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
@@ -107,29 +119,85 @@ class TreeSampler:
         self._last_ts = None
 
 
-def classify(
-    config: WatchdogConfig,
-    sample: TreeSample,
-    quiet_secs: float,
-    interactive: bool,
-    waiting_for_user: bool,
-) -> tuple[str, str]:
+PROGRESS_WORDS = {
+    "screen": "what the screen says changed",
+    "output": "output",
+    "network": "bytes received on its connections",
+    "io": "file I/O",
+    "tool_call": "an MCP tool call",
+    "ping": "watchdog_ping",
+    "start": "started",
+    "re-enabled": "watchdog re-enabled",
+}
+
+
+class Situation(NamedTuple):
+    """Everything a health decision looks at."""
+
+    sample: TreeSample
+    quiet_secs: float
+    """Since the last progress."""
+    last_kind: str
+    """Which signal counted last."""
+    last_progress_at: float
+    interactive: bool
+    answered: bool
+    """Output came after the user last pressed Enter."""
+    screen: ScreenView | None = None
+    net: NetSample | None = None
+
+
+def _clock_time(ts: float) -> str:
+    return time.strftime("%H:%M", time.localtime(ts))
+
+
+def _stalled(quiet: float, busy: str, net: NetSample | None) -> str:
+    spinner = f"the screen shows only its spinner ({busy.strip()[:60]})"
+    waiting = net.awaiting() if net is not None else None
+    if waiting is not None:
+        return (
+            f"model stream stalled {quiet:.0f}s: {waiting.remote} got a request "
+            f"{waiting.last_send_ms / 1000:.0f}s ago and sent nothing back; {spinner}"
+        )
+    latest = net.latest() if net is not None else None
+    if latest is not None:
+        return (
+            f"model stream stalled {quiet:.0f}s: nothing from {latest.remote} for "
+            f"{latest.last_recv_ms / 1000:.0f}s; {spinner}"
+        )
+    return f"stalled {quiet:.0f}s: {spinner}, no network, I/O or tool call"
+
+
+def classify(config: WatchdogConfig, s: Situation) -> tuple[str, str]:
     """(state, reason) for the agent; see the module docstring for the rule."""
+    sample = s.sample
     if config.max_memory_mb and sample.rss_bytes > config.max_memory_mb * 1024 * 1024:
         mb = sample.rss_bytes / (1024 * 1024)
         return (
             HIGH_RESOURCE,
             f"resident memory {mb:.0f} MB above the {config.max_memory_mb} MB limit",
         )
-    if quiet_secs < config.heartbeat_timeout_secs:
-        return ACTIVE, "recent activity"
-    quiet = f"no output, tool call or I/O for {quiet_secs:.0f}s"
+    if s.quiet_secs < config.heartbeat_timeout_secs:
+        words = PROGRESS_WORDS.get(s.last_kind, s.last_kind)
+        return ACTIVE, f"progress {s.quiet_secs:.0f}s ago: {words}"
+    quiet = f"no progress (screen, network, I/O, tool calls) for {s.quiet_secs:.0f}s"
     if sample.stopped:
         return UNRESPONSIVE, f"{quiet}; stopped process(es) {sample.stopped}"
     if sample.cpu_percent >= config.busy_cpu_percent:
         return UNRESPONSIVE, f"{quiet} while using {sample.cpu_percent:.0f}% CPU (spinning)"
-    if interactive and waiting_for_user:
-        return IDLE, "waiting for input at its prompt"
-    if interactive:
+    if s.screen is not None and s.screen.busy_line is not None:
+        return UNRESPONSIVE, _stalled(s.quiet_secs, s.screen.busy_line, s.net)
+    since = _clock_time(s.last_progress_at)
+    if s.screen is not None and s.screen.prompt:
+        return IDLE, f"waiting for input at its prompt since {since}"
+    waiting = s.net.awaiting() if s.net is not None else None
+    if waiting is not None and waiting.last_send_ms / 1000 >= config.heartbeat_timeout_secs:
+        return UNRESPONSIVE, (
+            f"model stream stalled {s.quiet_secs:.0f}s: {waiting.remote} got a request "
+            f"{waiting.last_send_ms / 1000:.0f}s ago and sent nothing back"
+        )
+    if s.interactive and s.answered:
+        return IDLE, f"waiting for input since {since} (it answered your last input)"
+    if s.interactive:
         return UNRESPONSIVE, f"{quiet} since the user's last input"
     return UNRESPONSIVE, f"{quiet} (headless session)"

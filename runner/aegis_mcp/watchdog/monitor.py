@@ -12,6 +12,16 @@ HighResource check) the action runs once per episode:
 - ``kill``: the agent's session is killed and the run ends;
 - ``notify_and_wait``: an event, then nothing until ``watchdog_ping`` or
   ``watchdog_configure`` (or the agent showing life again).
+
+Every restart the watchdog makes goes through one :class:`RestartLimit`
+(``restart_limit_burst`` in ``restart_limit_interval_secs``): a restart past it is
+refused, and the watchdog stands down with a clear event until it is re-armed, so an
+agent that hangs again after each restart (a model that keeps stalling) is not
+restarted in a loop.
+
+What counts as progress, and how each signal is read: ``health.py`` (the rule),
+``screen.py`` (the terminal), ``sockets.py`` (TCP connections); ``status()``
+shows what each signal reads now and which one counted last.
 """
 
 from __future__ import annotations
@@ -21,28 +31,60 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .config import WatchdogConfig
-from .health import ACTIVE, HIGH_RESOURCE, IDLE, UNRESPONSIVE, TreeSample, TreeSampler, classify
+from .health import (
+    ACTIVE,
+    HIGH_RESOURCE,
+    IDLE,
+    UNRESPONSIVE,
+    Situation,
+    TreeSample,
+    TreeSampler,
+    classify,
+)
+from .restart_limit import RestartLimit
+
+if TYPE_CHECKING:
+    import psutil
+
+    from ..agents.profiles import WatchRules
+    from .screen import ScreenWatcher
+    from .sockets import NetSample, SocketWatcher
 
 ECHO_WINDOW_SECS = 0.3
+SIGNALS = ("screen", "output", "network", "io", "tool_call", "ping")
 
 
 class WatchdogTarget(Protocol):
     """What the watchdog needs from the runner."""
 
-    def watchdog_sample_tree(self, sampler: TreeSampler) -> tuple[TreeSample, int] | None:
-        """Sample the agent's tree, or None when no agent runs."""
+    def watchdog_tree(self) -> list[psutil.Process] | None:
+        """The agent's process tree (its root first), or None when no agent runs."""
 
-    def watchdog_restart(self, reason: str) -> None:
-        """Hot-reload the agent."""
+    def watchdog_net_received(self, pids: set[int]) -> int | None:
+        """Bytes netmon saw ``pids`` receive so far, or None when no netmon mode is on."""
+
+    def watchdog_restart(self, reason: str) -> bool:
+        """Hot-reload the agent; False if a restart could not be started."""
 
     def watchdog_kill(self, reason: str) -> None:
         """Kill the agent and end the run."""
 
     def watchdog_event(self, kind: str, message: str, level: str) -> None:
         """Record (and show) a watchdog event."""
+
+
+class _Reading(NamedTuple):
+    """The numbers one check read (zeros before the first)."""
+
+    io_delta: int = 0
+    output: int = 0
+    io_rate: float = 0.0
+    net: NetSample | None = None
+    netmon: int | None = None
+    net_rate: float = 0.0
 
 
 @dataclass
@@ -64,15 +106,38 @@ class Watchdog:
         target: WatchdogTarget,
         interactive: Callable[[], bool],
         clock: Callable[[], float] = time.time,
+        rules: WatchRules | None = None,
+        terminal_size: tuple[int, int] | None = None,
     ) -> None:
         self.config = config
         self._target = target
         self._interactive = interactive
         self._clock = clock
         self._sampler = TreeSampler()
+        # Made at the first check (its module stays off the start path).
+        self._sockets: SocketWatcher | None = None
+        self.restart_limit = RestartLimit(
+            config.restart_limit_burst, config.restart_limit_interval_secs
+        )
+        # The terminal emulator, made on the first output of a PTY session (pyte's
+        # import stays off the start path); None for pipes.
+        self._rules = rules
+        self._terminal_size = terminal_size
+        self._screen: ScreenWatcher | None = None
         now = clock()
         self.last_activity = now
         self.last_activity_kind = "start"
+        self.counted_at: dict[str, float] = {}
+        """When each signal last counted as progress."""
+        self.reading = _Reading()
+        """What the signals read at the last check."""
+        self._output_bytes = 0
+        self._netmon_total: int | None = None
+        self._last_check_at: float | None = None
+        self._generation = 0
+        self._last_failure = ""
+        self.limited = False
+        """A restart was refused by the restart limit; the watchdog stands down."""
         self.last_answer = now
         self.last_submit = 0.0
         self.state = ACTIVE
@@ -90,19 +155,41 @@ class Watchdog:
 
     # -- signals -------------------------------------------------------------
 
-    def activity(self, kind: str) -> None:
-        """A sign of life (output, tool call, ping, I/O)."""
-        now = self._clock()
-        self.last_activity = now
-        self.last_activity_kind = kind
+    def activity(self, kind: str, at: float | None = None) -> None:
+        """Progress (one of SIGNALS, or start / re-enabled) at ``at`` (default now)."""
+        now = self._clock() if at is None else at
+        if now >= self.last_activity:
+            self.last_activity, self.last_activity_kind = now, kind
+        self.counted_at[kind] = now
         # Output right after the user submits a line is the terminal echoing
         # it or the agent redrawing its input box, not an answer.
-        if kind == "output" and now - self.last_submit > ECHO_WINDOW_SECS:
+        if kind in ("output", "screen") and now - self.last_submit > ECHO_WINDOW_SECS:
             self.last_answer = now
         # Life ends an unresponsive episode, not a memory one: that needs the
         # memory to go down (or a ping / configure call).
         if self._episode.state == UNRESPONSIVE:
             self._episode = _Episode()
+
+    def output(self, data: bytes) -> None:
+        """The agent wrote ``data`` to its terminal or pipes."""
+        self._output_bytes += len(data)
+        if self._rules is None:
+            self.activity("output")
+            return
+        if not self.config.enabled:
+            return
+        if self._screen is None:
+            from .screen import ScreenWatcher
+
+            self._screen = ScreenWatcher(self._rules, self._terminal_size, self._clock)
+        if self._screen.feed(data):
+            self.activity("screen", self._screen.changed_at)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """The agent's terminal has a new size."""
+        self._terminal_size = (rows, cols)
+        if self._screen is not None:
+            self._screen.resize(rows, cols)
 
     def user_input(self, data: bytes) -> None:
         """The user typed into the agent's terminal; Enter submits a request."""
@@ -113,11 +200,19 @@ class Watchdog:
         """``watchdog_ping``: activity, and the end of a notify_and_wait pause."""
         self.activity("ping")
         self._episode = _Episode()
+        self.limited = False
         return self.status()
 
     def agent_started(self) -> None:
         """A (new) agent process started: fresh baseline, nothing pending."""
+        self._generation += 1
         self._sampler.reset()
+        if self._sockets is not None:
+            self._sockets.reset()
+        if self._screen is not None:
+            self._screen.forget_cycles()
+        self._netmon_total = None
+        self._last_check_at = None
         self._episode = _Episode()
         self.activity("start")
 
@@ -128,7 +223,11 @@ class Watchdog:
             self.disabled_until = None
         if changes.get("enabled") is True or "lockup_action" in changes:
             self.gave_up = False
+            self.limited = False
             self.backoff_restarts = 0
+        self.restart_limit.configure(
+            self.config.restart_limit_burst, self.config.restart_limit_interval_secs
+        )
         self._episode = _Episode()
         self._wake.set()
         return self.status()
@@ -160,27 +259,50 @@ class Watchdog:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.interval)
-            self.check()
+            try:
+                await self.check()
+            except Exception as exc:
+                # A look that failed (a process gone mid-read, a kernel refusing) must
+                # not end the watchdog: say so once per kind of failure, check again.
+                if repr(exc) != self._last_failure:
+                    self._last_failure = repr(exc)
+                    self._target.watchdog_event(
+                        "watchdog.check_failed", f"watchdog check failed: {exc!r}", "warning"
+                    )
 
-    def check(self) -> None:
+    async def check(self) -> None:
         """One health check, and the action if one is due."""
         if not self.enabled:
             return
-        looked = self._target.watchdog_sample_tree(self._sampler)
-        if looked is None:
+        procs = self._target.watchdog_tree()
+        if procs is None:
             return
-        sample, io_delta = looked
+        generation = self._generation
+        sample, io_delta = self._sampler.sample(procs)
+        if self._sockets is None:
+            from .sockets import SocketWatcher
+
+            self._sockets = SocketWatcher()
+        net = await self._sockets.sample(sample.pids)
+        if generation != self._generation or not self.enabled:
+            return  # the agent restarted (or we were paused) while we looked
         self.checks += 1
         self.sample = sample
-        if io_delta > 0:
-            self.activity("io")
+        self._count_progress(sample, io_delta, net)
+        view = self._screen.view() if self._screen is not None else None
         now = self._clock()
         state, reason = classify(
             self.config,
-            sample,
-            now - self.last_activity,
-            self._interactive(),
-            self.last_answer >= self.last_submit,
+            Situation(
+                sample=sample,
+                quiet_secs=now - self.last_activity,
+                last_kind=self.last_activity_kind,
+                last_progress_at=self.last_activity,
+                interactive=self._interactive(),
+                answered=self.last_answer >= self.last_submit,
+                screen=view,
+                net=net,
+            ),
         )
         if state != self.state:
             level = "info" if state in (ACTIVE, IDLE) else "warning"
@@ -199,6 +321,34 @@ class Watchdog:
         if not self._episode.acted and not self._episode.waiting:
             self._act(state, reason)
 
+    def _count_progress(self, sample: TreeSample, io_delta: int, net: NetSample) -> None:
+        """Count the signals read at this check that are progress, above their floors."""
+        now = self._clock()
+        elapsed = now - self._last_check_at if self._last_check_at is not None else None
+        self._last_check_at = now
+        output, self._output_bytes = self._output_bytes, 0
+        screen_changed = self._screen is not None and self._screen.flush()
+        if screen_changed and self._screen is not None:
+            self.activity("screen", self._screen.changed_at)
+        netmon = self._netmon_delta(sample.pids)
+        received = max(net.received, netmon or 0)
+        # /proc/PID/io counts the terminal output and the socket traffic too.
+        background = max(io_delta - output - net.received - net.sent, 0)
+        net_rate = received / elapsed if elapsed else 0.0
+        io_rate = background / elapsed if elapsed else 0.0
+        if elapsed and net_rate >= max(self.config.net_floor_bytes_per_sec, 1e-9):
+            self.activity("network", now)
+        if elapsed and io_rate >= max(self.config.io_floor_bytes_per_sec, 1e-9):
+            self.activity("io", now)
+        self.reading = _Reading(io_delta, output, io_rate, net, netmon, net_rate)
+
+    def _netmon_delta(self, pids: list[int]) -> int | None:
+        total = self._target.watchdog_net_received(set(pids))
+        if total is None:
+            return None
+        before, self._netmon_total = self._netmon_total, total
+        return max(total - before, 0) if before is not None else 0
+
     def _healthy(self, now: float) -> None:
         if self.backoff_restarts and now - self.healthy_since >= self.config.backoff_reset_secs:
             self.backoff_restarts = 0
@@ -214,7 +364,7 @@ class Watchdog:
         if action == "warn":
             self._target.watchdog_event("watchdog.warn", message, "warning")
         elif action == "restart":
-            self._target.watchdog_restart(f"watchdog: {message}")
+            self._restart(f"watchdog: {message}")
         elif action == "kill":
             self._target.watchdog_kill(f"watchdog: {message}")
         elif action == "notify_and_wait":
@@ -227,8 +377,24 @@ class Watchdog:
         elif action == "restart_with_backoff":
             self._backoff(message)
 
+    def _restart(self, reason: str) -> None:
+        """A restart, if the restart limit allows one; else the watchdog stands down."""
+        if self.limited:
+            return
+        refusal = self.restart_limit.acquire()
+        if refusal is None:
+            self._target.watchdog_restart(reason)
+            return
+        self.limited = True
+        self._target.watchdog_event(
+            "watchdog.restart_limit",
+            f"{reason}; not restarting: {refusal}. The agent is left as it is; "
+            "watchdog_ping or watchdog_configure re-arms the watchdog.",
+            "error",
+        )
+
     def _backoff(self, message: str) -> None:
-        if self.gave_up or self.backoff_pending is not None:
+        if self.gave_up or self.limited or self.backoff_pending is not None:
             return
         if self.backoff_restarts >= self.config.backoff_max_restarts:
             self.gave_up = True
@@ -254,9 +420,53 @@ class Watchdog:
 
         def fire() -> None:
             self.backoff_pending = None
-            self._target.watchdog_restart(f"watchdog (backoff {self.backoff_restarts}): {message}")
+            self._restart(f"watchdog (backoff {self.backoff_restarts}): {message}")
 
         self.backoff_pending = asyncio.get_running_loop().call_later(delay, fire)
+
+    def signals(self) -> dict[str, Any]:
+        """What each sign of life reads now, and when it last counted as progress."""
+        now = self._clock()
+        r, config, sample = self.reading, self.config, self.sample
+        network: dict[str, Any] = (
+            self._sockets.status(r.net)
+            if self._sockets is not None and r.net is not None
+            else {"source": "inet_diag", "connections": None, "note": "no check yet"}
+        )
+        network.update(
+            netmon_received_last_check=r.netmon,
+            bytes_per_sec=round(r.net_rate, 1),
+            floor_bytes_per_sec=config.net_floor_bytes_per_sec,
+        )
+        readings: dict[str, Any] = {
+            "network": network,
+            "io": {
+                "chars_last_check": r.io_delta,
+                "terminal_output_last_check": r.output,
+                "background_bytes_per_sec": round(r.io_rate, 1),
+                "floor_bytes_per_sec": config.io_floor_bytes_per_sec,
+            },
+            "cpu": {
+                "percent": round(sample.cpu_percent, 1) if sample else None,
+                "spinning_at_percent": config.busy_cpu_percent,
+            },
+            "processes": {
+                "count": sample.processes if sample else None,
+                "stopped": sample.stopped if sample else [],
+            },
+        }
+        if self._screen is not None:
+            readings["screen"] = self._screen.status()
+        elif self._rules is None:
+            readings["output"] = {"terminal": "pipes: every byte of output counts"}
+        else:
+            readings["screen"] = {"emulator": "pyte", "note": "no output yet"}
+        for name in SIGNALS:
+            if name in self.counted_at:
+                readings.setdefault(name, {})["counted_secs_ago"] = round(
+                    now - self.counted_at[name], 2
+                )
+        return readings
 
     def status(self) -> dict[str, Any]:
         """Everything ``watchdog_status`` reports."""
@@ -272,6 +482,8 @@ class Watchdog:
             "reason": self.reason,
             "last_activity_secs_ago": round(now - self.last_activity, 2),
             "last_activity_kind": self.last_activity_kind,
+            "signals": self.signals(),
+            "restart_limit": {**self.restart_limit.status(), "stood_down": self.limited},
             "consecutive_unresponsive_checks": self._episode.consecutive,
             "waiting_for_ping": self._episode.waiting,
             "pending_action": (
@@ -301,6 +513,12 @@ class Watchdog:
         if self.backoff_pending is not None:
             self.backoff_pending.cancel()
             self.backoff_pending = None
+
+    def close(self) -> None:
+        """The run ends: drop what is pending and stop the socket reader's thread."""
+        self.cancel_pending()
+        if self._sockets is not None:
+            self._sockets.close()
 
 
 __all__ = ["ACTIVE", "HIGH_RESOURCE", "IDLE", "UNRESPONSIVE", "Watchdog", "WatchdogTarget"]

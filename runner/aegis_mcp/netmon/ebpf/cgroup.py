@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from ..namespaces import owner_alive
+from ...owners import owner_alive
 
 PARENT = "aegis-mcp"
 _NAME = re.compile(r"(?P<pid>[1-9][0-9]{0,9})-(?P<agent>[A-Za-z0-9][A-Za-z0-9_.-]*)")

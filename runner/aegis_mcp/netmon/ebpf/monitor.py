@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..errors import NetmonUnavailable
 from ..stats import NetmonStats
 from . import events as ev
 from . import policy as pol
@@ -38,6 +39,8 @@ from .tracker import FlowRow, SocketTracker
 BPF_F_ALLOW_MULTI = 2
 """Attach beside programs that others (systemd, a container engine) put on parent cgroups."""
 FLUSH_INTERVAL = 0.5
+KPROBE_KEY = b"kp"
+"""First item of the tracker's key for a kp_bytes entry (flow keys are plain bytes)."""
 POLL_MS = 100
 DNS_PORTS = (53,)
 DNS_PORT_SLOTS = 4  # DNS_PORT_SLOTS of bpf/aegis_common.h: ports besides 53
@@ -49,7 +52,7 @@ COUNTER_REASONS = {
 }
 
 
-class EbpfUnavailable(RuntimeError):
+class EbpfUnavailable(NetmonUnavailable):
     """eBPF monitoring cannot run here; the message is the one-line reason."""
 
 
@@ -356,11 +359,9 @@ class EbpfMonitor:
             )
         if "kprobe" in self.tiers:
             for key, val in self._bpf[b"kp_bytes"].items():
-                if val.proto != 6:  # UDP: the cgroup tier has it per destination
-                    continue
                 yield FlowRow(
-                    key=(b"kp", bytes(key)),
-                    cookie=0,
+                    key=(KPROBE_KEY, bytes(key)),
+                    cookie=key.cookie,
                     family=val.family,
                     remote_addr=ev.format_addr(val.family, bytes(val.raddr)),
                     remote_port=val.rport,
@@ -374,13 +375,17 @@ class EbpfMonitor:
                 )
 
     def _delete_flows(self, keys: list[Any]) -> None:
+        """Delete finished sockets' counters: flow keys are bytes, kprobe keys
+        ``(KPROBE_KEY, bytes)``."""
         if not keys:
             return
         flows = self._bpf[b"flows"]
+        kp_bytes = self._bpf[b"kp_bytes"] if "kprobe" in self.tiers else None
         for raw in keys:
-            key = flows.Key.from_buffer_copy(raw)
-            with contextlib.suppress(KeyError):
-                del flows[key]
+            table, data = (kp_bytes, raw[1]) if isinstance(raw, tuple) else (flows, raw)
+            if table is not None:
+                with contextlib.suppress(KeyError):
+                    del table[table.Key.from_buffer_copy(data)]
             self.tracker.forget_flow(raw)
 
     def _counter_events(self) -> list[dict[str, Any]]:
@@ -417,7 +422,7 @@ def _initial_addresses(policy: pol.PolicyLike) -> list[tuple[Any, list[str]]]:
     # a wildcard is learnt from answers only
     names = sorted({r.host for r in policy.rules if r.is_host and not r.host.startswith("*.")})
     if names:
-        from ...sandbox.dns_proxy import host_upstreams, resolve
+        from ...dns_wire import host_upstreams, resolve
 
         for name, addresses in resolve(names, host_upstreams()).items():
             policy.learn([name], addresses)

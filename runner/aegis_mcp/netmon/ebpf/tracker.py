@@ -36,6 +36,9 @@ CLOSE_GRACE = 2.0
 was seen (data still leaving an orphaned socket is counted meanwhile)."""
 CONNECT_WAIT = 3.0
 """Seconds a TCP connect waits for its outcome before it is reported as in progress."""
+KPROBE_IDLE = 60.0
+"""Seconds after which a kprobe counter of no known socket, unchanged, is dropped (it
+starts again from zero if the socket moves again, so nothing is lost)."""
 
 
 @dataclass
@@ -81,6 +84,8 @@ class SockInfo:
     tuples: set[tuple[int, int, str, int]] = field(default_factory=set)
     # flow key -> [bytes_out, bytes_in, remote_addr, remote_port, family, local_port]
     flows: dict[Hashable, list[Any]] = field(default_factory=dict)
+    # kprobe counter keys of this socket (one per process that used it)
+    kp_keys: set[Hashable] = field(default_factory=set)
 
 
 class SocketTracker:
@@ -92,16 +97,20 @@ class SocketTracker:
         kprobe_bytes: bool = False,
         close_grace: float = CLOSE_GRACE,
         connect_wait: float = CONNECT_WAIT,
+        kprobe_idle: float = KPROBE_IDLE,
     ) -> None:
         self.deferred_connects = deferred_connects
         self.kprobe_bytes = kprobe_bytes
         self.close_grace = close_grace
         self.connect_wait = connect_wait
+        self.kprobe_idle = kprobe_idle
         self._wall_offset = time.time() - time.monotonic()
         self._sockets: OrderedDict[int, SockInfo] = OrderedDict()
         self._last: dict[Hashable, tuple[int, int, int, int]] = {}
         self._by_tid: dict[int, int] = {}
         self._by_tuple: dict[tuple[int, int, str, int], int] = {}
+        # kprobe counter keys of no known socket -> when their counts last moved
+        self._kp_loose: dict[Hashable, float] = {}
         self.unparsed_dns = 0
         self._handlers = {
             ev.EV_CONNECT: self._on_connect,
@@ -130,7 +139,7 @@ class SocketTracker:
         return sock
 
     def _forget(self, sock: SockInfo) -> None:
-        for key in sock.flows:
+        for key in (*sock.flows, *sock.kp_keys):
             self._last.pop(key, None)
         # Only the entries still naming this socket: a tuple may have moved to a newer one.
         for index in sock.tuples:
@@ -263,7 +272,7 @@ class SocketTracker:
         return [out]
 
     def _on_kp_connect(self, record: ev.Event) -> list[dict[str, Any]]:
-        cookie = self._by_tid.get(record.tid)
+        cookie = record.cookie or self._by_tid.get(record.tid)
         sock = self._sockets.get(cookie) if cookie else None
         if sock is None or sock.pending is None or record.value >= 0:
             return []
@@ -290,7 +299,11 @@ class SocketTracker:
                 continue
             self._last[row.key] = current
             sock = None
-            if not row.kprobe:
+            if row.kprobe:
+                self._note_kprobe_row(row)
+                if row.proto != socket.IPPROTO_TCP:
+                    continue  # UDP: the cgroup tier reports it per destination
+            else:
                 sock = self._sock(row.cookie)
                 if not sock.family:
                     sock.family, sock.proto = row.family, row.proto
@@ -330,6 +343,15 @@ class SocketTracker:
                 out.append(event)
         return out
 
+    def _note_kprobe_row(self, row: FlowRow) -> None:
+        """Remember whose socket a kprobe counter is, to delete it when that one ends."""
+        sock = self._sockets.get(row.cookie) if row.cookie else None
+        if sock is not None:
+            sock.kp_keys.add(row.key)
+            self._kp_loose.pop(row.key, None)
+        else:
+            self._kp_loose[row.key] = time.monotonic()
+
     def forget_flow(self, key: Hashable) -> None:
         """The flow map entry ``key`` was deleted: its next counts start from zero."""
         self._last.pop(key, None)
@@ -337,7 +359,8 @@ class SocketTracker:
     # ---- time ----------------------------------------------------------------------------------
 
     def due(self, final: bool = False) -> tuple[list[dict[str, Any]], list[Hashable]]:
-        """Events that waited long enough, and the flow keys of sockets now finished.
+        """Events that waited long enough, and the counter keys (flow and kprobe) of
+        sockets now finished, for the caller to delete from the maps.
 
         Call it right after :meth:`on_flows`, so that a finished socket's last
         bytes are out before its ``close``. ``final``: the monitor stops, so
@@ -361,9 +384,13 @@ class SocketTracker:
             if not done:
                 continue
             out.extend(self._close_events(sock))
-            finished_keys.extend(sock.flows)
+            finished_keys.extend((*sock.flows, *sock.kp_keys))
             self._forget(sock)
             del self._sockets[cookie]
+        for key, moved in list(self._kp_loose.items()):
+            if final or now - moved >= self.kprobe_idle:
+                finished_keys.append(key)
+                del self._kp_loose[key]
         return out, finished_keys
 
     def _close_events(self, sock: SockInfo) -> list[dict[str, Any]]:

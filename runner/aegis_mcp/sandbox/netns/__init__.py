@@ -8,13 +8,16 @@ this package only when ``--sandbox=netns`` / ``--netmon=netns`` is asked for)::
 
     sandbox = create_sandbox(os.getpid(), None, Policy(deny=("10.0.0.0/8",)),
                              AddressPool("10.213.0.0/16"), on_event=stats.ingest)
-    spec = SpawnSpec(..., confine=sandbox.confine)
+    spec = sandbox.wrap(SpawnSpec(...))   # or get_sandbox("netns", SandboxRequest(...))
     ...
     sandbox.teardown()
 
-Modules: :mod:`.sandbox` (set-up, confine steps, teardown), :mod:`.pool`
+Modules: :mod:`.backend` (the backend :func:`aegis_mcp.sandbox.get_sandbox`
+makes), :mod:`.sandbox` (set-up, confine steps, teardown), :mod:`.pool`
 (subnets), :mod:`.firewall` (nftables rules), :mod:`.monitor` (events),
-:mod:`.leftovers` (what crashed runners left), and the transports
+:mod:`.names` and :mod:`.markers` (whose a namespace is), :mod:`.namespaces`
+and :mod:`.leftovers` (listing and removing what crashed runners left),
+:mod:`.ops` (the namespace control operations), and the transports
 :mod:`.nlsock`, :mod:`.rtnl`, :mod:`.nfnetlink`, :mod:`.nft`, :mod:`.syscalls`.
 """
 
@@ -30,7 +33,7 @@ __all__ = ["DEFAULT_POOL", "AddressPool", "NetnsSandbox", "check_can_create", "c
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: netmon's namespace listing reads only the markers module, and must
+    # Lazy: the namespace listing reads only the names and markers modules, and must
     # not pay for pyroute2 and dnspython through this package's init.
     if name in ("DEFAULT_POOL", "AddressPool"):
         from . import pool

@@ -1,7 +1,7 @@
 """What crashed runners' sandboxes left on the host, and removing it.
 
 A sandbox leaves, besides its namespace mount (handled with the other
-namespaces by :mod:`aegis_mcp.netmon.namespaces`): its host veth, its host
+namespaces by :mod:`.namespaces`): its host veth, its host
 nft table, its ``/etc/netns/<name>`` directory and its marker. Each is ours
 only if it carries our name *and* a tag naming its sandbox: the marker file
 (``/run/aegis-mcp/netns/<name>.json``), the veth's alias
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...netmon.namespaces import name_owner_alive, parse_name
 from . import firewall, markers
+from .names import name_owner_alive, parse_name
 from .pool import pool_lock
 from .sandbox import (
     ALIAS_PREFIX,

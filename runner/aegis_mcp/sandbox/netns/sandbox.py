@@ -24,6 +24,7 @@ gone, so it is idempotent and also serves after a half-done set-up.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -37,13 +38,16 @@ from typing import Any
 
 from pyroute2 import netns as pyroute2_netns
 
+from ...dns_wire import Upstream, host_upstreams, resolve
 from ...files import write_atomic
-from ...netmon.namespaces import DEFAULT_RUN_DIR, namespace_name, parse_name
-from ..dns_proxy import DnsAnswer, DnsForwarder, Upstream, host_upstreams, resolve
+from ...processes import SpawnSpec
+from ..base import Sandbox
+from ..dns_proxy import DnsAnswer, DnsForwarder
 from ..errors import NameClashError, NotRootError, SandboxError
 from ..policy import Policy
 from . import firewall, markers, syscalls
 from .monitor import Event, Monitor
+from .names import DEFAULT_RUN_DIR, namespace_name, parse_name
 from .nft import Nft, NftError
 from .nft import available as nft_available
 from .pool import AddressPool, allocate, endpoints, pool_lock
@@ -187,8 +191,10 @@ class _NamespaceThread(threading.Thread):
 
 
 @dataclass
-class NetnsSandbox:
+class NetnsSandbox(Sandbox):
     """A network namespace for one agent, its veth, firewall tables, DNS and monitor."""
+
+    kind = "netns"
 
     name: str
     owner_pid: int
@@ -216,6 +222,10 @@ class NetnsSandbox:
     _confine: tuple[Callable[[], None], ...] = ()
 
     # ---- what the runner uses --------------------------------------------------------------
+
+    def wrap(self, spec: SpawnSpec) -> SpawnSpec:
+        """``spec`` with the :attr:`confine` steps added: the agent starts in the namespace."""
+        return dataclasses.replace(spec, confine=(*spec.confine, *self.confine))
 
     @property
     def netns_fd(self) -> int | None:

@@ -1,16 +1,11 @@
 """The network namespaces aegis-mcp creates, and removing those left behind.
 
-A runner names its namespaces ``aegis-<runnerpid>`` (the agent's) or
-``aegis-<runnerpid>-<agentid>`` (a pool agent's), so the name alone says who
-owns one. A runner that crashed leaves its namespaces mounted under
-``/var/run/netns``; cleanup removes those whose owner is gone and never one
-of a live runner, nor anything that does not carry our name.
-
-A netns sandbox (:mod:`aegis_mcp.sandbox.netns`) also writes a marker file
-naming its owner by pid and start time: where there is one, it decides
-whether the owner lives. Cleanup then also removes what such sandboxes leave
-on the host besides the mount (veth, nft table, ``/etc/netns/<name>``,
-marker), each only when it carries both our name and our tag.
+A runner that crashed leaves its namespaces mounted under ``/var/run/netns``;
+cleanup removes those whose owner is gone (:mod:`.names` says whose a name
+is) and never one of a live runner, nor anything that does not carry our name.
+It then removes what such sandboxes leave on the host besides the mount (veth,
+nft table, ``/etc/netns/<name>``, marker: :mod:`.leftovers`), each only when it
+carries both our name and our tag.
 
 pyroute2 is imported inside the functions: it costs about 130 ms, which
 every agent start would otherwise pay (DESIGN.md fact 10).
@@ -18,64 +13,29 @@ every agent start would otherwise pay (DESIGN.md fact 10).
 
 from __future__ import annotations
 
+import contextlib
 import os
-import re
 from pathlib import Path
 from typing import Any
 
-PREFIX = "aegis-"
-DEFAULT_RUN_DIR = Path("/var/run/netns")
+from ..errors import NftablesMissingError
+from . import markers
+from .names import DEFAULT_RUN_DIR, PREFIX, name_owner_alive, parse_name
+
 ROOT_HINT = "removing network namespaces needs root: sudo aegis-mcp netns cleanup"
-
-_NAME = re.compile(r"aegis-(?P<pid>[1-9][0-9]{0,9})(?:-(?P<agent>[A-Za-z0-9][A-Za-z0-9_.-]*))?")
-
-
-def namespace_name(runner_pid: int, agent_id: str | None = None) -> str:
-    """The name a runner gives its namespace (or a pool agent's)."""
-    return f"{PREFIX}{runner_pid}" if agent_id is None else f"{PREFIX}{runner_pid}-{agent_id}"
-
-
-def parse_name(name: str) -> tuple[int, str | None] | None:
-    """(owner pid, agent id or None) of an aegis namespace name; None for any other name."""
-    match = _NAME.fullmatch(name)
-    if match is None:
-        return None
-    return int(match["pid"]), match["agent"]
-
-
-def owner_alive(pid: int) -> bool:
-    """True if ``pid`` runs and its command line mentions aegis (a runner, not a reused pid)."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        # The process exists but hides its command line (hidepid, another
-        # user): treat it as alive; a namespace kept too long is harmless, one
-        # pulled from under a running agent is not.
-        return os.path.exists(f"/proc/{pid}")
-    # A zombie (or a kernel thread) has an empty command line: not a runner.
-    return b"aegis" in raw.lower()
-
-
-def name_owner_alive(name: str, marker: dict[str, Any] | None) -> bool:
-    """Whether the owner of aegis namespace (or sandbox) ``name`` still runs.
-
-    Its sandbox ``marker`` decides where there is one (pid and start time),
-    else the pid in the name (:func:`owner_alive`).
-    """
-    if marker is not None:
-        from ..sandbox.netns import markers
-
-        return markers.owner_alive(marker)
-    parsed = parse_name(name)
-    return parsed is not None and owner_alive(parsed[0])
 
 
 def _markers_dir(state_dir: Path | None) -> Path:
-    from ..sandbox.netns import markers
-
     return Path(state_dir) if state_dir is not None else markers.DEFAULT_STATE_DIR
+
+
+def leftovers_possible() -> bool:
+    """Whether any aegis namespace or sandbox marker exists (cheap: no pyroute2 import)."""
+    for directory in (DEFAULT_RUN_DIR, markers.DEFAULT_STATE_DIR):
+        with contextlib.suppress(OSError):
+            if any(name.startswith(PREFIX) for name in os.listdir(directory)):
+                return True
+    return False
 
 
 def list_namespaces(
@@ -87,8 +47,6 @@ def list_namespaces(
     ``state_dir`` where sandboxes keep their markers (``/run/aegis-mcp/netns``).
     """
     from pyroute2 import netns
-
-    from ..sandbox.netns import markers
 
     directory = Path(run_dir) if run_dir is not None else DEFAULT_RUN_DIR
     found_markers = {m["name"]: m for m in markers.read_markers(_markers_dir(state_dir))}
@@ -121,14 +79,12 @@ def cleanup_namespaces(
 
     Returns ``removed``/``kept`` (namespace names), ``errors``, and
     ``resources``: the veths, nft tables, resolv.conf directories and markers
-    removed and kept (see :mod:`aegis_mcp.sandbox.netns.leftovers`).
+    removed and kept (see :mod:`.leftovers`).
     Raises PermissionError when not root (unmounting a namespace needs it).
     """
     if os.geteuid() != 0:
         raise PermissionError(ROOT_HINT)
     from pyroute2 import netns
-
-    from ..sandbox.netns import markers
 
     directory = _markers_dir(state_dir)
     removed: list[str] = []
@@ -159,10 +115,9 @@ def cleanup_namespaces(
 def _cleanup_sandbox_resources(
     state_dir: Path | None, errors: list[dict[str, str]]
 ) -> dict[str, Any]:
-    from ..sandbox.errors import NftablesMissingError
-
     try:
-        from ..sandbox.netns.leftovers import cleanup_leftovers
+        # Imports pyroute2 and the sandbox set-up: paid only by a cleanup.
+        from .leftovers import cleanup_leftovers
 
         result = cleanup_leftovers(state_dir)
     except NftablesMissingError:

@@ -1,0 +1,61 @@
+"""The ``ebpf`` source: BPF programs on the agents' cgroup (see :mod:`.monitor`)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import time
+from typing import Any
+
+from ...processes import SpawnSpec
+from ..source import NetmonSource
+from ..stats import NetmonStats
+from . import policy as pol
+from .monitor import EbpfMonitor
+
+LEFTOVER_GRACE_SECS = 0.1
+
+
+class EbpfSource(NetmonSource):
+    """Every connection and byte of the processes in the run's cgroup, seen by the kernel."""
+
+    name = "ebpf"
+
+    def __init__(self, runner_pid: int, agent_id: str, policy: pol.PolicyLike | None) -> None:
+        self.runner_pid = runner_pid
+        self.agent_id = agent_id
+        self.policy = policy
+        self.monitor: EbpfMonitor | None = None
+
+    def start(self, stats: NetmonStats) -> None:
+        """Compile, load and attach the programs (1.5-3 s); EbpfUnavailable says why not."""
+        self.monitor = EbpfMonitor(self.runner_pid, self.agent_id, stats, policy=self.policy)
+
+    def poll(self) -> None:
+        """Read the kernel's counters now."""
+        if self.monitor is not None and not self.monitor.closed:
+            self.monitor.fresh_stats()
+
+    def prepare(self, spec: SpawnSpec) -> SpawnSpec:
+        """Join the cgroup before exec (all agents of the run share it; events carry the pid)."""
+        if self.monitor is None:
+            return spec
+        return dataclasses.replace(spec, confine=(*spec.confine, *self.monitor.confine))
+
+    def describe(self) -> dict[str, Any]:
+        """The monitor's tiers and counters."""
+        return self.monitor.status() if self.monitor is not None else {}
+
+    def stop(self) -> None:
+        """Detach the programs and remove the cgroup, killing what escaped the agents' sessions."""
+        monitor = self.monitor
+        if monitor is None or monitor.close():
+            return
+        # Something escaped the agent's session but not its cgroup.
+        for pid in monitor.cgroup_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(LEFTOVER_GRACE_SECS)
+        monitor.close()

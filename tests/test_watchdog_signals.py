@@ -1,0 +1,281 @@
+"""The watchdog's signs of life, one at a time: the rendered screen (pyte), the agent's TCP
+connections (sock_diag, in this and in another network namespace), the restart limit and
+the profile data that drives them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from aegis_mcp.agents.profiles import BUILTIN_PROFILES, WatchRules
+from aegis_mcp.config import ConfigError, load_config
+from aegis_mcp.demo.steps import SPINNER_GLYPHS
+from aegis_mcp.watchdog.restart_limit import RestartLimit
+from aegis_mcp.watchdog.screen import ScreenWatcher
+from aegis_mcp.watchdog.sockets import SocketWatcher
+
+
+class Clock:
+    """Time that moves only when a test says so (the screen's cycle rule looks at it)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, secs: float = 0.1) -> None:
+        self.now += secs
+
+
+def watcher(profile: str | None = "demo", rows: int = 30, cols: int = 100):
+    clock = Clock()
+    rules = BUILTIN_PROFILES[profile].watch if profile else WatchRules()
+    return ScreenWatcher(rules, (rows, cols), clock), clock
+
+
+def frames_changed(screen: ScreenWatcher, clock: Clock, frames: list[str]) -> list[int]:
+    """Indices of the frames that changed what the screen says (10 frames a second)."""
+    changed = []
+    for i, frame in enumerate(frames):
+        clock.tick()
+        if screen.feed(frame.encode()):
+            changed.append(i)
+    return changed
+
+
+def claude_spinner(count: int, start: int = 0) -> list[str]:
+    """Claude Code's spinner line redrawn in place: glyph bouncing, seconds counting."""
+    glyphs = SPINNER_GLYPHS + SPINNER_GLYPHS[-2:0:-1]
+    return [
+        f"\r\x1b[2K\x1b[38;5;174m{glyphs[i % len(glyphs)]}\x1b[39m Herding… "
+        f"\x1b[2m({(start + i) // 10}s · ↓ {i * 3} tokens)\x1b[22m"
+        for i in range(count)
+    ]
+
+
+def test_spinner_and_timer_redraws_are_noise_new_text_is_progress():
+    screen, clock = watcher("claude")
+    assert screen.feed(b"> hello\r\n")
+    # 40 seconds of spinner: past 9 -> 10 s and a growing token counter.
+    assert frames_changed(screen, clock, claude_spinner(400)) == [0]
+    view = screen.view()
+    assert view.busy_line is not None and "Herding… (39s · ↓ 1197 tokens)" in view.busy_line
+    assert screen.noise_redraws >= 399
+    # The first streamed words of the answer are news.
+    clock.tick()
+    assert screen.feed(b"\r\x1b[2K\xe2\x97\x8f The answer")
+    clock.tick()
+    assert screen.feed(b" is 42")
+
+
+def test_a_spinner_left_behind_is_not_a_live_one():
+    screen, clock = watcher("claude")
+    frames_changed(screen, clock, claude_spinner(20))
+    # Something else moved the cursor away: the next frames draw on another line.
+    screen.feed(b"\r\n\r\n")
+    frames_changed(screen, clock, claude_spinner(20, start=20))
+    assert screen.view().busy_line is not None
+    # The agent stops drawing (it ended, or finished the turn and cleared its line).
+    screen.feed(b"\r\x1b[2K> ")
+    clock.tick(3.5)
+    view = screen.view()
+    assert view.busy_line is None, "only the frozen first spinner line is left"
+    assert any("Herding…" in line for line in screen.tail())
+
+
+def test_generic_profile_ignores_cycling_cells_and_counters():
+    screen, clock = watcher(None)
+    screen.feed(b"$ make\r\n")
+    braille = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+    assert frames_changed(screen, clock, [f"\r{braille[i % 10]} building" for i in range(50)]) == [
+        0
+    ]
+    # A bouncing bar: two cells change per frame, learnt after its first cycle.
+    bar = [f"\r[{' ' * (i % 5)}={' ' * (4 - i % 5)}]" for i in range(60)]
+    changed = frames_changed(screen, clock, bar)
+    assert changed and max(changed) < 10
+    # A clock in place, then a percentage counting up to 99: not progress.
+    times = [f"\r{12 + i // 60:02d}:{i % 60:02d}:00" for i in range(100)]
+    assert frames_changed(screen, clock, times) == [0]
+    pct = [f"\rdone {i:2d}%" for i in range(10, 100)]
+    assert frames_changed(screen, clock, pct) == [0]
+
+
+def test_streamed_words_and_scrolling_output_count_every_time():
+    screen, clock = watcher(None, rows=5)
+    words = frames_changed(screen, clock, [f"word{i} " for i in range(30)])
+    assert words == list(range(30))
+    lines = frames_changed(screen, clock, [f"line {i}\r\n" for i in range(20)])
+    assert lines == list(range(20))
+
+
+def test_identical_redraws_of_a_prompt_box_are_noise():
+    screen, clock = watcher("claude")
+    box = "\x1b[H\x1b[2J────────\r\n> \r\n────────\r\n  ? for shortcuts\x1b[2;3H"
+    assert screen.feed(box.encode())
+    for _ in range(20):
+        clock.tick(1)
+        assert not screen.feed(box.encode())
+    view = screen.view()
+    assert view.prompt and view.busy_line is None and view.cursor_line == ">"
+
+
+def test_prompt_is_looked_for_at_the_cursor_only():
+    screen, clock = watcher("demo")
+    screen.feed(b"aegis demo agent\r\n> ")
+    assert screen.view().prompt
+    # The user's line stays on screen after Enter; the cursor moved on: no prompt.
+    clock.tick()
+    screen.feed(b"/scenario quiet\r\n")
+    assert not screen.view().prompt
+    clock.tick()
+    screen.feed(b"demo: you said: hi\r\n> ")
+    assert screen.view().prompt
+
+
+def test_resize_keeps_watching():
+    screen, clock = watcher("demo")
+    screen.feed(b"> ")
+    screen.resize(40, 120)
+    clock.tick()
+    assert screen.feed(b"\x1b[H\x1b[2Jredrawn at 120 columns\r\n> ")
+    assert screen.status()["size"] == [40, 120] and screen.view().prompt
+
+
+def test_restart_limit_allows_a_burst_then_refuses_until_the_window_moves():
+    clock = Clock()
+    limit = RestartLimit(burst=3, interval_secs=60, clock=clock)
+    for _ in range(3):
+        assert limit.acquire() is None
+        clock.tick(5)
+    refusal = limit.acquire()
+    assert refusal is not None and refusal.burst == 3
+    assert 44 <= refusal.retry_in_secs <= 46 and "3 restarts within 60s" in str(refusal)
+    status = limit.status()
+    assert status["restarts_in_window"] == 3 and status["refused"] == 1
+    clock.tick(46)
+    assert limit.acquire() is None
+    limit.configure(burst=1, interval_secs=0)
+    assert all(limit.acquire() is None for _ in range(10)), "an interval of 0 turns it off"
+
+
+def test_watch_rules_in_the_config_file(tmp_path: Path):
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "[agents.claude.watch]\nbusy = ['Working']\nprompt_context_lines = 2\n"
+        "[agents.mine]\ncommand = ['mine']\n[agents.mine.watch]\nprompt = ['^mine> ']\n"
+    )
+    profiles = load_config(path).profiles
+    claude = profiles["claude"].watch
+    assert claude.busy == ("Working",) and claude.prompt_context_lines == 2
+    assert claude.noise == BUILTIN_PROFILES["claude"].watch.noise, "other keys stay"
+    assert profiles["mine"].watch.prompt == ("^mine> ",) and profiles["mine"].watch.busy == ()
+    for body, message in [
+        ("busy = ['(unclosed']", "is not a regular expression"),
+        ("prompt = 'x'", "must be a list of strings"),
+        ("colour = ['red']", "unknown setting"),
+        ("prompt_context_lines = -1", "whole number from 0 to 100"),
+    ]:
+        path.write_text(f"[agents.claude.watch]\n{body}\n")
+        with pytest.raises(ConfigError, match=message) as info:
+            load_config(path)
+        assert "[agents.claude].watch." in str(info.value)
+
+
+def _connected_pair() -> tuple[socket.socket, socket.socket, socket.socket]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    return listener, client, server
+
+
+def test_socket_watcher_counts_bytes_received_per_connection():
+    listener, client, server = _connected_pair()
+    watcher = SocketWatcher()
+
+    async def look():
+        return await watcher.sample([os.getpid()])
+
+    try:
+        first = asyncio.run(look())
+        ours = {c.inode for c in first.connections}
+        assert os.fstat(client.fileno()).st_ino in ours and first.received == 0
+        client.sendall(b"GET /v1/messages\n")
+        server.recv(100)
+        time.sleep(0.05)
+        waiting = asyncio.run(look())
+        conn = next(c for c in waiting.connections if c.inode == os.fstat(client.fileno()).st_ino)
+        assert conn.awaiting_reply and conn.bytes_sent == 17
+        server.sendall(b"x" * 5000)
+        deadline = time.monotonic() + 5
+        got = 0
+        while got < 5000 and time.monotonic() < deadline:
+            got += len(client.recv(65536))
+        answered = asyncio.run(look())
+        # Both ends live in this process; the server's 17 bytes were counted before.
+        assert answered.received == 5000
+        conn = next(c for c in answered.connections if c.inode == os.fstat(client.fileno()).st_ino)
+        assert not conn.awaiting_reply and conn.bytes_received == 5000
+        assert asyncio.run(look()).received == 0, "nothing new, nothing counted"
+    finally:
+        watcher.close()
+        for s in (client, server, listener):
+            s.close()
+
+
+NETNS_CHILD = textwrap.dedent(
+    """
+    import socket, sys, time
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    server.sendall(b"y" * 3000)
+    got = 0
+    while got < 3000:
+        got += len(client.recv(65536))
+    print("ready", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a network namespace")
+def test_socket_watcher_joins_the_agents_network_namespace():
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("util-linux unshare is not installed")
+    child = subprocess.Popen(
+        [unshare, "--net", sys.executable, "-c", NETNS_CHILD],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    watcher = SocketWatcher()
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        assert os.readlink(f"/proc/{child.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+
+        async def look():
+            return await watcher.sample([child.pid])
+
+        sample = asyncio.run(look())
+        assert sample.error is None
+        # Its two ends: the 3000 bytes it received are seen from the runner's side.
+        assert sorted(c.bytes_received for c in sample.connections) == [0, 3000]
+        assert asyncio.run(look()).received == 0
+    finally:
+        watcher.close()
+        child.kill()
+        child.wait()
