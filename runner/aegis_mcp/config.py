@@ -20,6 +20,10 @@
     deny = ["169.254.169.254", "10.0.0.0/8"]
     allow = ["api.anthropic.com:443"]
 
+    [dashboard]
+    notify = "command"         # Idle/Unresponsive: "bell" (default), "none" or "command"
+    notify_command = ["notify-send", "aegis-mcp", "{state}: {reason}"]
+
     [agents.myagent]           # `aegis-mcp myagent ...`
     command = ["myagent", "--some-fixed-flag"]
     continue_args = ["--continue"]
@@ -87,6 +91,18 @@ class SandboxSettings:
     """The ``[policy]`` table (``default``, ``allow``, ``deny``), checked at load."""
 
 
+NOTIFY_KINDS = ("bell", "none", "command")
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    """How the dashboard tells the user that the agent became Idle or Unresponsive."""
+
+    notify: str = "bell"
+    notify_command: tuple[str, ...] = ()
+    """argv run for ``notify = "command"``; ``{state}``, ``{reason}``, ``{pid}`` filled in."""
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything read from the config file, with defaults filled in."""
@@ -95,6 +111,7 @@ class Config:
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     pool: PoolSettings = field(default_factory=PoolSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     profiles: dict[str, AgentProfile] = field(default_factory=lambda: dict(BUILTIN_PROFILES))
     path: Path | None = None
 
@@ -240,6 +257,29 @@ def _pool(table: Any, where: str) -> PoolSettings:
     return PoolSettings(max_agents=value)
 
 
+def _dashboard(table: Any, where: str) -> DashboardSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    for key in table:
+        if key not in DashboardSettings.__dataclass_fields__:
+            raise ConfigError(f"{where}.{key}: unknown setting")
+    notify = table.get("notify", "bell")
+    if notify not in NOTIFY_KINDS:
+        raise ConfigError(f"{where}.notify must be one of {', '.join(NOTIFY_KINDS)}")
+    command = tuple(_string_list(f"{where}.notify_command", table.get("notify_command", [])))
+    if notify == "command" and not command:
+        raise ConfigError(f'{where}: notify = "command" needs notify_command (a list of strings)')
+    try:
+        for arg in command:
+            arg.format(state="", reason="", pid="")
+    except (KeyError, ValueError, IndexError) as exc:
+        raise ConfigError(
+            f"{where}.notify_command: {arg!r} has a bad placeholder ({exc}); "
+            "use {state}, {reason} or {pid}, and {{ }} for braces"
+        ) from None
+    return DashboardSettings(notify=notify, notify_command=command)
+
+
 def _sandbox(table: Any, where: str) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
@@ -302,6 +342,7 @@ def load_config(path: Path) -> Config:
     sandbox: dict[str, Any] = {}
     policy: dict[str, Any] = {}
     watchdog = WatchdogConfig()
+    dashboard = DashboardSettings()
     profiles = dict(BUILTIN_PROFILES)
     for section, table in data.items():
         where = f"{path}: [{section}]"
@@ -313,6 +354,8 @@ def load_config(path: Path) -> Config:
             sandbox = _sandbox(table, where)
         elif section == "policy":
             policy = _policy(table, where)
+        elif section == "dashboard":
+            dashboard = _dashboard(table, where)
         elif section == "watchdog":
             if not isinstance(table, dict):
                 raise ConfigError(f"{where} must be a table")
@@ -332,6 +375,7 @@ def load_config(path: Path) -> Config:
         watchdog=watchdog,
         pool=pool,
         sandbox=SandboxSettings(**sandbox, policy=policy),
+        dashboard=dashboard,
         profiles=profiles,
         path=path,
     )

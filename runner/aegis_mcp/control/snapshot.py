@@ -41,6 +41,7 @@ Section = Literal[
     "netmon",
     "netmon_stats",
     "sandbox",
+    "system",
 ]
 SECTIONS: tuple[Section, ...] = get_args(Section)
 """The parts of a :class:`Snapshot` that change messages replace."""
@@ -170,6 +171,35 @@ class SandboxInfo(TypedDict):
     description with ``kind`` first."""
 
 
+class TreeUse(TypedDict):
+    """CPU and memory of the primary agent and every process it started."""
+
+    processes: int
+    rss_mb: float
+    cpu_percent: float
+    """Percent of one core (a tree busy on two cores shows 200)."""
+
+
+class MachineUse(TypedDict):
+    """CPU and memory of the whole machine."""
+
+    cpus: int
+    cpu_percent: float
+    """Percent of all the machine's cores together (0 to 100)."""
+    memory_total_mb: float
+    memory_used_mb: float
+    """Total less what is available (page cache that can be dropped counts as available)."""
+
+
+class SystemInfo(TypedDict):
+    """Resource use for the dashboard's System panel, sampled at most once a second."""
+
+    sampled_at: float
+    agent_tree: TreeUse | None
+    """None while no agent process runs."""
+    machine: MachineUse
+
+
 class ServerStatus(TypedDict):
     """What ``server_status`` answers."""
 
@@ -238,8 +268,11 @@ class Snapshot(TypedDict):
     locks: list[FileLock]
     netmon: NetmonInfo
     netmon_stats: dict[str, Any] | None
-    """``netmon_status``: totals, top targets and processes; None when monitoring is off."""
+    """``netmon_status``: totals, top targets and processes, and ``traffic`` (bytes and
+    events per ``bucket_secs`` over the last minutes, oldest first, the last bucket
+    ending at ``until``); None when monitoring is off."""
     sandbox: SandboxInfo
+    system: SystemInfo
     events: list[RunnerEvent]
     """The last 50."""
     netmon_events: list[dict[str, Any]]

@@ -40,6 +40,9 @@ MAX_HOSTS = 4096
 MAX_UNIQUE_ADDRESSES = 65536
 TOP_TARGETS = 10
 TOP_PROCESSES = 20
+TRAFFIC_BUCKET_SECS = 10
+TRAFFIC_BUCKETS = 30
+"""The traffic history: five minutes in ten-second buckets (the dashboard's sparkline)."""
 
 _TRAFFIC = frozenset({"connect", "accept", "send", "recv", "close", "blocked"})
 
@@ -150,6 +153,8 @@ class NetmonStats:
         self.dns_lookups = 0
         self.first_event_ts: float | None = None
         self.last_event_ts: float | None = None
+        # bucket number (ts // TRAFFIC_BUCKET_SECS) -> [bytes, events], the newest last
+        self._traffic: OrderedDict[int, list[int]] = OrderedDict()
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
 
     def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
@@ -209,6 +214,7 @@ class NetmonStats:
         failed = kind == "connect" and not _succeeded(ev.get("result"))
         self.bytes_sent += sent
         self.bytes_received += received
+        self._count_traffic(ts, sent + received)
         if kind == "connect":
             self.connections += 1
             self.failed_connections += failed
@@ -229,6 +235,28 @@ class NetmonStats:
         if target is not None and kind == "blocked":
             target.blocked += 1
         self._ring.append(ev)
+
+    def _count_traffic(self, ts: float, nbytes: int) -> None:
+        bucket = int(ts // TRAFFIC_BUCKET_SECS)
+        counts = self._traffic.get(bucket)
+        if counts is None:
+            counts = self._traffic[bucket] = [0, 0]
+            # Events arrive roughly in time order; one from far back may add an old bucket.
+            if len(self._traffic) > TRAFFIC_BUCKETS:
+                del self._traffic[min(self._traffic)]
+        counts[0] += nbytes
+        counts[1] += 1
+
+    def _traffic_history(self, now: float) -> dict[str, Any]:
+        last = int(now // TRAFFIC_BUCKET_SECS)
+        first = last - TRAFFIC_BUCKETS + 1
+        per = [self._traffic.get(b, (0, 0)) for b in range(first, last + 1)]
+        return {
+            "bucket_secs": TRAFFIC_BUCKET_SECS,
+            "until": (last + 1) * TRAFFIC_BUCKET_SECS,
+            "bytes": [c[0] for c in per],
+            "events": [c[1] for c in per],
+        }
 
     def _learn_hosts(self, ev: dict[str, Any]) -> None:
         host = ev.get("host")
@@ -354,6 +382,7 @@ class NetmonStats:
                 "ring_capacity": self._ring.maxlen,
                 "first_event_ts": self.first_event_ts,
                 "last_event_ts": self.last_event_ts,
+                "traffic": self._traffic_history(time.time()),
             }
 
 

@@ -84,7 +84,7 @@ def load_active(store: PoolStore, exclude: Identity | None = None) -> list[Agent
     return [from_row(row) for row in rows]
 
 
-_SUMMARY_COLUMNS = (
+SUMMARY_COLUMNS = (
     "agent_id, agent_type, status, substr(description, 1, ?) AS description, "
     "working_directory, log_file, created_at, started_at, ended_at, pid, exit_code, runner_pid"
 )
@@ -99,8 +99,8 @@ def load_summaries(
     # "+status" keeps SQLite off the status index: walking the creation index
     # backwards stops after the limit, instead of sorting every finished agent.
     rows = store.query(
-        f"SELECT * FROM (SELECT {_SUMMARY_COLUMNS} FROM agents WHERE +status IN ({marks}) "
-        f"ORDER BY created_at DESC LIMIT ?) UNION ALL SELECT {_SUMMARY_COLUMNS} FROM agents "
+        f"SELECT * FROM (SELECT {SUMMARY_COLUMNS} FROM agents WHERE +status IN ({marks}) "
+        f"ORDER BY created_at DESC LIMIT ?) UNION ALL SELECT {SUMMARY_COLUMNS} FROM agents "
         f"WHERE status NOT IN ({marks}) ORDER BY created_at",
         (description_chars, *FINAL_STATUSES, finished_limit, description_chars, *FINAL_STATUSES),
     )

@@ -27,6 +27,7 @@ from ..processes import AgentProcess
 from ..watchdog.monitor import Watchdog
 from .confinement import Confinement
 from .plan import RunPlan
+from .resources import ResourceSampler
 from .state import EventLog
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class RunView(Protocol):
     confinement: Confinement
     events: EventLog
     pool_service: PoolService | None
+    resources: ResourceSampler
 
 
 def status_data(run: RunView) -> ServerStatus:
@@ -139,6 +141,7 @@ def snapshot_data(run: RunView) -> Snapshot:
         "netmon": status["netmon"],
         "netmon_stats": stats.status() if stats is not None else None,
         "sandbox": status["sandbox"],
+        "system": run.resources.section(run.agent),
         "events": list(run.events.recent)[-MAX_EVENTS:],  # type: ignore[typeddict-item]
         "netmon_events": stats.recent(MAX_NETMON_EVENTS) if stats is not None else [],
         "written_at": time.time(),

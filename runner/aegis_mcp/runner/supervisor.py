@@ -48,6 +48,7 @@ from .feed import StateFeed
 from .input import InputForwarder
 from .ops import runner_ops, stream_ops
 from .plan import RunPlan
+from .resources import ResourceSampler
 from .runtime_files import RunnerLock, clean_stale
 from .state import EventLog, SnapshotWriter
 from .status import snapshot_data
@@ -98,6 +99,7 @@ class Supervisor:
         )
         self.confinement = Confinement(self.pid, plan, self.files, self.hooks, self._say)
         self.pool_service: PoolService | None = None
+        self.resources = ResourceSampler()
         self._tasks: set[asyncio.Future[Any]] = set()
 
     # -- life cycle ----------------------------------------------------------
