@@ -31,6 +31,7 @@ Wrapper options (anywhere before `--`; everything else goes to the agent):
 Other forms:
   aegis-mcp --version | -V  versions of this package and of the hooks library
   aegis-mcp --mcp-server    the MCP server (stdio), as the agent starts it
+  aegis-mcp dashboard [PID] the live dashboard (also --dashboard): follow a runner
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)

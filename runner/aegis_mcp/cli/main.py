@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         from ..mcp_server.server import serve
 
         return serve()
+    if first in ("--dashboard", "dashboard"):
+        # Textual, not typer: the dashboard parses its one optional PID itself.
+        from ..dashboard import run_dashboard
+
+        return run_dashboard(argv[1:])
     if first in APP_COMMANDS:
         pass
     else:

@@ -3,7 +3,8 @@
 The dashboard shows it while no runner is up. Opening a :class:`~.store.PoolStore`
 would create the database, migrate it, prune it, or move a corrupt file aside:
 a viewer must do none of that, so this opens the file read-only and reads only
-what a listing shows.
+what a listing shows. (Read-only still reads the WAL, where a runner that
+crashed may have left its last commits; SQLite may create its -shm index for it.)
 """
 
 from __future__ import annotations

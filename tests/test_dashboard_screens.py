@@ -1,0 +1,88 @@
+"""The dashboard's main screen as pictures (pytest-textual-snapshot), at 80x24 and 160x48 and
+without colour, from a fixed state: ``data/dashboard_state.json`` is the first message of a
+real runner's ``subscribe`` (``aegis-mcp demo --netmon=ebpf --deny ...`` with a restart, four
+pool agents, two locks, allowed and refused connections), its times moved to a fixed moment
+and its pids renumbered, so that the pictures only change when the drawing does.
+
+``pytest tests/test_dashboard_screens.py --snapshot-update`` redraws them after an intended
+change; the README's pictures in ``docs/`` are copies that ``test_docs_show_the_current_screens``
+keeps current.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aegis_mcp.dashboard.app import DashboardApp
+from aegis_mcp.dashboard.link import RunnerLink
+from aegis_mcp.dashboard.messages import Attached
+from helpers import REPO
+
+STATE = Path(__file__).parent / "data" / "dashboard_state.json"
+NOW = 1796000000.5
+"""The fixed moment the pictures are drawn at (the state was written half a second before)."""
+SNAPSHOTS = Path(__file__).parent / "__snapshots__" / "test_dashboard_screens"
+DOCS = REPO / "docs"
+
+
+class ReplayLink(RunnerLink):
+    """Folds a recorded stream instead of a live one, then stays quiet."""
+
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        super().__init__(lambda _m: None)
+        self._messages = messages
+
+    async def run(self) -> None:
+        for message in self._messages:
+            self.model.fold(message)
+        self._post(Attached(self._messages[0]["state"]["runner"]["pid"]))
+
+
+def make_app() -> DashboardApp:
+    app = DashboardApp(clock=lambda: NOW, link=ReplayLink([json.loads(STATE.read_text())]))
+    app.link._post = app.post_message
+    return app
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch):
+    """Clock times drawn the same wherever the test runs."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+async def drawn(pilot) -> None:
+    await pilot.pause()
+    # The pool's first row is highlighted once the table is drawn: its detail follows.
+    pilot.app.main.query_one("#pool-table").move_cursor(row=1)
+    await pilot.pause()
+    await pilot.pause()
+
+
+def test_main_screen_80x24(snap_compare):
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=drawn)
+
+
+def test_main_screen_160x48(snap_compare):
+    assert snap_compare(make_app(), terminal_size=(160, 48), run_before=drawn)
+
+
+def test_main_screen_without_colour(snap_compare, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=drawn)
+
+
+def test_docs_show_the_current_screens():
+    for name in ("test_main_screen_80x24", "test_main_screen_160x48"):
+        snapshot = SNAPSHOTS / f"{name}.svg"
+        copy = DOCS / f"dashboard-{name.rsplit('_', 1)[1]}.svg"
+        assert copy.exists(), f"docs/ lacks {copy.name}: copy {snapshot}"
+        assert copy.read_text() == snapshot.read_text(), f"{copy} is older than {snapshot}"
