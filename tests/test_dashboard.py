@@ -342,9 +342,11 @@ def test_in_a_real_terminal_under_tmux(aegis_env, runtime_dir, tmp_path):
         ).stdout
 
     try:
-        text = wait_for(lambda: f"pid {agent_pid}" in (s := screen()) and s, what="the dashboard")
-        for title in ("Primary Agent", "System", "Agent Pool", "Network Activity", "Log"):
-            assert title in text, text
+        titles = ("Primary Agent", "System", "Agent Pool", "Network Activity", "File Locks", "Log")
+        text = wait_for(
+            lambda: all(t in (s := screen()) for t in (f"pid {agent_pid}", *titles)) and s,
+            what="the dashboard's panels",
+        )
         assert f"runner {pid} " in text and "● live" in text
         subprocess.run([*tmux, "send-keys", "q"], check=True)
         wait_for(

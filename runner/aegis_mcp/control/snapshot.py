@@ -226,6 +226,7 @@ class PoolAgent(TypedDict, total=False):
     started_at: float | None
     ended_at: float | None
     run_secs: float | None
+    """In whole seconds while the agent runs (the state is not resent for its clock alone)."""
     exit_code: int | None
     runner_pid: int
     last_output: list[str]

@@ -73,6 +73,7 @@ class DashboardApp(App[None]):
         self.connection = "looking for a runner"
         self.paused = False
         self.filter = ""
+        self._catch_up: Any = None
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -92,8 +93,18 @@ class DashboardApp(App[None]):
         dirty = self.model.take_dirty()
         if everything:
             dirty |= {*self.model.state, "events", "netmon_events"}
-        if self.model.attached:
-            self.main.draw(self.view(), dirty, timed or everything, self.connection, self.paused)
+        if not self.model.attached:
+            return
+        view = self.view()
+        later = self.main.draw(
+            view, dirty, timed or everything, self.connection, self.paused, force=everything
+        )
+        if later is not None and self._catch_up is None:
+            self._catch_up = self.set_timer(later, self._caught_up)
+
+    def _caught_up(self) -> None:
+        self._catch_up = None
+        self.redraw()
 
     def _tick(self) -> None:
         self.redraw(timed=True)

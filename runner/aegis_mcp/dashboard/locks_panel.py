@@ -17,6 +17,7 @@ class LocksPanel(Panel, Vertical):
     """The pool's file locks."""
 
     SECTIONS = frozenset({"locks"})
+    MIN_INTERVAL = 0.5
     TIMED = True
 
     def compose(self) -> ComposeResult:
@@ -39,4 +40,4 @@ class LocksPanel(Panel, Vertical):
                 fmt.duration(lock.get("expires_at", view.now) - view.now),
             )
         table.sync(rows)
-        self.border_subtitle = f"{len(locks)} held" if locks else "none held"
+        self.subtitle(f"{len(locks)} held" if locks else "none held")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.screen import Screen
@@ -89,14 +91,28 @@ class MainScreen(Screen):
     def on_resize(self) -> None:
         self.set_class(self.size.height >= TALL, "-tall")
 
-    def draw(self, view: View, dirty: set[str], timed: bool, connection: str, paused: bool) -> None:
-        """Redraw the status line, and the panels whose sections are in ``dirty``
-        (all of those that show ages too, when ``timed``)."""
+    def draw(
+        self, view: View, dirty: set[str], timed: bool, connection: str, paused: bool, force: bool
+    ) -> float | None:
+        """Redraw the status line, and the panels whose sections are in ``dirty`` (all of
+        those that show ages too, when ``timed``) unless drawn less than their
+        ``MIN_INTERVAL`` ago (``force``: regardless). Returns the seconds until a panel
+        left out is due, None when none was."""
         self.query_one(StatusBar).show(view, connection, paused)
         self.set_class(connection != "live", "-disconnected")
+        now = time.monotonic()
+        later: float | None = None
         for panel in self.panels:
-            if panel.SECTIONS & dirty or (timed and panel.TIMED):
-                panel.show(view)
+            if not (panel.pending or panel.SECTIONS & dirty or (timed and panel.TIMED)):
+                continue
+            wait = panel.drawn_at + panel.MIN_INTERVAL - now
+            if wait > 0 and not force:
+                panel.pending = True
+                later = wait if later is None else min(later, wait)
+                continue
+            panel.show(view)
+            panel.drawn_at, panel.pending = now, False
+        return later
 
     def toggle_zoom(self) -> None:
         """Show the focused panel alone (or all of them again)."""

@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.widgets import Sparkline, Static
 
 from . import format as fmt
-from .panel import Panel, View
+from .panel import Panel, View, put
 
 TOP = 5
 RECENT = 8
@@ -34,6 +34,7 @@ class NetworkPanel(Panel, Vertical, can_focus=True):
     """What the netmon sources saw."""
 
     SECTIONS = frozenset({"netmon", "netmon_stats", "netmon_events"})
+    MIN_INTERVAL = 0.5
 
     def compose(self) -> ComposeResult:
         yield Static(id="net-summary")
@@ -50,11 +51,9 @@ class NetworkPanel(Panel, Vertical, can_focus=True):
         sparkline = self.query_one(Sparkline)
         body = self.query_one("#net-body", Static)
         if not stats:
-            summary.update(
-                Text(f"monitoring off ({netmon.get('mode', 'off')}): start the agent with --netmon")
-            )
+            put(summary, "monitoring off: start the agent with --netmon")
             sparkline.data = []
-            body.update("")
+            put(body, "")
             return
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f"conns {stats.get('total_connections', 0)}", style="bold")
@@ -66,14 +65,16 @@ class NetworkPanel(Panel, Vertical, can_focus=True):
         text.append(f"blocked {blocked}", style=BLOCKED_STYLE if blocked else "")
         sent, received = fmt.size(stats.get("bytes_sent")), fmt.size(stats.get("bytes_received"))
         text.append(f"  ↑{sent} ↓{received}")
-        summary.update(text)
+        put(summary, text)
         skipped = view.model.netmon_skipped
         mode = netmon.get("mode", "")
-        self.border_subtitle = f"{mode} · {skipped} events not listed" if skipped else mode
+        self.subtitle(f"{mode} · {skipped} events not listed" if skipped else mode)
         values, unit = _traffic(stats)
         sparkline.data = values
-        sparkline.tooltip = f"traffic, {unit}, last {len(values) * 10 // 60} min"
-        body.update(self._body(view, stats))
+        tooltip = f"traffic, {unit}, last {len(values) * 10 // 60} min"
+        if sparkline.tooltip != tooltip:
+            sparkline.tooltip = tooltip
+        put(body, self._body(view, stats))
 
     def _body(self, view: View, stats: dict[str, Any]) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")

@@ -6,8 +6,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual.binding import Binding
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from .model import DashboardModel
 
@@ -33,6 +34,18 @@ class View:
         return any(needle in str(text).lower() for text in texts if text is not None)
 
 
+def put(widget: Static, content: Text | str, layout: bool = False) -> None:
+    """Show ``content`` in ``widget`` unless it already shows exactly that. A panel's
+    widgets keep their size (``layout`` only where the height follows the content), so
+    an unchanged redraw costs no render and a changed one no layout pass."""
+    text = content if isinstance(content, Text) else Text(content)
+    key = (text.plain, tuple(text.spans), str(text.style))
+    if getattr(widget, "_aegis_shown", None) == key:
+        return
+    widget._aegis_shown = key  # type: ignore[attr-defined]
+    widget.update(text, layout=layout)
+
+
 class Panel:
     """Mixin of the six panels: the state sections they draw, and their redraw."""
 
@@ -40,10 +53,20 @@ class Panel:
     """Sections (or ``events``, ``netmon_events``) whose change calls for a redraw."""
     TIMED: ClassVar[bool] = False
     """Whether it shows ages or uptimes, so it is redrawn every second as well."""
+    MIN_INTERVAL: ClassVar[float] = 0.0
+    """Seconds between two redraws at most (the busy panels: nobody reads them faster, and
+    each redraw of a full table costs milliseconds)."""
+    drawn_at: float = 0.0
+    pending: bool = False
 
     def show(self, view: View) -> None:
         """Draw ``view``."""
         raise NotImplementedError
+
+    def subtitle(self, text: str) -> None:
+        """Set the border's subtitle (setting it redraws the border, even to the same text)."""
+        if self.border_subtitle != text:  # type: ignore[attr-defined]
+            self.border_subtitle = text
 
 
 Columns = Iterable[tuple[str, str, int | None]]

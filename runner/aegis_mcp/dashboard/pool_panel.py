@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from . import format as fmt
-from .panel import KeyedTable, Panel, View
+from .panel import KeyedTable, Panel, View, put
 
 COLUMNS = (
     ("id", "id", 9),
@@ -40,7 +40,7 @@ class AgentDetail(Static):
     def show(self, agent: dict[str, Any] | None, detail: dict[str, Any] | None) -> None:
         """Draw ``agent`` (the state's entry) with ``detail`` (its ``agent_status``)."""
         if agent is None:
-            self.update(Text("select an agent (↑/↓) to see its output", style="dim"))
+            put(self, Text("select an agent (↑/↓) to see its output", style="dim"), layout=True)
             return
         detail = detail or {}
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -60,13 +60,14 @@ class AgentDetail(Static):
             text.append("(no output yet)", style="dim")
         for line in lines:
             text.append(f"│ {line}\n")
-        self.update(text)
+        put(self, text, layout=True)
 
 
 class PoolPanel(Panel, Vertical):
     """The pool: a row per agent, the detail of the selected one below."""
 
     SECTIONS = frozenset({"pool_agents", "pool"})
+    MIN_INTERVAL = 0.5
     TIMED = True
 
     @dataclass
@@ -116,12 +117,12 @@ class PoolPanel(Panel, Vertical):
         self.table.sync(rows)
         stats = view.state.get("pool") or {}
         if "running" in stats:
-            self.border_subtitle = (
+            self.subtitle(
                 f"{stats['running']} running · {stats.get('queued', 0)} queued · "
                 f"{stats.get('total', 0)} in all · max {stats.get('max_agents', '?')}"
             )
         else:
-            self.border_subtitle = stats.get("error", "no agents yet")
+            self.subtitle(stats.get("error", "no agents yet"))
         self.show_detail()
 
     def show_detail(self) -> None:

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from . import format as fmt
-from .panel import Panel, View
+from .panel import Panel, View, put
 
 MARKED = {"Idle": "IDLE", "Unresponsive": "UNRESPONSIVE", "HighResource": "HIGH RESOURCE"}
 """Health states shown as a mark that stands out without colour (reverse video)."""
@@ -56,4 +56,4 @@ class PrimaryPanel(Panel, Static, can_focus=True):
             last = history[-1]
             text.append(f", last {fmt.clock(last.get('ts'))} by {last.get('by', '?')}\n")
             text.append(f"  {last.get('reason', '')}", style="italic")
-        self.update(text)
+        put(self, text)

@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from . import format as fmt
-from .panel import View
+from .panel import View, put
 
 
 class StatusBar(Static):
@@ -41,4 +41,4 @@ class StatusBar(Static):
         width = self.content_region.width or 80
         pad = max(1, width - left.cell_len - len(right))
         left.append(" " * pad + right)
-        self.update(left)
+        put(self, left)

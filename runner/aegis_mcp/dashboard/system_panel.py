@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from . import format as fmt
-from .panel import Panel, View
+from .panel import Panel, View, put
 
 LABEL = 12
 """Width of ``agent CPU  `` and the like."""
@@ -49,7 +49,7 @@ class SystemPanel(Panel, Static, can_focus=True):
             share = used / total_mb if total_mb else 0.0
             figures = f"{fmt.megabytes(used)}/{fmt.megabytes(total_mb)}"
             self._line(text, "host mem", share, figures, last=True)
-        self.update(text)
+        put(self, text)
 
     def _line(
         self, text: Text, label: str, fraction: float, figures: str, last: bool = False

@@ -162,6 +162,10 @@ def _pool_state(service: PoolService | None) -> tuple[dict[str, PoolAgent], list
         # The database is locked or gone: the stats say so; the rest waits for the next build.
         return {}, []
     for agent_id, entry in agents.items():
+        if entry.get("ended_at") is None and entry.get("run_secs") is not None:
+            # Whole seconds while it runs: else every rebuild (up to 20 a second under a
+            # netmon flood) would send every running agent again for its moving clock.
+            entry["run_secs"] = float(int(entry["run_secs"]))
         if entry.get("started_at") is not None and pool.owns(agent_id):
             detail = pool.status(agent_id)
             entry["last_output"] = detail["last_output"][-TAIL_LINES:]
