@@ -95,6 +95,8 @@ def test_the_readme_config_block_loads(tmp_path):
     assert config.watchdog.net_floor_bytes_per_sec == 64
     assert config.profiles["myagent"].watch.prompt == ("^myagent> ",)
     assert config.profiles["myagent"].watch.noise == (r"\d+ tokens",)
+    assert config.dashboard.notify == "command"
+    assert config.dashboard.notify_command[0] == "notify-send"
 
 
 def _parse_app_command(args: list[str]) -> str:
@@ -126,6 +128,16 @@ def test_every_readme_command_line_parses(args, tmp_path):
         )
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr
+    elif first in ("dashboard", "--dashboard"):
+        # Parsed by the dashboard itself: run it (no runner, no terminal: a clear refusal).
+        result = subprocess.run(
+            [*AEGIS, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+        )
+        assert "Traceback" not in result.stderr
+        assert result.returncode == 0 or (
+            result.returncode == 2
+            and ("no runner" in result.stderr or "needs a terminal" in result.stderr)
+        ), result.stderr
     elif first in APP_COMMANDS:
         assert _parse_app_command(args).startswith("aegis-mcp ")
     elif first == "run":
