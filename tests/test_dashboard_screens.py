@@ -44,9 +44,7 @@ class ReplayLink(RunnerLink):
 
 
 def make_app() -> DashboardApp:
-    app = DashboardApp(clock=lambda: NOW, link=ReplayLink([json.loads(STATE.read_text())]))
-    app.link._post = app.post_message
-    return app
+    return DashboardApp(clock=lambda: NOW, link=ReplayLink([json.loads(STATE.read_text())]))
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,7 @@ from .log_panel import LogPanel
 from .main_screen import MainScreen
 from .messages import Attached, ChooseRunner, Disconnected, HealthAlert, NoRunner, Refresh
 from .model import DashboardModel
+from .notify import Notifier
 from .panel import View
 from .picker_screen import PickerScreen
 from .pool_panel import PoolPanel
@@ -62,12 +63,10 @@ class DashboardApp(App[None]):
         link: RunnerLink | None = None,
     ) -> None:
         super().__init__()
-        from .notify import Notifier
-
         self.clock = clock
         self.model = DashboardModel()
-        self.link = link or RunnerLink(self.post_message, pid, self.model)
-        self.link.model = self.model
+        self.link = link or RunnerLink(self.post_message, pid)
+        self.link.bind(self.post_message, self.model)
         self.notifier = Notifier(settings or DashboardSettings(), self.bell, self.say)
         self.main = MainScreen()
         self.connection = "looking for a runner"
@@ -128,7 +127,7 @@ class DashboardApp(App[None]):
         self.connection = "no runner"
         waiting = self.screen if isinstance(self.screen, WaitingScreen) else None
         if waiting is None:
-            waiting = WaitingScreen(self.clock)
+            waiting = WaitingScreen()
             self.push_screen(waiting, lambda _result: None)
         self.call_after_refresh(waiting.show, message.history, message.history_error)
 

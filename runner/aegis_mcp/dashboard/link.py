@@ -107,6 +107,11 @@ class RunnerLink:
         self._refresh_pending = False
         self._last_refresh = 0.0
 
+    def bind(self, post: Callable[[Message], object], model: DashboardModel) -> None:
+        """Report to ``post`` and fold into ``model`` (the app's, given before it runs)."""
+        self._post = post
+        self.model = model
+
     @property
     def connected(self) -> bool:
         """Whether a runner's stream is being followed."""

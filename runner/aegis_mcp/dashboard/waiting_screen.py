@@ -32,10 +32,6 @@ class WaitingScreen(Screen):
     WaitingScreen #history-note { height: auto; }
     """
 
-    def __init__(self, clock: Any) -> None:
-        super().__init__()
-        self._clock = clock
-
     def compose(self) -> ComposeResult:
         yield Static(HOW_TO_START, id="how")
         with Vertical(id="history-box"):
