@@ -108,3 +108,30 @@ def test_ebpf_policy_refuses_a_denied_destination(aegis_env, runtime_dir, tmp_pa
         server.close()
     assert "REFUSED 1" in out  # EPERM
     assert received == []
+
+
+def test_netmon_ops_asked_while_the_programs_compile_answer_once_ready(
+    aegis_env, runtime_dir, tmp_path
+):
+    # The socket is up before BCC has compiled: the netmon ops are known from the
+    # first moment and answer with the mode once monitoring is set up.
+    proc = start_aegis(
+        [
+            "run",
+            "--netmon=ebpf",
+            "--no-watchdog",
+            "--",
+            sys.executable,
+            "-c",
+            "import time; time.sleep(300)",
+        ],
+        aegis_env,
+    )
+    try:
+        sock = runner_socket(runtime_dir, timeout=60)
+        assert "netmon_status" in call(sock, "hello")["ops"]
+        status = call(sock, "netmon_status")
+        assert status["mode"] == "ebpf"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -153,15 +153,22 @@ class ControlServer:
         self._streams[op] = opener
 
     def register_lazy(
-        self, ops: Iterable[str], factory: Callable[[], dict[str, OpHandler]]
+        self,
+        ops: Iterable[str],
+        factory: Callable[[], dict[str, OpHandler]],
+        ready: asyncio.Event | None = None,
     ) -> None:
         """Serve ``ops`` from the table ``factory`` builds on the first call of any of them
-        (the packages behind them cost start-up time most runs never need)."""
+        (the packages behind them cost start-up time most runs never need). With
+        ``ready``, a call waits for it first: an op whose subject is still being set
+        up answers once it is, rather than being unknown for a moment."""
         table: dict[str, OpHandler] | None = None
 
         def serving(op: str) -> Handler:
             async def serve(request: Request) -> Any:
                 nonlocal table
+                if ready is not None:
+                    await ready.wait()
                 if table is None:
                     table = factory()
                 return await table[op](request.args)

@@ -139,6 +139,10 @@ class Supervisor:
         self.injection.write_overlay()
         self.server.register_lazy(POOL_OPS, lambda: self._pool_ops(reaper))
         self.server.register_lazy(NAMESPACE_OPS, _namespace_ops)
+        # Served from the start, answered once monitoring is set up (a BPF compile
+        # may take a while): its mode is known from then on.
+        monitoring_ready = asyncio.Event()
+        self.server.register_lazy(NETMON_OPS, self._netmon_ops, monitoring_ready)
         # Earlier runs may have left pool history (perhaps orphans): take it
         # over soon after the agent has started rather than on the first pool
         # call, and off the start-up path (finding the state dir costs imports).
@@ -152,8 +156,7 @@ class Supervisor:
             await self.confinement.start()
             if self.confinement.stats is not None:
                 self.confinement.stats.add_listener(self.feed.netmon_event)
-            # Served once monitoring is set up: its mode is known from then on.
-            self.server.register_lazy(NETMON_OPS, self._netmon_ops)
+            monitoring_ready.set()
             if raw is not None:
                 raw.enter()
                 forwarder = InputForwarder(loop, sys.stdin.fileno(), self.watchdog.user_input)
@@ -167,6 +170,7 @@ class Supervisor:
             self._say(str(exc))
             self.exit_code = 1
         finally:
+            monitoring_ready.set()
             watchdog_task.cancel()
             self.watchdog.close()
             take_over.cancel()
