@@ -134,6 +134,9 @@ def test_too_little_disk_space_is_said_before_building(tmp_path: Path) -> None:
 
 @pytest.mark.vm
 @needs_vm
+# A cold image build plus a run under emulation is far past the suite's 300 s
+# per test; vm.sh bounds both itself.
+@pytest.mark.timeout(RUN_TIMEOUT + BUILD_TIMEOUT + 120)
 def test_the_kprobe_tier_and_each_netmon_tier_pass_in_the_vm() -> None:
     """The whole in-VM set passes in the VM, nothing skipped: the kprobe tier for real."""
     result = vm_sh(
