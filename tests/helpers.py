@@ -39,6 +39,19 @@ def start_aegis(
     )
 
 
+class ManualClock:
+    """Time that moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, secs: float = 0.1) -> None:
+        self.now += secs
+
+
 def gone(pid: int) -> bool:
     """Whether process ``pid`` has exited (a zombie awaiting its reaper counts)."""
     try:
@@ -238,11 +251,24 @@ class Tmux:
         )
         return done.stdout
 
-    def start(self, argv: list[str]) -> None:
-        """A detached session of the given size running ``argv``."""
+    def start(self, argv: list[str], options: dict[str, str] | None = None) -> None:
+        """A detached session of the given size running ``argv``, with global ``options``
+        set before it starts."""
         import shlex
 
-        self.run("new-session", "-d", "-x", str(self.cols), "-y", str(self.rows), shlex.join(argv))
+        before: list[str] = ["start-server", ";"]
+        for name, value in (options or {}).items():
+            before += ["set-option", "-g", name, value, ";"]
+        self.run(
+            *before,
+            "new-session",
+            "-d",
+            "-x",
+            str(self.cols),
+            "-y",
+            str(self.rows),
+            shlex.join(argv),
+        )
         # Keep the pane (and what it shows) when the command ends.
         self.run("set-option", "-g", "remain-on-exit", "on")
 

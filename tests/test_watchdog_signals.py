@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,33 +23,28 @@ from aegis_mcp.demo.steps import SPINNER_GLYPHS
 from aegis_mcp.watchdog.restart_limit import RestartLimit
 from aegis_mcp.watchdog.screen import ScreenWatcher
 from aegis_mcp.watchdog.sockets import SocketWatcher
-
-
-class Clock:
-    """Time that moves only when a test says so (the screen's cycle rule looks at it)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, secs: float = 0.1) -> None:
-        self.now += secs
+from helpers import ManualClock
 
 
 def watcher(profile: str | None = "demo", rows: int = 30, cols: int = 100):
-    clock = Clock()
+    clock = ManualClock()
     rules = BUILTIN_PROFILES[profile].watch if profile else WatchRules()
     return ScreenWatcher(rules, (rows, cols), clock), clock
 
 
-def frames_changed(screen: ScreenWatcher, clock: Clock, frames: list[str]) -> list[int]:
+def show(screen: ScreenWatcher, clock: ManualClock, data: bytes) -> bool:
+    """Feed ``data`` as one frame, then pause: whether it changed what the screen says."""
+    screen.feed(data)
+    clock.tick(0.05)
+    return screen.flush()
+
+
+def frames_changed(screen: ScreenWatcher, clock: ManualClock, frames: list[str]) -> list[int]:
     """Indices of the frames that changed what the screen says (10 frames a second)."""
     changed = []
     for i, frame in enumerate(frames):
-        clock.tick()
-        if screen.feed(frame.encode()):
+        clock.tick(0.05)
+        if show(screen, clock, frame.encode()):
             changed.append(i)
     return changed
 
@@ -65,7 +61,7 @@ def claude_spinner(count: int, start: int = 0) -> list[str]:
 
 def test_spinner_and_timer_redraws_are_noise_new_text_is_progress():
     screen, clock = watcher("claude")
-    assert screen.feed(b"> hello\r\n")
+    assert show(screen, clock, b"> hello\r\n")
     # 40 seconds of spinner: past 9 -> 10 s and a growing token counter.
     assert frames_changed(screen, clock, claude_spinner(400)) == [0]
     view = screen.view()
@@ -73,9 +69,9 @@ def test_spinner_and_timer_redraws_are_noise_new_text_is_progress():
     assert screen.noise_redraws >= 399
     # The first streamed words of the answer are news.
     clock.tick()
-    assert screen.feed(b"\r\x1b[2K\xe2\x97\x8f The answer")
+    assert show(screen, clock, b"\r\x1b[2K\xe2\x97\x8f The answer")
     clock.tick()
-    assert screen.feed(b" is 42")
+    assert show(screen, clock, b" is 42")
 
 
 def test_a_spinner_left_behind_is_not_a_live_one():
@@ -122,10 +118,10 @@ def test_streamed_words_and_scrolling_output_count_every_time():
 def test_identical_redraws_of_a_prompt_box_are_noise():
     screen, clock = watcher("claude")
     box = "\x1b[H\x1b[2J────────\r\n> \r\n────────\r\n  ? for shortcuts\x1b[2;3H"
-    assert screen.feed(box.encode())
+    assert show(screen, clock, box.encode())
     for _ in range(20):
         clock.tick(1)
-        assert not screen.feed(box.encode())
+        assert not show(screen, clock, box.encode())
     view = screen.view()
     assert view.prompt and view.busy_line is None and view.cursor_line == ">"
 
@@ -148,12 +144,12 @@ def test_resize_keeps_watching():
     screen.feed(b"> ")
     screen.resize(40, 120)
     clock.tick()
-    assert screen.feed(b"\x1b[H\x1b[2Jredrawn at 120 columns\r\n> ")
+    assert show(screen, clock, b"\x1b[H\x1b[2Jredrawn at 120 columns\r\n> ")
     assert screen.status()["size"] == [40, 120] and screen.view().prompt
 
 
 def test_restart_limit_allows_a_burst_then_refuses_until_the_window_moves():
-    clock = Clock()
+    clock = ManualClock()
     limit = RestartLimit(burst=3, interval_secs=60, clock=clock)
     for _ in range(3):
         assert limit.acquire() is None
@@ -192,15 +188,28 @@ def test_watch_rules_in_the_config_file(tmp_path: Path):
         assert "[agents.claude].watch." in str(info.value)
 
 
-def _connected_pair() -> tuple[socket.socket, socket.socket, socket.socket]:
+PEER = textwrap.dedent(
+    """
+    import socket, sys
     listener = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(listener.getsockname())
-    server, _ = listener.accept()
-    return listener, client, server
+    print(listener.getsockname()[1], flush=True)
+    conn, _ = listener.accept()
+    print(len(conn.recv(100)), flush=True)
+    sys.stdin.readline()
+    conn.sendall(b"x" * 5000)
+    sys.stdin.readline()
+    """
+)
 
 
 def test_socket_watcher_counts_bytes_received_per_connection():
-    listener, client, server = _connected_pair()
+    # The model server's end is another process's: only the agent's own end is watched.
+    peer = subprocess.Popen(
+        [sys.executable, "-c", PEER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert peer.stdin is not None and peer.stdout is not None
+    client = socket.create_connection(("127.0.0.1", int(peer.stdout.readline())))
+    inode = os.fstat(client.fileno()).st_ino
     watcher = SocketWatcher()
 
     async def look():
@@ -208,25 +217,50 @@ def test_socket_watcher_counts_bytes_received_per_connection():
 
     try:
         first = asyncio.run(look())
-        ours = {c.inode for c in first.connections}
-        assert os.fstat(client.fileno()).st_ino in ours and first.received == 0
+        assert [c.inode for c in first.connections] == [inode] and first.received == 0
         client.sendall(b"GET /v1/messages\n")
-        server.recv(100)
-        time.sleep(0.05)
+        assert peer.stdout.readline().strip() == "17"
         waiting = asyncio.run(look())
-        conn = next(c for c in waiting.connections if c.inode == os.fstat(client.fileno()).st_ino)
+        conn = next(c for c in waiting.connections if c.inode == inode)
         assert conn.awaiting_reply and conn.bytes_sent == 17
-        server.sendall(b"x" * 5000)
+        peer.stdin.write("send\n")
+        peer.stdin.flush()
         deadline = time.monotonic() + 5
         got = 0
         while got < 5000 and time.monotonic() < deadline:
             got += len(client.recv(65536))
         answered = asyncio.run(look())
-        # Both ends live in this process; the server's 17 bytes were counted before.
         assert answered.received == 5000
-        conn = next(c for c in answered.connections if c.inode == os.fstat(client.fileno()).st_ino)
+        conn = next(c for c in answered.connections if c.inode == inode)
         assert not conn.awaiting_reply and conn.bytes_received == 5000
         assert asyncio.run(look()).received == 0, "nothing new, nothing counted"
+    finally:
+        watcher.close()
+        client.close()
+        peer.kill()
+        peer.wait()
+
+
+def test_a_connection_to_itself_is_not_the_network():
+    """Codex's TUI talks to its own core over loopback: both ends are the agent's."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    watcher = SocketWatcher()
+
+    async def look():
+        return await watcher.sample([os.getpid()])
+
+    try:
+        asyncio.run(look())
+        client.sendall(b"ping")
+        server.recv(10)
+        server.sendall(b"y" * 3000)
+        client.recv(65536)
+        sample = asyncio.run(look())
+        ends = {os.fstat(s.fileno()).st_ino for s in (client, server)}
+        assert not ends & {c.inode for c in sample.connections}
+        assert sample.received == 0 and sample.awaiting() is None
     finally:
         watcher.close()
         for s in (client, server, listener):
@@ -235,14 +269,19 @@ def test_socket_watcher_counts_bytes_received_per_connection():
 
 NETNS_CHILD = textwrap.dedent(
     """
-    import socket, sys, time
+    import os, socket, sys, time
     from pyroute2 import IPRoute
     with IPRoute() as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
     listener = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(listener.getsockname())
     server, _ = listener.accept()
-    server.sendall(b"y" * 3000)
+    if os.fork() == 0:
+        # The server's end in a process of its own: the watched one holds only the client.
+        client.close()
+        server.sendall(b"y" * 3000)
+        time.sleep(60)
+    server.close()
     got = 0
     while got < 3000:
         got += len(client.recv(65536))
@@ -261,6 +300,7 @@ def test_socket_watcher_joins_the_agents_network_namespace():
         [unshare, "--net", sys.executable, "-c", NETNS_CHILD],
         stdout=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     watcher = SocketWatcher()
     try:
@@ -272,10 +312,10 @@ def test_socket_watcher_joins_the_agents_network_namespace():
 
         sample = asyncio.run(look())
         assert sample.error is None
-        # Its two ends: the 3000 bytes it received are seen from the runner's side.
-        assert sorted(c.bytes_received for c in sample.connections) == [0, 3000]
+        # The 3000 bytes it received are seen from the runner's side.
+        assert [c.bytes_received for c in sample.connections] == [3000]
         assert asyncio.run(look()).received == 0
     finally:
         watcher.close()
-        child.kill()
+        os.killpg(child.pid, signal.SIGKILL)
         child.wait()

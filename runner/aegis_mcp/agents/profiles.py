@@ -323,30 +323,41 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
 }
 
 # What the watchdog knows of each built-in agent's screen, kept apart from the argv
-# tables above. Claude Code 2.1's spinner line reads "✻ Herding… (8m 39s · ↓ 834 tokens)"
-# (older ones add "esc to interrupt"); its glyph cycles through · ✢ ✳ ✶ ✻ ✽ (* on some
-# terminals, a blinking ● with reduced motion); "✻ Worked for 1m 52s" is the finished
-# form. The stand-in agent draws the same. Codex, Gemini and Aider are first readings of
-# their documented TUIs, to be calibrated against the real CLIs.
-_SPINNER_LINE = r"^\s*[·✢✳✶✻✽*●]\s+\S.*…\s*\(\d+[hms]"
+# tables above; read off the real CLIs in tmux (tests/e2e/test_watchdog_tui.py).
+# Claude Code 2.1.332 (alternate screen): its input prompt, U+276F, sits between two
+# rules with the cursor on it, idle and busy alike, a status line below. While it
+# works a spinner line above reads "✢ Zigzagging…", the glyph cycling · ✢ * ✶ ✻ ✽
+# about 8 times a second, "(20s · ↓ 14 tokens)" added once tokens arrive or some
+# seconds have gone by; "✻ Worked for 1m 52s" is the finished form; a "⎿  Tip: ..."
+# line may show under the spinner. It drew a streamed one-line reply only once complete:
+# until then only the token counter moved, and the network signal carried the progress.
+# Older versions put "esc to interrupt" on the spinner line (2.1.332: the status line).
+_SPINNER_LINE = r"^\s*[·✢✳✶✻✽*●]\s\S[^…]{0,60}…"
 _CLAUDE_WATCH = WatchRules(
-    prompt=(r"^\s*│?\s*>(\s|$)",),
-    prompt_context_lines=6,
+    prompt=(r"^\s*[\u276f>](\s|$)",),
+    prompt_context_lines=3,
     busy=(_SPINNER_LINE, r"(?i)\besc to interrupt\b"),
     noise=(_SPINNER_LINE + r".*$", r"[↑↓]\s?[\d.,]+k?\s?tokens", r"Tip: .*$"),
 )
 BUILTIN_WATCH_RULES: dict[str, WatchRules] = {
     "claude": _CLAUDE_WATCH,
     "demo": dataclasses.replace(_CLAUDE_WATCH, prompt=(r"^> ",), prompt_context_lines=0),
+    # Codex 0.171 (alternate screen, synchronized updates): a U+203A prompt with the cursor
+    # on it, idle and busy; "• Working (4s • esc to interrupt)" above it while it works,
+    # the glyph blinking • / ◦. Its TUI and core talk over loopback: sockets.py leaves
+    # such connections out.
     "codex": WatchRules(
         prompt=(r"^\s*[\u203a>](\s|$)",),
-        prompt_context_lines=4,
+        prompt_context_lines=2,
         busy=(r"(?i)\besc to interrupt\b",),
-        noise=(r"^\s*\S?\s*Working.*$",),
+        noise=(r"^\s*[•◦]\s.*\besc to interrupt\b.*$",),
     ),
+    # Gemini CLI 0.61 (Ink, main screen, the whole frame rewritten at each spinner turn):
+    # " > " prompt (" * " in YOLO mode, " ! " in shell mode) with the cursor on it;
+    # " ⠋ Thinking... (esc to cancel, 2s)" above it while it works.
     "gemini": WatchRules(
-        prompt=(r"^\s*│?\s*>(\s|$)",),
-        prompt_context_lines=4,
+        prompt=(r"^\s*│?\s*[>*!](\s|$)",),
+        prompt_context_lines=2,
         busy=(r"(?i)\besc to cancel\b",),
         noise=(r"^\s*[\u2800-\u28ff].*\(esc to cancel.*$",),
     ),

@@ -46,6 +46,7 @@ from .control_server import ControlServer
 from .errors import ConfinementError, RestartRefused
 from .feed import StateFeed
 from .input import InputForwarder
+from .notices import TerminalNotices
 from .ops import runner_ops, stream_ops
 from .plan import RunPlan
 from .resources import ResourceSampler
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     import psutil
 
     from ..pool.service import PoolService
+    from .notices import AgentScreen
 
 
 class Supervisor:
@@ -83,6 +85,7 @@ class Supervisor:
         self.snapshot: SnapshotWriter
         self.server: ControlServer
         self.hooks = find_hooks()
+        self.notices = TerminalNotices(self._agent_screen, raw_terminal=plan.use_pty)
         self.injection = McpInjection(
             plan.profile,
             LaunchOptions(plan.executable, skip_permissions=plan.skip_permissions),
@@ -179,6 +182,7 @@ class Supervisor:
             await self.confinement.close()
             if forwarder is not None:
                 forwarder.close()
+            self.notices.close()
             if raw is not None:
                 raw.restore()
             self._remove_signal_handlers(loop)
@@ -218,6 +222,7 @@ class Supervisor:
                 forwarder.target(None)
             self.exit_code = code
             await agent.cleanup()
+            self.notices.agent_ended()
             restart, self._restart_request = self._restart_request, None
             if self._stop_task is not None:
                 await self._stop_task
@@ -248,6 +253,7 @@ class Supervisor:
         spec = self.confinement.wrap(PRIMARY_AGENT_ID, spec)
         agent = AgentProcess(spec, reaper, self._on_output)
         self.agent = agent
+        self.notices.agent_started()
         self.status = "running"
         self.watchdog.agent_started()
         if restart is not None:
@@ -468,11 +474,11 @@ class Supervisor:
         self.watchdog.output(data)
 
     def _say(self, message: str) -> None:
-        # In raw mode a bare \n would not return the cursor, and the agent's
-        # screen may have left it mid-line.
-        line = f"\r\naegis-mcp: {message}\r\n" if self.plan.use_pty else f"aegis-mcp: {message}\n"
-        with contextlib.suppress(OSError):
-            os.write(2, line.encode())
+        self.notices.say(message)
+
+    def _agent_screen(self) -> AgentScreen | None:
+        watchdog = getattr(self, "watchdog", None)
+        return watchdog.screen if watchdog is not None else None
 
 
 def _namespace_ops() -> dict[str, OpHandler]:

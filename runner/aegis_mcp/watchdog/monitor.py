@@ -182,8 +182,21 @@ class Watchdog:
             from .screen import ScreenWatcher
 
             self._screen = ScreenWatcher(self._rules, self._terminal_size, self._clock)
-        if self._screen.feed(data):
-            self.activity("screen", self._screen.changed_at)
+        self._screen.feed(data)
+        self._take_screen_change(self._screen)
+
+    def _take_screen_change(self, screen: ScreenWatcher) -> None:
+        # Whoever compared the screen last (a feed, a check, a watchdog_status call),
+        # a change counts once, at the time its output came.
+        changed_at = screen.take_change()
+        if changed_at is not None:
+            self.activity("screen", changed_at)
+
+    @property
+    def screen(self) -> ScreenWatcher | None:
+        """The emulator of the agent's terminal while it is fed (a PTY session with the
+        watchdog on, once the agent wrote something)."""
+        return self._screen if self.config.enabled else None
 
     def resize(self, rows: int, cols: int) -> None:
         """The agent's terminal has a new size."""
@@ -279,6 +292,9 @@ class Watchdog:
             return
         generation = self._generation
         sample, io_delta = self._sampler.sample(procs)
+        # Taken with the I/O counters: output read while the sockets are looked at
+        # was written after them (Gemini's 20 KB/s of redraws looked like file I/O).
+        output, self._output_bytes = self._output_bytes, 0
         if self._sockets is None:
             from .sockets import SocketWatcher
 
@@ -288,7 +304,7 @@ class Watchdog:
             return  # the agent restarted (or we were paused) while we looked
         self.checks += 1
         self.sample = sample
-        self._count_progress(sample, io_delta, net)
+        self._count_progress(sample, io_delta, output, net)
         view = self._screen.view() if self._screen is not None else None
         now = self._clock()
         state, reason = classify(
@@ -321,15 +337,16 @@ class Watchdog:
         if not self._episode.acted and not self._episode.waiting:
             self._act(state, reason)
 
-    def _count_progress(self, sample: TreeSample, io_delta: int, net: NetSample) -> None:
+    def _count_progress(
+        self, sample: TreeSample, io_delta: int, output: int, net: NetSample
+    ) -> None:
         """Count the signals read at this check that are progress, above their floors."""
         now = self._clock()
         elapsed = now - self._last_check_at if self._last_check_at is not None else None
         self._last_check_at = now
-        output, self._output_bytes = self._output_bytes, 0
-        screen_changed = self._screen is not None and self._screen.flush()
-        if screen_changed and self._screen is not None:
-            self.activity("screen", self._screen.changed_at)
+        if self._screen is not None:
+            self._screen.flush()
+            self._take_screen_change(self._screen)
         netmon = self._netmon_delta(sample.pids)
         received = max(net.received, netmon or 0)
         # /proc/PID/io counts the terminal output and the socket traffic too.

@@ -21,6 +21,12 @@ whether the agent shows its input prompt or says it is working. A busy line coun
 only while it is being redrawn (a live spinner): a frozen one is what is left on the
 terminal when other output (the runner's own messages, an earlier agent process)
 broke the agent's redrawing in place.
+
+Sequences pyte does not parse are dropped before it sees them: it would draw their
+parameters as text. Claude Code 2.1 sends the kitty keyboard protocol's ``CSI < u`` /
+``CSI > 5 u`` at every prompt (pyte drew a stray "u" after its prompt), and terminals
+also get ``CSI = ...``, colon sub-parameters (``CSI 4:3 m``) and DCS / APC strings
+(XTGETTCAP, kitty graphics).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyte
+from pyte.graphics import BG_AIXTERM, BG_ANSI, FG_AIXTERM, FG_ANSI
 
 from ..agents.profiles import WatchRules
 
@@ -42,6 +49,13 @@ MASK = "\x00"
 EVALUATE_EVERY_SECS = 0.05
 """Dirty lines are compared at most this often (and at every check): spinners redraw
 at about 10 Hz, a burst of output needs one comparison, not one per chunk."""
+FRAME_GAP_SECS = 0.02
+"""Output is compared only after a pause this long (or at the end of a synchronized
+update): a frame read in two chunks is one frame. Gemini CLI (Ink) erases and rewrites
+its whole frame about 12 times a second; compared half-drawn, every frame looked new."""
+ALT_SCREEN = 1049 << 5
+SYNC_UPDATE = 2026 << 5
+"""pyte's keys for the private modes (it shifts them by 5)."""
 HISTORY = 12
 """Values remembered per cell: a spinner's whole cycle."""
 CYCLING_SECS = 2.0
@@ -54,18 +68,78 @@ BUSY_FRESH_SECS = 3.0
 DEFAULT_SIZE = (24, 80)
 TAIL_LINES = 8
 """Lines up to the cursor shown in the status: what prompt and busy patterns look at."""
+UNPARSED = re.compile(
+    rb"\x1b\[[0-?]*[:<=>][0-?]*[ -/]*[@-~]|\x1b[P_^X].*?(?:\x1b\\|\x07)", re.DOTALL
+)
+"""CSI sequences with parameter bytes pyte misreads, and control strings (DCS, APC,
+PM, SOS) it would draw."""
+PARTIAL = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|[P_^X\]][^\x07\x1b]*\x1b?)?\Z")
+"""An escape sequence or control string (OSC too) cut off at the end of a chunk: held
+back until the rest comes."""
+MAX_HELD = 65536
+"""A control string cut off further back than this (an image) is passed on, not held."""
 
 
 class _Screen(pyte.Screen):
-    """pyte's screen, counting the scrolls (a line fed at the bottom margin)."""
+    """pyte's screen, counting the scrolls (a line fed at the bottom margin) and noting
+    whether the program moved the cursor up (it redraws what it drew before)."""
 
     scrolls = 0
+    moved_up = False
 
     def index(self) -> None:
         bottom = self.margins.bottom if self.margins else self.lines - 1
         if self.cursor.y == bottom:
             self.scrolls += 1
         super().index()
+
+    def reverse_index(self) -> None:
+        self.moved_up = True
+        super().reverse_index()
+
+    def cursor_up(self, count: int | None = None) -> None:
+        self.moved_up = True
+        super().cursor_up(count)
+
+    def cursor_position(self, line: int | None = None, column: int | None = None) -> None:
+        y = self.cursor.y
+        super().cursor_position(line, column)
+        self.moved_up = self.moved_up or self.cursor.y < y
+
+    def cursor_to_line(self, line: int | None = None) -> None:
+        y = self.cursor.y
+        super().cursor_to_line(line)
+        self.moved_up = self.moved_up or self.cursor.y < y
+
+
+_FG = {name: code for code, name in (*FG_ANSI.items(), *FG_AIXTERM.items())}
+_BG = {name: code for code, name in (*BG_ANSI.items(), *BG_AIXTERM.items())}
+
+
+def _color(value: str, named: dict[str, int], extended: int) -> str:
+    if value in named:
+        return str(named[value])
+    try:
+        rgb = bytes.fromhex(value)
+    except ValueError:
+        return str(named["default"])
+    return f"{extended};2;{rgb[0]};{rgb[1]};{rgb[2]}" if len(rgb) == 3 else str(named["default"])
+
+
+def sgr(char: pyte.screens.Char) -> str:
+    """The SGR sequence that draws with ``char``'s colours and attributes."""
+    codes = ["0", _color(char.fg, _FG, 38), _color(char.bg, _BG, 48)]
+    for on, code in (
+        (char.bold, "1"),
+        (char.italics, "3"),
+        (char.underscore, "4"),
+        (char.blink, "5"),
+        (char.reverse, "7"),
+        (char.strikethrough, "9"),
+    ):
+        if on:
+            codes.append(code)
+    return f"\x1b[{';'.join(codes)}m"
 
 
 @dataclass
@@ -98,6 +172,7 @@ class ScreenWatcher:
         self._clock = clock
         self._screen = _Screen(cols, rows)
         self._stream = pyte.ByteStream(self._screen)
+        self._held = b""
         # The profile's own patterns first: they may need the digits a timer mask takes.
         self._noise = [re.compile(p) for p in (*rules.noise, *GENERIC_NOISE)]
         self._prompt = [re.compile(p, re.MULTILINE) for p in rules.prompt]
@@ -112,22 +187,55 @@ class ScreenWatcher:
         self._evaluated_at = 0.0
         self.changed_at: float | None = None
         """When what the screen says last changed."""
+        self._untaken: float | None = None
         self.changes = 0
         self.noise_redraws = 0
         """Redraws that changed only noise (or nothing at all)."""
 
     def feed(self, data: bytes) -> bool:
-        """The agent wrote ``data`` to its terminal; True if the screen now says something new."""
+        """The agent wrote ``data`` to its terminal; True if the output before it (a frame
+        followed by a pause) said something new (``changed_at`` tells when)."""
         now = self._clock()
-        self._stream.feed(data)
+        changed = (
+            now - self._fed_at >= FRAME_GAP_SECS
+            and now - self._evaluated_at >= EVALUATE_EVERY_SECS
+            and self.flush()
+        )
+        self._stream.feed(self._parseable(data))
         self._fed_at = now
-        if now - self._evaluated_at < EVALUATE_EVERY_SECS:
+        return changed
+
+    def _parseable(self, data: bytes) -> bytes:
+        """``data`` without what pyte misparses; a cut-off sequence waits for its end."""
+        data = self._held + data
+        self._held = b""
+        partial = PARTIAL.search(data, max(0, len(data) - MAX_HELD))
+        if partial is not None:
+            data, self._held = data[: partial.start()], data[partial.start() :]
+        return UNPARSED.sub(b"", data)
+
+    def take_change(self) -> float | None:
+        """When the screen changed, if it did since the last call (each change is taken
+        once, whichever comparison found it)."""
+        changed_at, self._untaken = self._untaken, None
+        return changed_at
+
+    def flush(self) -> bool:
+        """Compare what is pending, unless a frame is still being drawn; True if it was
+        a change."""
+        screen = self._screen
+        if not screen.dirty or SYNC_UPDATE in screen.mode:
+            return False
+        if self._clock() - self._fed_at < FRAME_GAP_SECS:
             return False
         return self._evaluate()
 
-    def flush(self) -> bool:
-        """Compare what is still pending; True if it was a change."""
-        return self._evaluate() if self._screen.dirty else False
+    @property
+    def draws_in_place(self) -> bool:
+        """The program draws a screen rather than lines: it uses the alternate screen or
+        has moved the cursor up since it started (a line printed below its frame would
+        break its redraws)."""
+        return ALT_SCREEN in self._screen.mode or self._screen.moved_up
 
     def resize(self, rows: int, cols: int) -> None:
         """The terminal has a new size (the agent will redraw)."""
@@ -139,9 +247,52 @@ class ScreenWatcher:
         self._drawn_at = (self._drawn_at + [0.0] * rows)[:rows]
         self._cells.clear()
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """(rows, columns) of the terminal."""
+        return self._screen.lines, self._screen.columns
+
+    @property
+    def scrolls(self) -> int:
+        """Lines scrolled off the top so far."""
+        return self._screen.scrolls
+
+    @property
+    def between_sequences(self) -> bool:
+        """The agent's output did not stop inside an escape sequence or a character:
+        another writer may write to the terminal now without breaking it."""
+        return not self._held and not self._stream.utf8_decoder.getstate()[0]
+
+    def render_row(self, y: int) -> str:
+        """Row ``y`` drawn again as the agent drew it (colours too), from its first column."""
+        line = self._screen.buffer[y]
+        out = [f"\x1b[{y + 1};1H"]
+        last = ""
+        for x in range(self._screen.columns):
+            char = line[x]
+            if not char.data:
+                continue  # the right half of a wide character
+            style = sgr(char)
+            if style != last:
+                out.append(style)
+                last = style
+            out.append(char.data)
+        out.append("\x1b[0m")
+        return "".join(out)
+
+    def cursor_sequence(self) -> str:
+        """Put the cursor back where the agent left it, with its colours."""
+        cursor = self._screen.cursor
+        column = min(cursor.x, self._screen.columns - 1)
+        return f"\x1b[{cursor.y + 1};{column + 1}H{sgr(cursor.attrs)}"
+
     def forget_cycles(self) -> None:
-        """A new agent process: what cycled before says nothing about it."""
+        """A new agent process: what cycled before says nothing about it, and a spinner
+        the last one left on the screen is not the new one's (Gemini CLI, killed behind
+        its spinner, leaves it there for the seconds its successor takes to start)."""
         self._cells.clear()
+        self._drawn_at = [0.0] * len(self._drawn_at)
+        self._screen.moved_up = False
 
     def _evaluate(self) -> bool:
         screen = self._screen
@@ -168,7 +319,7 @@ class ScreenWatcher:
         screen.dirty.clear()
         if changed:
             self.changes += 1
-            self.changed_at = self._fed_at
+            self.changed_at = self._untaken = self._fed_at
         else:
             self.noise_redraws += 1
         return changed
@@ -200,16 +351,18 @@ class ScreenWatcher:
         return noise
 
     def view(self) -> ScreenView:
-        """What the screen shows now (pending output compared first)."""
+        """What the screen shows now (pending output compared first, unless a frame is
+        still being drawn)."""
         self.flush()
-        cursor = min(self._screen.cursor.y, len(self._text) - 1)
-        region = "\n".join(self._text[max(0, cursor - self._context) : cursor + 1])
+        lines = self._screen.display
+        cursor = min(self._screen.cursor.y, len(lines) - 1)
+        region = "\n".join(lines[max(0, cursor - self._context) : cursor + 1])
         prompt = any(p.search(region) for p in self._prompt)
         fresh = self._clock() - BUSY_FRESH_SECS
         busy = next(
             (
                 line
-                for line, drawn in zip(self._text, self._drawn_at, strict=True)
+                for line, drawn in zip(lines, self._drawn_at, strict=False)
                 if drawn >= fresh and any(b.search(line) for b in self._busy)
             ),
             None,
@@ -217,7 +370,7 @@ class ScreenWatcher:
         return ScreenView(
             prompt=prompt,
             busy_line=busy.rstrip() if busy is not None else None,
-            cursor_line=self._text[cursor].rstrip(),
+            cursor_line=lines[cursor].rstrip(),
         )
 
     def status(self, view: ScreenView | None = None) -> dict[str, Any]:
@@ -236,10 +389,12 @@ class ScreenWatcher:
             "busy_line": view.busy_line,
             "cursor_line": view.cursor_line,
             "cursor": [self._screen.cursor.y, self._screen.cursor.x],
+            "draws_in_place": self.draws_in_place,
             "tail": self.tail(),
         }
 
     def tail(self, count: int = TAIL_LINES) -> list[str]:
         """The ``count`` lines up to the cursor's, as rendered."""
-        cursor = min(self._screen.cursor.y, len(self._text) - 1)
-        return [line.rstrip() for line in self._text[max(0, cursor - count + 1) : cursor + 1]]
+        lines = self._screen.display
+        cursor = min(self._screen.cursor.y, len(lines) - 1)
+        return [line.rstrip() for line in lines[max(0, cursor - count + 1) : cursor + 1]]

@@ -1,9 +1,10 @@
 """The agent's TCP connections as the kernel counts them: ``sock_diag`` (``inet_diag``).
 
-For the sockets whose inodes the agent's process tree holds (``/proc/PID/fd``),
-``tcp_info`` gives the bytes received and sent and how long ago data last went each
-way, whatever syscalls the agent used (Claude Code's raw ones included), with no
-netmon mode and no privileges for one's own processes.
+For the sockets whose inodes the agent's process tree holds (``/proc/PID/fd``), less
+the connections whose both ends it holds, ``tcp_info`` gives the bytes received and
+sent and how long ago data last went each way, whatever syscalls the agent used
+(Claude Code's raw ones included), with no netmon mode and no privileges for one's
+own processes.
 
 pyroute2's ``DiagSocket`` does the netlink work. It runs its own event loop, so it
 cannot be called from the runner's; and a socket joins a network namespace through
@@ -147,10 +148,14 @@ class SocketWatcher:
         connections: list[Connection] = []
         received = sent = 0
         seen: dict[int, tuple[int, int]] = {}
-        for msg in messages:
-            inode = msg.get("idiag_inode")
-            if inode not in inodes:
+        ours = [m for m in messages if m.get("idiag_inode") in inodes]
+        # Both ends of a loopback connection in the tree are the agent talking to itself
+        # (Codex's TUI and its core exchange pings every few seconds): not the network.
+        local = {(m.get("idiag_src"), m.get("idiag_sport")) for m in ours}
+        for msg in ours:
+            if (msg.get("idiag_dst"), msg.get("idiag_dport")) in local:
                 continue
+            inode = msg.get("idiag_inode")
             info = msg.get_attr("INET_DIAG_INFO")
             if info is None:
                 continue
