@@ -19,6 +19,7 @@ from helpers import REPO
 
 INSTALLER = REPO / "scripts" / "install_agents.sh"
 MODEL = "standin"
+API_KEY = "standin-key"
 
 
 def agents_bin() -> Path:
@@ -45,7 +46,7 @@ def model_env(name: str, url: str, home: Path) -> dict[str, str]:
     if name == "claude":
         env.update(
             ANTHROPIC_BASE_URL=url,
-            ANTHROPIC_API_KEY="standin-key",
+            ANTHROPIC_API_KEY=API_KEY,
             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
             DISABLE_AUTOUPDATER="1",
             # MCP tools straight in the model's tool list (DESIGN.md fact 3).
@@ -60,7 +61,7 @@ def model_env(name: str, url: str, home: Path) -> dict[str, str]:
             f'name = "standin"\nbase_url = "{url}/v1"\nenv_key = "STANDIN_API_KEY"\n'
             'wire_api = "responses"\n'
         )
-        env.update(CODEX_HOME=str(codex_home), STANDIN_API_KEY="standin-key")
+        env.update(CODEX_HOME=str(codex_home), STANDIN_API_KEY=API_KEY)
     elif name == "gemini":
         settings = home / ".gemini" / "settings.json"
         settings.parent.mkdir(exist_ok=True)
@@ -69,13 +70,13 @@ def model_env(name: str, url: str, home: Path) -> dict[str, str]:
         env.update(
             GEMINI_CLI_HOME=str(home),
             GOOGLE_GEMINI_BASE_URL=url,
-            GEMINI_API_KEY="standin-key",
+            GEMINI_API_KEY=API_KEY,
             GEMINI_CLI_TRUST_WORKSPACE="true",
         )
     elif name == "aider":
         env.update(
             OPENAI_API_BASE=f"{url}/v1",
-            OPENAI_API_KEY="standin-key",
+            OPENAI_API_KEY=API_KEY,
             AIDER_MODEL=f"openai/{MODEL}",
             AIDER_CHECK_UPDATE="false",
             AIDER_ANALYTICS_DISABLE="true",
@@ -85,6 +86,34 @@ def model_env(name: str, url: str, home: Path) -> dict[str, str]:
             LITELLM_LOCAL_MODEL_COST_MAP="True",
         )
     return env
+
+
+def interactive_setup(name: str, home: Path, workdir: Path) -> None:
+    """What agent ``name``'s TUI needs in ``home`` to open straight at its prompt in
+    ``workdir``: no first-run screens (read off each CLI in tmux)."""
+    if name == "claude":
+        # Onboarding (theme, then a connection check that fails offline), the folder
+        # trust dialog and "use this API key?" are each a screen before the prompt.
+        (home / ".claude.json").write_text(
+            json.dumps(
+                {
+                    "hasCompletedOnboarding": True,
+                    "theme": "dark",
+                    "customApiKeyResponses": {"approved": [API_KEY[-20:]], "rejected": []},
+                    "projects": {
+                        str(workdir): {
+                            "hasTrustDialogAccepted": True,
+                            "hasCompletedProjectOnboarding": True,
+                        }
+                    },
+                }
+            )
+        )
+    elif name == "codex":
+        # "Trust this folder?" comes first otherwise.
+        with open(home / ".codex" / "config.toml", "a") as config:
+            config.write(f'[projects."{workdir}"]\ntrust_level = "trusted"\n')
+    # Gemini CLI: GEMINI_CLI_TRUST_WORKSPACE (model_env) is all its TUI needs too.
 
 
 def git_workdir(path: Path) -> Path:
