@@ -42,16 +42,19 @@ REPLY = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
 
 # What the user types: words no CLI puts in its own context ("install" holds "stall").
 HELLO, STREAM, STALL, AGAIN = "HELLO-1", "STREAM-2", "STALL-3", "AGAIN-4"
+PINGS = "PINGS-5"
 
 
 def script() -> Script:
-    """HELLO -> an answer; STREAM -> a reply over 6 s; STALL -> nothing, ever; after the
+    """HELLO -> an answer; STREAM -> a reply over 6 s; STALL -> nothing, ever; PINGS ->
+    a stream that starts and then sends only a keep-alive ping a second; after the
     restart, AGAIN -> an answer (first: the resumed request may still hold STALL)."""
     return (
         Script()
         .on(Match(user_says=AGAIN), Text("answered again"), name="again")
         .on(Match(user_says=STREAM), SlowText(REPLY, chunks=12, interval=0.5), name="stream")
         .on(Match(user_says=STALL), Stall(), name="stall")
+        .on(Match(user_says=PINGS), Stall(keepalive_every=1.0), name="pings")
         .on(Match(user_says=HELLO), Text("hello from the stand-in"), name="hello")
     )
 
@@ -253,6 +256,20 @@ def test_claude_behind_its_spinner_with_a_stalled_model(tui):
     wait_for(lambda: gone(runner), START, what="the run to end")
     after = "\n".join(session.tmux.screen())
     assert "aegis-mcp: Unresponsive: model stream stalled" in after, after
+
+
+def test_claude_with_a_stream_that_sends_only_keep_alives_is_restarted(tui):
+    """Headers, message_start, then a 40-byte ping a second: bytes on the connection, but
+    no progress (one ping in a 0.5 s check would be 80 B/s; over 5 s it is 40 B/s)."""
+    session = tui("claude")
+    session.ask(PINGS, "pings")
+    wait_for(lambda: session.agent()["restarts"] == 1, START, what="the watchdog's restart")
+    reason = session.agent()["restart_history"][0]["reason"]
+    assert re.search(
+        rf"model stream stalled \d+s: 127\.0\.0\.1:{session.server.port} sends only "
+        r"keep-alives \(below the floor\); the screen shows only its spinner",
+        reason,
+    ), reason
 
 
 @pytest.mark.parametrize("name", ["codex", "gemini"])

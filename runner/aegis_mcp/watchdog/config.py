@@ -38,8 +38,8 @@ class WatchdogConfig:
     """File and pipe I/O of the tree (beyond its terminal output and network traffic)
     below this rate is background noise (timers, polling its own files), not progress."""
     net_floor_bytes_per_sec: float = 64.0
-    """Bytes received on the tree's TCP connections below this rate (keep-alives,
-    pings) are not progress."""
+    """Bytes received on the tree's TCP connections below this rate, averaged over 5 s
+    (keep-alives, pings), are not progress."""
     restart_limit_burst: int = 5
     """At most this many watchdog restarts within ``restart_limit_interval_secs``
     (systemd's StartLimitBurst); one more is refused and the watchdog stands down."""

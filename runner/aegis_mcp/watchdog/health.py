@@ -6,7 +6,7 @@ signal is read):
 - **screen**: what the terminal says changed (``screen.py``: spinners, timers and
   identical redraws do not count); headless, any output on the pipes;
 - **network**: bytes received on the tree's TCP connections above
-  ``net_floor_bytes_per_sec`` (a model's stream);
+  ``net_floor_bytes_per_sec``, averaged over 5 s (a model's stream, not its keep-alives);
 - **io**: file and pipe I/O of the tree (``/proc/PID/io``, less its terminal output
   and network traffic) above ``io_floor_bytes_per_sec`` (a tool at work);
 - **tool_call** / **ping**: any MCP tool call, ``watchdog_ping``.
@@ -160,6 +160,11 @@ def _stalled(quiet: float, busy: str, net: NetSample | None) -> str:
             f"{waiting.last_send_ms / 1000:.0f}s ago and sent nothing back; {spinner}"
         )
     latest = net.latest() if net is not None else None
+    if latest is not None and latest.last_recv_ms / 1000 < quiet:
+        return (
+            f"model stream stalled {quiet:.0f}s: {latest.remote} sends only keep-alives "
+            f"(below the floor); {spinner}"
+        )
     if latest is not None:
         return (
             f"model stream stalled {quiet:.0f}s: nothing from {latest.remote} for "

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -54,6 +55,10 @@ if TYPE_CHECKING:
     from .sockets import NetSample, SocketWatcher
 
 ECHO_WINDOW_SECS = 0.3
+NET_WINDOW_SECS = 5.0
+"""Bytes received are averaged over this long (or the check interval, if longer): a
+keep-alive every second or two stays below the floor at any timeout (a 2 s timeout
+checks every 0.5 s, and one 40-byte SSE ping in half a second was 80 B/s)."""
 SIGNALS = ("screen", "output", "network", "io", "tool_call", "ping")
 
 
@@ -132,6 +137,8 @@ class Watchdog:
         self.reading = _Reading()
         """What the signals read at the last check."""
         self._output_bytes = 0
+        self._received: deque[tuple[float, int]] = deque()
+        """(check time, bytes received since the check before) over NET_WINDOW_SECS."""
         self._netmon_total: int | None = None
         self._last_check_at: float | None = None
         self._generation = 0
@@ -226,6 +233,7 @@ class Watchdog:
             self._screen.forget_cycles()
         self._netmon_total = None
         self._last_check_at = None
+        self._received.clear()
         self._episode = _Episode()
         self.activity("start")
 
@@ -351,9 +359,15 @@ class Watchdog:
         received = max(net.received, netmon or 0)
         # /proc/PID/io counts the terminal output and the socket traffic too.
         background = max(io_delta - output - net.received - net.sent, 0)
-        net_rate = received / elapsed if elapsed else 0.0
+        self._received.append((now, received))
+        while self._received[0][0] <= now - NET_WINDOW_SECS:
+            self._received.popleft()
+        window = max(NET_WINDOW_SECS, elapsed or 0.0)
+        net_rate = sum(b for _, b in self._received) / window if elapsed else 0.0
         io_rate = background / elapsed if elapsed else 0.0
-        if elapsed and net_rate >= max(self.config.net_floor_bytes_per_sec, 1e-9):
+        # Bytes that came since the last check, at a rate above the floor (the window
+        # alone would count a stream that just stopped for 5 s more).
+        if received and elapsed and net_rate >= max(self.config.net_floor_bytes_per_sec, 1e-9):
             self.activity("network", now)
         if elapsed and io_rate >= max(self.config.io_floor_bytes_per_sec, 1e-9):
             self.activity("io", now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from typing import Any
 
 from .script import Conversation, Item, SlowText, Text, ToolCall, Turn
@@ -126,6 +127,28 @@ def reply(wire: Wire, conv: Conversation, turns: list[Turn]) -> None:
         "message_delta",
     )
     wire.event({"type": "message_stop"}, "message_stop")
+
+
+def keepalive(wire: Wire, conv: Conversation, every: float, seconds: float | None) -> None:
+    """A stream that starts and then sends only ``ping`` events, ``every`` seconds, for
+    ``seconds`` (None: until the client goes away or the server stops)."""
+    wire.begin_events()
+    message = {
+        "id": f"msg_standin_{next(_ids)}",
+        "type": "message",
+        "role": "assistant",
+        "model": conv.model or "standin",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+    wire.event({"type": "message_start", "message": message}, "message_start")
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while deadline is None or time.monotonic() < deadline:
+        if not wire.pause(every):
+            return
+        wire.event({"type": "ping"}, "ping")
 
 
 def _text(content: Any) -> str:

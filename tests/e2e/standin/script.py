@@ -48,9 +48,12 @@ class SlowText:
 @dataclass(frozen=True)
 class Stall:
     """Accept the request and send nothing, not even headers, for ``seconds`` (None:
-    until the client goes away or the server stops)."""
+    until the client goes away or the server stops). With ``keepalive_every``, an
+    Anthropic stream starts (headers, ``message_start``) and then sends only ``ping``
+    events that often: a model stalled mid-stream behind a live connection."""
 
     seconds: float | None = None
+    keepalive_every: float | None = None
 
 
 @dataclass(frozen=True)

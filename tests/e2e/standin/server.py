@@ -207,7 +207,11 @@ class StandInServer:
             _side_answer(wire, protocol, path, body)
             return
         if turns and isinstance(turns[0], Stall):
-            if not wire.pause(turns[0].seconds):
+            stall = turns[0]
+            if stall.keepalive_every and protocol == "anthropic":
+                anthropic.keepalive(wire, conv, stall.keepalive_every, stall.seconds)
+                return
+            if not wire.pause(stall.seconds):
                 return
             turns = turns[1:]
             if not turns:
