@@ -1,8 +1,8 @@
 """The watchdog with the real agents' TUIs in a real terminal (tmux), against a stand-in
 model server that can stall: Claude Code idle at its prompt, streaming a reply, and behind
-its spinner while the model never answers (then restarted with ``--continue``); the
-runner's warning drawn over its screen without breaking it; the same stall in Codex's and
-Gemini CLI's TUIs.
+its spinner while the model never answers (then restarted with ``--continue``) or sends
+only keep-alives; the runner's warning drawn over its screen without breaking it; the
+same stall in Codex's and Gemini CLI's TUIs.
 
 The timeout is short (2 s, a check every 0.5 s) to keep the run short; what the watchdog
 reads is asserted through ``watchdog_status``, what the user sees through tmux.
