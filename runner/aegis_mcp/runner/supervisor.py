@@ -38,7 +38,7 @@ from ..control.protocol import (
 from ..hooks_lib import find_hooks
 from ..paths import RunnerFiles, UnsafeDirectoryError, runtime_dir, state_dir
 from ..privileges import become_subreaper
-from ..processes import AgentProcess, ChildReaper, SpawnSpec
+from ..processes import AGENT_ID_ENV, RUNNER_PID_ENV, AgentProcess, ChildReaper, SpawnSpec
 from ..terminal import RawMode, get_winsize, set_winsize, winsize_tuple
 from ..watchdog.monitor import Watchdog
 from .confinement import Confinement
@@ -244,6 +244,8 @@ class Supervisor:
             user=plan.user,
             use_pty=plan.use_pty,
             winsize=get_winsize(sys.stdout.fileno()) if plan.use_pty else None,
+            # Started from the event loop's thread, which lives as long as the runner.
+            die_with_runner=True,
         )
         spec = self.confinement.wrap(PRIMARY_AGENT_ID, spec)
         agent = AgentProcess(spec, reaper, self._on_output)
@@ -339,8 +341,8 @@ class Supervisor:
         env = dict(os.environ)
         env.update(self.plan.user.env() if self.plan.user.drop else {})
         env[SOCKET_ENV] = str(self.files.socket)
-        env["AEGIS_MCP_WRAPPER_PID"] = str(self.pid)
-        env["AEGIS_MCP_AGENT_ID"] = agent_id
+        env[RUNNER_PID_ENV] = str(self.pid)
+        env[AGENT_ID_ENV] = agent_id
         self.injection.agent_env(env)
         return env
 
