@@ -182,7 +182,9 @@ def build_server(backend: Backend) -> MCPServer:
         "started again with its continue flag, same arguments). This call answers first, then "
         "the agent is stopped (SIGINT twice, then SIGTERM, then SIGKILL) and started again. "
         "`reason` is recorded; `prompt` replaces the original command-line prompt for the "
-        "new start. Returns the restart number."
+        "new start. Returns the restart number. Restarts are limited (by default 5 within "
+        "60 s): past the limit the call fails with the reason and the agent keeps running, "
+        "so do not ask again in a loop."
     )
 
     def restart_tool(by: str) -> Callable[..., Awaitable[dict[str, Any]]]:

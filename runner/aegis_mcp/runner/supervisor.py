@@ -41,6 +41,7 @@ from ..privileges import become_subreaper
 from ..processes import AGENT_ID_ENV, RUNNER_PID_ENV, AgentProcess, ChildReaper, SpawnSpec
 from ..terminal import RawMode, get_winsize, set_winsize, winsize_tuple
 from ..watchdog.monitor import Watchdog
+from ..watchdog.restart_limit import RestartLimit
 from .confinement import Confinement
 from .control_server import ControlServer
 from .errors import ConfinementError, RestartRefused
@@ -74,6 +75,11 @@ class Supervisor:
         self.status = "starting"
         self.exit_code: int | None = None
         self.restarts: list[dict[str, Any]] = []
+        runner = plan.config.runner
+        self.restart_limit = RestartLimit(
+            runner.restart_limit_burst, runner.restart_limit_interval_secs
+        )
+        """Every restart of the primary agent passes it, whoever asks."""
         self._restart_request: dict[str, Any] | None = None
         self._shutdown_signal: int | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -358,6 +364,16 @@ class Supervisor:
             raise RestartRefused("the runner is shutting down")
         if self._restart_request is not None:
             raise RestartRefused("a restart is already in progress")
+        refusal = self.restart_limit.acquire()
+        if refusal is not None:
+            message = (
+                f"not restarting the agent (asked by {by}: {reason}): {refusal}; the agent "
+                "keeps running ([runner] restart_limit_burst and restart_limit_interval_secs "
+                "set the limit)"
+            )
+            self.events.emit("agent.restart_limit", message, "error")
+            self._say(message)
+            raise RestartRefused(message)
         self._restart_request = {
             "reason": reason,
             "prompt": prompt,
