@@ -83,8 +83,10 @@ SIMPLE_TOOLS: dict[str, str] = {
         "with their owner pid and whether the owner is alive."
     ),
     "netmon_namespace_cleanup": (
-        "Remove aegis network namespaces left by runners that crashed (never a live "
-        "runner's). Needs root."
+        "Remove everything runners that crashed left, as `aegis-mcp cleanup` does: network "
+        "namespaces (killing what still runs in them), veths, nft tables, agent cgroups with "
+        "their BPF programs, dead runners' agent processes, runtime files. Never a live "
+        "runner's, nor an orphaned pool agent. Needs root."
     ),
 }
 

@@ -123,7 +123,9 @@ class Supervisor:
         self.feed = StateFeed(lambda: snapshot_data(self))
         self.events.subscribe(self.feed.event)
         if stale:
-            self.events.emit("runner.cleanup", f"removed {len(stale)} stale runtime file(s)")
+            self.events.emit(
+                "runner.cleanup", f"removed the runtime files of {stale} dead runner(s)"
+            )
         for notice in self.plan.notices:
             self._say(notice)
         self.watchdog = Watchdog(
@@ -158,7 +160,7 @@ class Supervisor:
         watchdog_task = asyncio.create_task(self.watchdog.run())
         self._install_signal_handlers(loop)
         try:
-            await self.confinement.clean_leftovers(self.events.emit)
+            await self._clean_leftovers()
             await self.confinement.start()
             if self.confinement.stats is not None:
                 self.confinement.stats.add_listener(self.feed.netmon_event)
@@ -235,6 +237,21 @@ class Supervisor:
             self.events.emit(
                 "agent.stopped_for_restart", f"agent stopped (exit code {code}) for a restart"
             )
+
+    async def _clean_leftovers(self) -> None:
+        """A root runner removes what dead runners left (never a live one's) before its
+        own set-up: namespaces, cgroups and their programs, the processes in them."""
+        if os.geteuid() != 0:
+            return
+        from ..cleanup.sweep import sweep
+
+        report = await asyncio.to_thread(sweep, quick=True)
+        if report.removed:
+            names = ", ".join(f"{e['kind']} {e['id']}" for e in report.removed)
+            killed = f" (killed {report.killed} process(es) left in them)" if report.killed else ""
+            self.events.emit("runner.cleanup", f"removed what dead runners left: {names}{killed}")
+        for error in report.errors:
+            self.events.emit("runner.cleanup_failed", error["error"], "warning")
 
     def _start(self, reaper: ChildReaper, restart: dict[str, Any] | None) -> AgentProcess:
         plan = self.plan
@@ -494,6 +511,7 @@ class Supervisor:
 
 
 def _namespace_ops() -> dict[str, OpHandler]:
+    from ..cleanup.ops import cleanup_ops
     from ..sandbox.netns.ops import namespace_ops
 
-    return namespace_ops()
+    return {**namespace_ops(), **cleanup_ops()}
