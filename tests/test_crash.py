@@ -252,7 +252,9 @@ def test_a_cleanup_dry_run_lists_and_removes_nothing(aegis_env, runtime_dir):
     # Runtime files of a dead runner (a pid that exited) and of a live one.
     live = start_aegis(["run", "--no-watchdog", "--", "sleep", "300"], aegis_env, output=False)
     try:
-        wait_for(lambda: (runtime_dir / f"runner-{live.pid}.sock").exists())
+        sock = wait_for(lambda: (s := runtime_dir / f"runner-{live.pid}.sock").exists() and s)
+        # Its own clean-up at start is over once its agent runs.
+        wait_for(lambda: call(sock, "server_status")["agent"]["pid"], what="its agent")
         exited = subprocess.Popen(["true"])
         exited.wait()
         stale = runtime_dir / f"state-{exited.pid}.json"

@@ -181,9 +181,15 @@ class NetnsLeftovers:
 def _tagged(table: str) -> bool:
     """Whether host table ``table`` carries our comment naming itself."""
     from . import firewall
+    from .nft import NftError
     from .sandbox import host
 
-    listing = host().nft.run([{"list": {"table": {"family": firewall.FAMILY, "name": table}}}])
+    try:
+        listing = host().nft.run([{"list": {"table": {"family": firewall.FAMILY, "name": table}}}])
+    except NftError as exc:
+        if "No such file or directory" in str(exc):
+            return False  # gone since it was listed: its sandbox's teardown, or another sweep
+        raise
     for item in (listing or {}).get("nftables", []):
         rule = item.get("rule") or {}
         match = _COMMENT.fullmatch(rule.get("comment") or "")
