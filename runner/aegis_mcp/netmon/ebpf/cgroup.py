@@ -32,6 +32,21 @@ AGENT_XATTR_PREFIX = "trusted.aegis-mcp.agent."
 _NAME = re.compile(r"(?P<pid>[1-9][0-9]{0,9})-(?P<agent>[A-Za-z0-9][A-Za-z0-9_.-]*)")
 
 
+def cgroup2_mount(mounts: Path = Path("/proc/self/mounts")) -> Path | None:
+    """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup/unified`` on
+    a hybrid system, ``/sys/fs/cgroup`` on a pure v2 one), or None."""
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return None
+    fields = (line.split() for line in lines)
+    found = [Path(f[1]) for f in fields if len(f) > 2 and f[2] == "cgroup2"]
+    for preferred in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
+        if preferred in found:
+            return preferred
+    return found[0] if found else None
+
+
 def cgroup_name(runner_pid: int, agent_id: str) -> str:
     """The directory name of an agent's cgroup; raises ValueError for an unsafe agent id."""
     name = f"{runner_pid}-{agent_id}"

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from ...leftovers import Leftover, belonging_to
 from ...owners import identity_alive, owner_alive
-from . import attached
 from .cgroup import (
     PARENT,
     bottom_up,
+    cgroup2_mount,
     kill_all,
     parse_cgroup_name,
     pids_below,
@@ -41,8 +41,6 @@ class CgroupLeftovers:
 
     def __init__(self, root: Path | None = None) -> None:
         if root is None:
-            from .availability import cgroup2_mount
-
             root = cgroup2_mount()
         self.parent = root / PARENT if root is not None else None
 
@@ -105,6 +103,8 @@ class CgroupLeftovers:
 
     def remove(self, item: Leftover) -> None:
         """Kill what is inside, detach every program, remove the directory (and any below)."""
+        from . import attached
+
         path = Path(item.id)
         if not path.is_dir():
             return
@@ -126,6 +126,9 @@ class CgroupLeftovers:
 
 
 def _program_count(path: Path) -> int:
+    # The bpf syscall wrapper (ctypes) is loaded only when there is a cgroup to look at.
+    from . import attached
+
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
