@@ -152,7 +152,7 @@ def cleanup(
         where = f"{error['kind']} {error['id']}: " if "id" in error else ""
         print(f"aegis-mcp: error: {where}{error['error']}", file=sys.stderr)
     if not (report.removed or report.kept or report.errors):
-        print("nothing to clean up")
+        print("nothing to clean up" + (" in what was looked at" if report.skipped else ""))
     if report.errors:
         raise typer.Exit(1)
 
