@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import threading
@@ -105,6 +106,11 @@ def test_the_dashboard_follows_a_real_runner_and_acts_on_it(dash_env, runtime_di
 
                 # Idle at its prompt: marked, and the configured command is run.
                 await until(app, "the Idle mark", shows(" IDLE "), tick=pty.drain)
+                # With its reason as server_status gives it, the time in view.
+                reason = call(sock, "server_status")["watchdog"]["reason"]
+                since = re.match(r"waiting for your input since \d\d:\d\d", reason)
+                assert since, reason
+                await until(app, "the reason", shows(f" IDLE   {since[0]}"), tick=pty.drain)
                 wait_for(lambda: marker.exists() and "Idle" in marker.read_text())
 
                 # r, then y: the agent restarts (with a new pid) and the count moves.

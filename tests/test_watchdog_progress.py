@@ -76,7 +76,7 @@ def test_idle_at_the_prompt_with_background_io_is_idle_and_left_alone(
             what="five quiet timeouts",
         )
         assert idle["state"] == "Idle", idle["reason"]
-        assert "waiting for input at its prompt since" in idle["reason"]
+        assert re.match(r"waiting for your input since \d\d:\d\d, at its prompt$", idle["reason"])
         assert idle["recent_actions"] == [] and len(read_report(report)) == 1
         io = idle["signals"]["io"]
         assert io["chars_last_check"] > 0, "the trickle is there, seen and not counted"

@@ -194,7 +194,7 @@ def classify(config: WatchdogConfig, s: Situation) -> tuple[str, str]:
         return UNRESPONSIVE, _stalled(s.quiet_secs, s.screen.busy_line, s.net)
     since = _clock_time(s.last_progress_at)
     if s.screen is not None and s.screen.prompt:
-        return IDLE, f"waiting for input at its prompt since {since}"
+        return IDLE, f"waiting for your input since {since}, at its prompt"
     waiting = s.net.awaiting() if s.net is not None else None
     if waiting is not None and waiting.last_send_ms / 1000 >= config.heartbeat_timeout_secs:
         return UNRESPONSIVE, (
@@ -202,7 +202,7 @@ def classify(config: WatchdogConfig, s: Situation) -> tuple[str, str]:
             f"{waiting.last_send_ms / 1000:.0f}s ago and sent nothing back"
         )
     if s.interactive and s.answered:
-        return IDLE, f"waiting for input since {since} (it answered your last input)"
+        return IDLE, f"waiting for your input since {since} (it answered your last input)"
     if s.interactive:
         return UNRESPONSIVE, f"{quiet} since the user's last input"
     return UNRESPONSIVE, f"{quiet} (headless session)"
