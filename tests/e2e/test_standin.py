@@ -190,6 +190,51 @@ def test_a_stall_sends_nothing_until_the_server_stops(server):
     assert stalled.bytes_sent == 0 and not stalled.finished
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "expected"),
+    [
+        (
+            "/v1/messages",
+            {"model": "m", "stream": True, "messages": [{"role": "user", "content": "pings"}]},
+            ([{"type": "message_start"}], {"type": "ping"}),
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "m", "stream": True, "messages": [{"role": "user", "content": "pings"}]},
+            ([], ": keep-alive"),
+        ),
+        (
+            "/v1beta/models/g:streamGenerateContent?alt=sse",
+            {"contents": [{"role": "user", "parts": [{"text": "pings"}]}]},
+            ([], ": keep-alive"),
+        ),
+    ],
+)
+def test_a_stall_with_keep_alives_starts_a_stream_and_sends_only_those(path, body, expected):
+    script = Script().on(Match(user_says="pings"), Stall(0.25, keepalive_every=0.1))
+    with StandInServer(script) as server:
+        status, raw = post(f"{server.url}{path}", body)
+    assert status == 200
+    seen = [
+        {"type": json.loads(line[6:])["type"]} if line.startswith("data: ") else line
+        for line in raw.decode().splitlines()
+        if line and not line.startswith("event: ")
+    ]
+    head, keepalive = expected
+    assert seen[: len(head)] == head, raw
+    assert len(seen) > len(head) and all(e == keepalive for e in seen[len(head) :]), raw
+
+
+def test_a_stall_with_keep_alives_on_a_request_not_streamed_is_a_plain_stall():
+    script = Script().on(Match(user_says="pings"), Stall(0.2, keepalive_every=0.05))
+    with StandInServer(script) as server:
+        body = {"model": "m", "messages": [{"role": "user", "content": "pings"}]}
+        # The stall's time passes with nothing sent; then (no turns left) it hangs up.
+        with pytest.raises(ConnectionError):
+            post(f"{server.url}/v1/chat/completions", body)
+        assert server.requests[-1].bytes_sent == 0
+
+
 def test_a_server_in_another_process_records_every_request(tmp_path):
     script = tmp_path / "script.json"
     script.write_text(Script().on(Match(user_says="hi"), Text("hello")).to_json())

@@ -1,8 +1,8 @@
 """The watchdog with the real agents' TUIs in a real terminal (tmux), against a stand-in
 model server that can stall: Claude Code idle at its prompt, streaming a reply, and behind
-its spinner while the model never answers (then restarted with ``--continue``) or sends
-only keep-alives; the runner's warning drawn over its screen without breaking it; the
-same stall in Codex's and Gemini CLI's TUIs.
+its spinner while the model never answers (then restarted with ``--continue``); the
+runner's warning drawn over its screen without breaking it; the same stall in Codex's and
+Gemini CLI's TUIs; and in all three, a stream that sends only keep-alives.
 
 The timeout is short (2 s, a check every 0.5 s) to keep the run short; what the watchdog
 reads is asserted through ``watchdog_status``, what the user sees through tmux.
@@ -47,7 +47,7 @@ PINGS = "PINGS-5"
 
 def script() -> Script:
     """HELLO -> an answer; STREAM -> a reply over 6 s; STALL -> nothing, ever; PINGS ->
-    a stream that starts and then sends only a keep-alive ping a second; after the
+    a stream that starts and then sends only a keep-alive a second; after the
     restart, AGAIN -> an answer (first: the resumed request may still hold STALL)."""
     return (
         Script()
@@ -191,8 +191,10 @@ def test_claude_idle_at_its_prompt_then_streaming_a_reply(tui):
         s["reason"] for s in past_timeout
     ]
     idle = seen[-1]
-    assert "waiting for input at its prompt since" in idle["reason"]
+    assert re.match(r"waiting for your input since \d\d:\d\d, at its prompt$", idle["reason"])
     assert idle["recent_actions"] == []
+    served = call(session.sock, "server_status")["watchdog"]
+    assert served["state"] == "Idle" and served["reason"] == idle["reason"]
     screen = idle["signals"]["screen"]
     assert screen["prompt_visible"] and screen["busy_line"] is None
     assert screen["cursor_line"].startswith("\u276f")
@@ -258,18 +260,26 @@ def test_claude_behind_its_spinner_with_a_stalled_model(tui):
     assert "aegis-mcp: Unresponsive: model stream stalled" in after, after
 
 
-def test_claude_with_a_stream_that_sends_only_keep_alives_is_restarted(tui):
-    """Headers, message_start, then a 40-byte ping a second: bytes on the connection, but
-    no progress (one ping in a 0.5 s check would be 80 B/s; over 5 s it is 40 B/s)."""
-    session = tui("claude")
+@pytest.mark.parametrize("name", ["claude", "codex", "gemini"])
+def test_a_stream_that_sends_only_keep_alives_is_restarted(tui, name):
+    """The stream starts, then only keep-alives come, one a second (Claude: the API's
+    40-byte ping events; Codex and Gemini CLI: SSE comments, as a proxy sends): bytes on
+    the connection, but no progress (one ping in a 0.5 s check would be 80 B/s; over 5 s
+    it is 40 B/s), so the agent is restarted with its continue flag."""
+    session = tui(name)
     session.ask(PINGS, "pings")
     wait_for(lambda: session.agent()["restarts"] == 1, START, what="the watchdog's restart")
-    reason = session.agent()["restart_history"][0]["reason"]
+    agent = session.agent()
+    reason = agent["restart_history"][0]["reason"]
     assert re.search(
         rf"model stream stalled \d+s: 127\.0\.0\.1:{session.server.port} sends only "
         r"keep-alives \(below the floor\); the screen shows only its spinner",
         reason,
     ), reason
+    assert all(a in agent["command"] for a in CONTINUED[name]), agent["command"]
+    # (Counted when the stream ends: the restarted agent's end of it is gone.)
+    pings = session.server.wait_for(lambda r: r.rule == "pings" and r.finished, START)
+    assert pings.bytes_sent > 0, "keep-alives were sent"
 
 
 @pytest.mark.parametrize("name", ["codex", "gemini"])

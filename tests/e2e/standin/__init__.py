@@ -13,8 +13,8 @@ the model asked for, the request's number) and the turns to answer with:
 - :class:`ToolCall` by the tool's plain name (``server_status``): the server finds
   the name the client offered (``mcp__aegis-mcp__server_status``); a rule whose tool
   is not offered does not apply, so side requests without tools fall through;
-- :class:`Stall` (accept and send nothing, for a while or until stopped; or, on the
-  Anthropic protocol, start the stream and send only keep-alive pings);
+- :class:`Stall` (accept and send nothing, for a while or until stopped; or start
+  the stream and send only keep-alives: Anthropic pings, SSE comments elsewhere);
 - :class:`HttpError` (the protocol's error shape, e.g. to end a headless run).
 
 Every request is kept (:attr:`StandInServer.requests`, or a JSONL record file for a

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from typing import Any
 
 from .script import Conversation, Item, SlowText, Text, ToolCall, Turn
@@ -144,11 +143,7 @@ def keepalive(wire: Wire, conv: Conversation, every: float, seconds: float | Non
         "usage": {"input_tokens": 1, "output_tokens": 1},
     }
     wire.event({"type": "message_start", "message": message}, "message_start")
-    deadline = None if seconds is None else time.monotonic() + seconds
-    while deadline is None or time.monotonic() < deadline:
-        if not wire.pause(every):
-            return
-        wire.event({"type": "ping"}, "ping")
+    wire.keep_alive(every, seconds, lambda: wire.event({"type": "ping"}, "ping"))
 
 
 def _text(content: Any) -> str:

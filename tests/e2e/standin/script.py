@@ -48,9 +48,11 @@ class SlowText:
 @dataclass(frozen=True)
 class Stall:
     """Accept the request and send nothing, not even headers, for ``seconds`` (None:
-    until the client goes away or the server stops). With ``keepalive_every``, an
-    Anthropic stream starts (headers, ``message_start``) and then sends only ``ping``
-    events that often: a model stalled mid-stream behind a live connection."""
+    until the client goes away or the server stops). With ``keepalive_every``, a streamed
+    answer starts and then sends only keep-alives that often: a model stalled behind a
+    live connection (Anthropic: headers, ``message_start``, then ``ping`` events; the
+    other protocols: headers, then SSE comments, as a proxy sends; a request that is not
+    streamed gets the plain stall)."""
 
     seconds: float | None = None
     keepalive_every: float | None = None

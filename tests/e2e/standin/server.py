@@ -208,8 +208,13 @@ class StandInServer:
             return
         if turns and isinstance(turns[0], Stall):
             stall = turns[0]
-            if stall.keepalive_every and protocol == "anthropic":
-                anthropic.keepalive(wire, conv, stall.keepalive_every, stall.seconds)
+            if stall.keepalive_every and conv.stream:
+                every, seconds = stall.keepalive_every, stall.seconds
+                if protocol == "anthropic":
+                    anthropic.keepalive(wire, conv, every, seconds)
+                else:
+                    wire.begin_events()
+                    wire.keep_alive(every, seconds, lambda: wire.comment("keep-alive"))
                 return
             if not wire.pause(stall.seconds):
                 return

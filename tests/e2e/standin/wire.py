@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -42,6 +44,19 @@ class Wire:
         head = f"event: {name}\n" if name else ""
         payload = data if isinstance(data, str) else json.dumps(data)
         self._write(f"{head}data: {payload}\n\n".encode())
+
+    def comment(self, text: str) -> None:
+        """An SSE comment, which clients skip: what a proxy sends to keep a stream open."""
+        self._write(f": {text}\n\n".encode())
+
+    def keep_alive(self, every: float, seconds: float | None, send: Callable[[], None]) -> None:
+        """``send()`` every ``every`` seconds for ``seconds`` (None: until the client goes
+        away or the server stops)."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while deadline is None or time.monotonic() < deadline:
+            if not self.pause(every):
+                return
+            send()
 
     def pause(self, seconds: float | None) -> bool:
         """Wait ``seconds`` (None: until the server stops); False if it is stopping."""
