@@ -5,6 +5,7 @@ the profile data that drives them."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -265,6 +267,54 @@ def test_a_connection_to_itself_is_not_the_network():
         watcher.close()
         for s in (client, server, listener):
             s.close()
+
+
+AS_USER = textwrap.dedent(
+    """
+    import asyncio, json, os, socket, sys
+    from aegis_mcp.watchdog.sockets import SocketWatcher
+    client = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    client.sendall(b"GET /v1/messages\\n")
+    got = 0
+    while got < 3000:
+        got += len(client.recv(65536))
+    watcher = SocketWatcher()
+    sample = asyncio.run(watcher.sample([os.getpid()]))
+    watcher.close()
+    conns = [[c.bytes_received, c.bytes_sent] for c in sample.connections]
+    print(json.dumps({"uid": os.getuid(), "error": sample.error, "connections": conns}))
+    """
+)
+
+
+def test_socket_watcher_needs_no_privileges_for_ones_own_processes():
+    """As a plain user (nobody, when the suite runs as root): its own connection's bytes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(100)
+            conn.sendall(b"y" * 3000)
+            conn.recv(100)  # until the child is done and closes
+
+    threading.Thread(target=serve, daemon=True).start()
+    plain = {"user": 65534, "group": 65534, "extra_groups": []} if os.geteuid() == 0 else {}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", AS_USER, str(listener.getsockname()[1])],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+            check=True,
+            **plain,
+        ).stdout
+    finally:
+        listener.close()
+    seen = json.loads(out)
+    assert seen["uid"] != 0 and seen["error"] is None, seen
+    assert seen["connections"] == [[3000, 17]], seen
 
 
 NETNS_CHILD = textwrap.dedent(
