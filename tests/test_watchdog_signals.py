@@ -244,7 +244,8 @@ def test_socket_watcher_counts_bytes_received_per_connection():
 
 
 def test_a_connection_to_itself_is_not_the_network():
-    """Codex's TUI talks to its own core over loopback: both ends are the agent's."""
+    """Codex's TUI talks to its own core over loopback: both ends are the agent's, its
+    bytes both ways counted apart (each end's, sent and received)."""
     listener = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(listener.getsockname())
     server, _ = listener.accept()
@@ -263,6 +264,8 @@ def test_a_connection_to_itself_is_not_the_network():
         ends = {os.fstat(s.fileno()).st_ino for s in (client, server)}
         assert not ends & {c.inode for c in sample.connections}
         assert sample.received == 0 and sample.awaiting() is None
+        # Nor file I/O: /proc/PID/io counts it, so the watchdog takes it out of that too.
+        assert sample.internal == 2 * (4 + 3000)
     finally:
         watcher.close()
         for s in (client, server, listener):

@@ -357,8 +357,9 @@ class Watchdog:
             self._take_screen_change(self._screen)
         netmon = self._netmon_delta(sample.pids)
         received = max(net.received, netmon or 0)
-        # /proc/PID/io counts the terminal output and the socket traffic too.
-        background = max(io_delta - output - net.received - net.sent, 0)
+        # /proc/PID/io counts the terminal output and the socket traffic too, the
+        # tree's connections to itself included.
+        background = max(io_delta - output - net.received - net.sent - net.internal, 0)
         self._received.append((now, received))
         while self._received[0][0] <= now - NET_WINDOW_SECS:
             self._received.popleft()

@@ -72,6 +72,9 @@ class NetSample:
     received: int = 0
     """Bytes received since the previous look, over all connections."""
     sent: int = 0
+    internal: int = 0
+    """Bytes both ways since the previous look on connections whose both ends the tree
+    holds: not the network, and not file I/O either (``/proc/PID/io`` counts them)."""
     error: str | None = None
 
     def awaiting(self) -> Connection | None:
@@ -103,6 +106,13 @@ def socket_inodes(pids: list[int]) -> set[int]:
                 if target.startswith("socket:["):
                     inodes.add(int(target[8:-1]))
     return inodes
+
+
+def _bytes_sent(info: Any) -> int:
+    """``tcpi_bytes_sent`` (Linux 4.19+), else ``tcpi_bytes_acked`` (a zero is a count:
+    falling back then would read the acked SYN as a byte sent)."""
+    sent = info.get("tcpi_bytes_sent")
+    return sent if sent is not None else info.get("tcpi_bytes_acked") or 0
 
 
 def _netns_inode(pid: int | str) -> int | None:
@@ -146,15 +156,13 @@ class SocketWatcher:
             self._close_diag()
             return NetSample(error=f"cannot read the agent's TCP connections: {exc}")
         connections: list[Connection] = []
-        received = sent = 0
+        received = sent = internal = 0
         seen: dict[int, tuple[int, int]] = {}
         ours = [m for m in messages if m.get("idiag_inode") in inodes]
         # Both ends of a loopback connection in the tree are the agent talking to itself
         # (Codex's TUI and its core exchange pings every few seconds): not the network.
         local = {(m.get("idiag_src"), m.get("idiag_sport")) for m in ours}
         for msg in ours:
-            if (msg.get("idiag_dst"), msg.get("idiag_dport")) in local:
-                continue
             inode = msg.get("idiag_inode")
             info = msg.get_attr("INET_DIAG_INFO")
             if info is None:
@@ -163,20 +171,24 @@ class SocketWatcher:
                 inode=inode,
                 remote=format_endpoint(str(msg.get("idiag_dst")), msg.get("idiag_dport")),
                 bytes_received=info.get("tcpi_bytes_received") or 0,
-                bytes_sent=info.get("tcpi_bytes_sent") or info.get("tcpi_bytes_acked") or 0,
+                bytes_sent=_bytes_sent(info),
                 last_recv_ms=info.get("tcpi_last_data_recv") or 0,
                 last_send_ms=info.get("tcpi_last_data_sent") or 0,
             )
-            connections.append(conn)
             # A connection first seen after the baseline is new: all its bytes are news.
             before = self._seen.get(inode, (0, 0) if not self._baseline else None)
-            if before is not None:
-                received += max(conn.bytes_received - before[0], 0)
-                sent += max(conn.bytes_sent - before[1], 0)
             seen[inode] = (conn.bytes_received, conn.bytes_sent)
+            got = max(conn.bytes_received - before[0], 0) if before is not None else 0
+            gave = max(conn.bytes_sent - before[1], 0) if before is not None else 0
+            if (msg.get("idiag_dst"), msg.get("idiag_dport")) in local:
+                internal += got + gave
+                continue
+            connections.append(conn)
+            received += got
+            sent += gave
         self._seen = seen
         self._baseline = False
-        return NetSample(connections=connections, received=received, sent=sent)
+        return NetSample(connections, received, sent, internal)
 
     def _dump(self, pid: int) -> list[Any]:
         from pyroute2.netlink.diag import SS_CONN
@@ -232,5 +244,6 @@ class SocketWatcher:
             "recent_connections": [c.as_dict() for c in shown[:MAX_SHOWN]],
             "received_last_check": sample.received,
             "sent_last_check": sample.sent,
+            "internal_last_check": sample.internal,
             "error": sample.error,
         }
