@@ -14,6 +14,8 @@ watchdog-stall  the time from the start of a stall (the stand-in model server
                 reads the request and never answers, the agent shows its
                 spinner) to the watchdog's action, for several timeouts
                 (target <= 3 x timeout + 1 s)
+watchdog-stall-real  the same with the real Claude Code, Codex and Gemini CLI TUIs
+                (skipped for a CLI that is not installed)
 """
 
 from __future__ import annotations
@@ -131,20 +133,22 @@ def bench_watchdog_cpu(tmp: Path, quick: bool) -> list[Row]:
 
 
 STALL = "STALL-3"
-PROMPTS = {"claude": "\u276f".encode(), "gemini": b"Type your message"}
+PROMPTS = {"claude": "\u276f".encode(), "codex": "\u203a".encode(), "gemini": b"Type your message"}
 
 
-def _real_agent_cpu(tmp: Path, name: str, extra: list[str], seconds: float) -> float:
-    """The runner's CPU while the real CLI ``name`` spins behind a model that took the
-    request and sends nothing."""
-    from e2e.agents import agents_bin, git_workdir, interactive_setup, model_env
+@contextlib.contextmanager
+def _real_agent_stalled(tmp: Path, name: str, extra: list[str], config: str):
+    """The real CLI ``name`` under the runner in a PTY, behind a stand-in model that took
+    its request and sends nothing: yields the runner and the time the request was read."""
+    bin_dir = _agents_bin()
+    from e2e.agents import git_workdir, interactive_setup, model_env
     from e2e.standin import Match, Script, Stall, StandInServer
 
     env = _env(tmp)
-    (tmp / "config.toml").write_text('[watchdog]\nlockup_action = "warn"\n')
+    (tmp / "config.toml").write_text(config)
     work = git_workdir(tmp / "work")
     with StandInServer(Script().on(Match(user_says=STALL), Stall(), name="stall")) as server:
-        env["PATH"] = f"{agents_bin()}:{env['PATH']}"
+        env["PATH"] = f"{bin_dir}:{env['PATH']}"
         env.update(model_env(name, server.url, tmp / "home"))
         interactive_setup(name, tmp / "home", work)
         runner = _PtyRunner([name, *extra], env, cwd=work)
@@ -159,22 +163,36 @@ def _real_agent_cpu(tmp: Path, name: str, extra: list[str], seconds: float) -> f
                 time.sleep(0.5)
                 os.write(runner.master, b"\r")
                 time.sleep(3)
-            return _cpu_over(runner.proc.pid, seconds)
+            yield runner, server.requests[-1].received_at
         finally:
             runner.close()
 
 
-def bench_watchdog_cpu_real(tmp: Path, quick: bool) -> list[Row]:
-    """The watchdog's CPU behind the real CLIs' spinners, over the pump alone."""
+def _agents_bin() -> Path:
+    """Where the e2e set-up installs the real CLIs (tests/ put on the path for it)."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    tests = str(Path(__file__).resolve().parents[1] / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
     from e2e.agents import agents_bin
 
+    return agents_bin()
+
+
+def _real_agent_cpu(tmp: Path, name: str, extra: list[str], seconds: float) -> float:
+    """The runner's CPU while the real CLI ``name`` spins behind a stalled model."""
+    config = '[watchdog]\nlockup_action = "warn"\n'
+    with _real_agent_stalled(tmp, name, extra, config) as (runner, _):
+        return _cpu_over(runner.proc.pid, seconds)
+
+
+def bench_watchdog_cpu_real(tmp: Path, quick: bool) -> list[Row]:
+    """The watchdog's CPU behind the real CLIs' spinners, over the pump alone."""
     seconds = 5 if quick else 20
     rows: list[Row] = []
     for name in ("claude", "gemini"):
-        if not os.access(agents_bin() / name, os.X_OK):
+        if not os.access(_agents_bin() / name, os.X_OK):
             rows.append((f"watchdog-cpu-real: {name}", "skipped", "CLI not installed", ""))
             continue
         (tmp / f"{name}-off").mkdir()
@@ -242,8 +260,50 @@ def bench_watchdog_stall(tmp: Path, quick: bool) -> list[Row]:
     return rows
 
 
+def _real_stall_to_action(tmp: Path, name: str, timeout: float) -> float:
+    """Seconds from the stand-in reading the real CLI's request to the watchdog's action."""
+    from aegis_mcp.control.client import ControlClient
+
+    config = (
+        "[runner]\nstop_grace_secs = 1.0\n"
+        f'[watchdog]\nheartbeat_timeout_secs = {timeout}\nlockup_action = "warn"\n'
+    )
+    with _real_agent_stalled(tmp, name, [], config) as (_, stalled_at):
+        sock = next((tmp / "run").glob("runner-*.sock"))
+        with ControlClient(sock) as client:  # type: ignore[arg-type]
+            actions = _wait(
+                lambda: client.call("watchdog_status")["recent_actions"],
+                timeout=3 * timeout + 60,
+            )
+    return actions[0]["ts"] - stalled_at  # type: ignore[index]
+
+
+def bench_watchdog_stall_real(tmp: Path, quick: bool) -> list[Row]:
+    """Stall start to action with the real CLIs' TUIs, against 3 x timeout + 1 s."""
+    rows: list[Row] = []
+    for name in ("claude",) if quick else ("claude", "codex", "gemini"):
+        if not os.access(_agents_bin() / name, os.X_OK):
+            rows.append((f"watchdog-stall-real: {name}", "skipped", "CLI not installed", ""))
+            continue
+        for timeout in (2.0,) if quick else (2.0, 5.0):
+            where = tmp / f"{name}-{timeout:g}"
+            where.mkdir()
+            took = _real_stall_to_action(where, name, timeout)
+            target = 3 * timeout + 1
+            rows.append(
+                (
+                    f"watchdog-stall-real: {name}, model never answers (timeout {timeout:g}s)",
+                    f"{took:.2f}s to the action",
+                    f"target 3 x {timeout:g} + 1 = {target:g}s",
+                    f"x{took / timeout:.2f} of the timeout ({'ok' if took <= target else 'OVER'})",
+                )
+            )
+    return rows
+
+
 BENCHES = {
     "watchdog-cpu": bench_watchdog_cpu,
     "watchdog-cpu-real": bench_watchdog_cpu_real,
     "watchdog-stall": bench_watchdog_stall,
+    "watchdog-stall-real": bench_watchdog_stall_real,
 }

@@ -49,6 +49,8 @@ class Request:
     reply: list[dict[str, Any]] = field(default_factory=list)
     bytes_sent: int = 0
     finished: bool = False
+    received_at: float = 0.0
+    """Wall-clock time the whole request had been read (the model's clock starts)."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready copy (for the record file)."""
@@ -166,6 +168,7 @@ class StandInServer:
                 len(raw),
                 conv,
                 handler.client_address[0],
+                received_at=time.time(),
             )
             schema = gemini.json_schema(body) if protocol == "gemini" else None
             if schema is not None:
