@@ -184,6 +184,8 @@ def test_codex_gets_the_server_inline_and_required():
         "-c", 'mcp_servers.aegis-mcp.command="/opt/aegis-mcp"',
         "-c", 'mcp_servers.aegis-mcp.args=["--mcp-server"]',
         "-c", 'mcp_servers.aegis-mcp.env={AEGIS_MCP_SOCKET = "/run/s"}',
+        # The agent's identity by name: its token stays out of the command line.
+        "-c", 'mcp_servers.aegis-mcp.env_vars=["AEGIS_MCP_AGENT_ID", "AEGIS_MCP_AGENT_TOKEN"]',
         # Else `codex exec` may start its first turn without the server.
         "-c", "mcp_servers.aegis-mcp.required=true",
     ]  # fmt: skip

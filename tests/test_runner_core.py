@@ -364,13 +364,16 @@ def test_privilege_drop_seen_from_inside(aegis_env, public_runtime, throwaway_us
     entry = pwd.getpwnam(name)
     extra_gid = grp.getgrnam(group).gr_gid
     env = dict(aegis_env, SUDO_UID=str(entry.pw_uid), SUDO_GID=str(entry.pw_gid), SUDO_USER=name)
-    # The agent asks the runner for its status through the socket, as its MCP server would.
+    # The agent asks the runner for its status through the socket, as its MCP server
+    # would: with its id and token.
     probe = public_runtime.parent / "probe.py"
     probe.write_text(
-        "import os, socket\n"
+        "import json, os, socket\n"
         "s = socket.socket(socket.AF_UNIX)\n"
         "s.connect(os.environ['AEGIS_MCP_SOCKET'])\n"
-        's.sendall(b\'{"v": 1, "id": 1, "op": "hello"}\\n\')\n'
+        "agent, token = os.environ['AEGIS_MCP_AGENT_ID'], os.environ['AEGIS_MCP_AGENT_TOKEN']\n"
+        "request = {'v': 1, 'id': 1, 'op': 'hello', 'agent': agent, 'token': token}\n"
+        "s.sendall(json.dumps(request).encode() + b'\\n')\n"
         "print('REPLY', s.makefile('rb').readline().decode().strip())\n"
     )
     probe.chmod(0o644)
@@ -394,6 +397,13 @@ def test_privilege_drop_seen_from_inside(aegis_env, public_runtime, throwaway_us
     assert f"HOME={entry.pw_dir} USER={name} LOGNAME={name}" in result.stdout
     reply = json.loads(result.stdout.split("REPLY", 1)[1])
     assert reply["ok"] is True, reply
+    # The user's uid, and the agent it proved to be.
+    assert reply["result"]["caller"] == {
+        "kind": "primary",
+        "agent_id": "primary",
+        "uid": entry.pw_uid,
+        "pid": reply["result"]["caller"]["pid"],
+    }
 
 
 def test_root_without_sudo_user_says_so_and_skips_refused_flag(aegis_env, report):

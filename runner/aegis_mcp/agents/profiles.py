@@ -292,9 +292,11 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
         syntax=_CODEX,
         permission_args=("--dangerously-bypass-approvals-and-sandbox",),
         # Config overrides are TOML values. Codex gives MCP servers a reduced
-        # environment, so the socket is passed explicitly; `required` makes
-        # `codex exec` wait for the server before its first turn (else a server
-        # slower than about a second to start is missing from the tool list).
+        # environment, so the socket is passed explicitly, and the agent's identity
+        # by name (`env_vars`: its values stay in the environment, out of argv);
+        # `required` makes `codex exec` wait for the server before its first turn
+        # (else a server slower than about a second to start is missing from the
+        # tool list).
         mcp_inject="flag",
         mcp_inject_args=(
             "-c",
@@ -303,6 +305,8 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
             "mcp_servers.aegis-mcp.args={args}",
             "-c",
             "mcp_servers.aegis-mcp.env={env}",
+            "-c",
+            'mcp_servers.aegis-mcp.env_vars=["AEGIS_MCP_AGENT_ID", "AEGIS_MCP_AGENT_TOKEN"]',
             "-c",
             "mcp_servers.aegis-mcp.required=true",
         ),

@@ -42,6 +42,7 @@ Section = Literal[
     "netmon_stats",
     "sandbox",
     "system",
+    "authority",
 ]
 SECTIONS: tuple[Section, ...] = get_args(Section)
 """The parts of a :class:`Snapshot` that change messages replace."""
@@ -78,6 +79,8 @@ class RestartRecord(TypedDict):
     """Who asked: ``watchdog``, ``control socket``, ``aegis-mcp restart``, an MCP tool, ..."""
     prompt: str | None
     pid: int
+    caller: str
+    """Who asked, as the runner established it (``primary agent``, ``user (uid N)``, ...)."""
     latency_secs: float
     """From the request to the new agent process."""
 
@@ -204,8 +207,36 @@ class SystemInfo(TypedDict):
     machine: MachineUse
 
 
+class Refusal(TypedDict):
+    """A control request refused for who made it."""
+
+    ts: float
+    who: dict[str, Any]
+    """The caller (``kind`` user/primary/pool, ``agent_id``, ``uid``, ``pid``), or the claim
+    that was not proven (``kind`` ``unproven``, ``claimed``: the agent id it named)."""
+    op: str
+    reason: str
+
+
+class AuthorityInfo(TypedDict):
+    """Who asked for what (see ``aegis_mcp.control.authority``): every request counted, the
+    refusals by caller, the latest refusals. Each request is also a ``control.request`` or
+    ``control.refused`` event."""
+
+    requests: int
+    refused: int
+    refused_by: dict[str, int]
+    """By the caller's label (``pool agent ID``, ``pid N (uid U) claiming agent 'X'``)."""
+    recent_refusals: list[Refusal]
+    """The last 20, oldest first."""
+
+
 class ServerStatus(TypedDict):
-    """What ``server_status`` answers."""
+    """What ``server_status`` answers (to the user and the primary agent; a pool agent
+    gets its own view: the runner, ``agent`` itself with ``spawned_by`` and ``depth``, its
+    own ``watchdog``, the pool's limits and the agents it spawned, ``netmon``). Every
+    answer ends with ``caller``: who asked as the runner established it, and ``may``,
+    what it may do by operation."""
 
     schema_version: int
     runner: RunnerInfo
@@ -216,6 +247,7 @@ class ServerStatus(TypedDict):
     the pool is first used (``{"error": ...}`` while its database cannot be read)."""
     netmon: NetmonInfo
     sandbox: SandboxInfo
+    authority: AuthorityInfo
 
 
 class PoolAgent(TypedDict, total=False):
@@ -233,6 +265,9 @@ class PoolAgent(TypedDict, total=False):
     """In whole seconds while the agent runs (the state is not resent for its clock alone)."""
     exit_code: int | None
     runner_pid: int
+    spawned_by: str | None
+    """``user``, ``primary`` or the id of the pool agent that spawned it."""
+    depth: int
     last_output: list[str]
     """The last lines it wrote (agents of this runner that have started)."""
     output_bytes: int
@@ -278,6 +313,7 @@ class Snapshot(TypedDict):
     ending at ``until``); None when monitoring is off."""
     sandbox: SandboxInfo
     system: SystemInfo
+    authority: AuthorityInfo
     events: list[RunnerEvent]
     """The last 50."""
     netmon_events: list[dict[str, Any]]

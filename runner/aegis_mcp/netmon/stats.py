@@ -26,7 +26,7 @@ import itertools
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -341,13 +341,41 @@ class NetmonStats:
             table = self._processes
             return sum(table[pid].bytes_received for pid in pids if pid in table)
 
-    def recent(self, count: int) -> list[dict[str, Any]]:
-        """The last ``count`` events, newest last (copies: callers may change them)."""
+    def recent(self, count: int, pids: Collection[int] | None = None) -> list[dict[str, Any]]:
+        """The last ``count`` events (of the processes ``pids`` only, when given), newest
+        last (copies: callers may change them)."""
         if count <= 0:
             return []
         with self._lock:
-            tail = list(itertools.islice(reversed(self._ring), count))
+            newest_first: Iterable[dict[str, Any]] = reversed(self._ring)
+            if pids is not None:
+                newest_first = (ev for ev in newest_first if ev.get("pid") in pids)
+            tail = list(itertools.islice(newest_first, count))
         return [dict(ev) for ev in reversed(tail)]
+
+    def status_of(self, pids: Collection[int]) -> dict[str, Any]:
+        """The totals of the processes ``pids`` alone (one agent's share): their counters,
+        and the targets of their events still in the ring."""
+        with self._lock:
+            procs = [self._processes[pid] for pid in pids if pid in self._processes]
+            events = [ev for ev in self._ring if ev.get("pid") in pids]
+        targets: Counter[str] = Counter()
+        for ev in events:
+            addr, port = ev.get("remote_addr"), _port(ev.get("remote_port"))
+            if ev.get("event") in _TRAFFIC and isinstance(addr, str) and port is not None:
+                targets[format_endpoint(addr, port)] += 1
+        return {
+            "mode": self.mode,
+            "events": sum(p.events for p in procs),
+            "total_connections": sum(p.connections for p in procs),
+            "failed_connections": sum(p.failed for p in procs),
+            "bytes_sent": sum(p.bytes_sent for p in procs),
+            "bytes_received": sum(p.bytes_received for p in procs),
+            "processes": [p.as_dict() for p in sorted(procs, key=_busiest, reverse=True)],
+            "top_targets": [
+                {"target": target, "events": n} for target, n in targets.most_common(TOP_TARGETS)
+            ],
+        }
 
     def status(self) -> dict[str, Any]:
         """A JSON-able summary: totals, top targets and processes, where the data comes from."""

@@ -150,8 +150,9 @@ class Confinement:
         return sandbox.wrap(spec) if sandbox is not None else spec
 
     def sandbox_for(self, kind: str, agent_id: str, spec: SpawnSpec) -> SpawnSpec:
-        """The pool's hook: a pool agent's spec, in a new sandbox of ``kind``."""
-        if kind != "none":
+        """The pool's hook: a pool agent's spec, in a new sandbox of ``kind`` (the one it
+        has already when it is restarted)."""
+        if kind != "none" and agent_id not in self.sandboxes:
             from ..sandbox.errors import PolicyError, SandboxError, SandboxUnavailable
 
             try:
