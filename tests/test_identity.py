@@ -183,7 +183,10 @@ def test_a_pool_agent_restarts_itself_and_is_refused_the_rest(runner, aegis_env,
     starts = read_report(report, agent_id)
     assert len(starts) == 2 and starts[0]["mcp_servers"] == ["aegis-mcp"]
     assert starts[1]["continue"] and starts[1]["prompt"] == "after-restart"
-    assert starts[1]["headless"] and "--continue" in starts[1]["argv"]
+    # Its own conversation, by the id it was started with: never the latest in its
+    # directory, which might be the user's.
+    session = starts[0]["argv"][starts[0]["argv"].index("--session-id") + 1]
+    assert starts[1]["headless"] and starts[1]["resume"] == session
     assert "continuing conversation (1 turns)" in Path(done["log_file"]).read_text()
     assert "demo: you said: after-restart" in done["result"]
     # The primary agent was not touched: one start, no prompt of the pool agent's.

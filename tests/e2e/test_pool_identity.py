@@ -10,6 +10,7 @@ prompt. Its ``agent_stop`` of an agent it did not spawn is refused and logged; i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from e2e.standin import Match, Script, Text, ToolCall
 from e2e.standin.script import tool_matches
@@ -95,7 +96,12 @@ def test_a_claude_pool_agent_restarts_itself_not_the_primary(
     assert itself["caller"] == {**itself["caller"], "kind": "pool", "agent_id": done["agent_id"]}
     agent = itself["agent"]
     assert agent["id"] == done["agent_id"] and agent["restarts"] == 1
-    assert contains_in_order(agent["command"], ["-p", "--continue", "after-restart"])
+    # Resumed by the session id it was started with (claude's --session-id), not the
+    # latest conversation of the directory.
+    assert contains_in_order(agent["command"], ["-p", "--resume", "after-restart"])
+    session = agent["command"][agent["command"].index("--resume") + 1]
+    kept = list(Path(env["HOME"]).glob(".claude/projects/*/*.jsonl"))
+    assert [f.stem for f in kept] == [session], kept
 
     # The primary agent: never restarted, never given the prompt, its watchdog untouched.
     assert primary["agent"]["restarts"] == 0

@@ -79,6 +79,12 @@ class AgentProfile:
     """Arguments that run one task without a terminal; ``{task}`` is the task text."""
     max_iterations_args: tuple[str, ...] = ()
     """Arguments bounding a headless run; ``{n}`` is the limit."""
+    session_args: tuple[str, ...] = ()
+    """Arguments that give a headless task a conversation of its own, ``{session}`` a new
+    UUID, so that its restart resumes that conversation and not the latest one in its
+    directory (which may be the user's session, or another agent's)."""
+    resume_session_args: tuple[str, ...] = ()
+    """What the restart of such a task continues with instead of the continue form."""
     takes_prompt: bool = True
     """False for arbitrary commands (``aegis-mcp run``): their arguments are never rewritten."""
     watch: WatchRules = WatchRules()
@@ -151,6 +157,8 @@ _CLAUDE_LIKE = dict(
     mcp_inject_args=("--mcp-config", "{config}"),
     headless_args=("-p", "{task}", "--output-format", "stream-json", "--verbose"),
     max_iterations_args=("--max-turns", "{n}"),
+    session_args=("--session-id", "{session}"),
+    resume_session_args=("--resume", "{session}"),
 )
 
 # -- Codex CLI ---------------------------------------------------------------------

@@ -28,6 +28,7 @@ import os
 import secrets
 import signal
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -107,6 +108,8 @@ class _Live:
     task: asyncio.Task[None] | None = None
     stop_task: asyncio.Task[Any] | None = None
     stop_reason: str | None = None
+    session: str | None = None
+    """The conversation id it was started with, when its profile names one."""
     restart: dict[str, Any] | None = None
     """A restart asked for and not carried out yet."""
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -376,7 +379,7 @@ class AgentPool:
         profile = self.profiles[record.agent_type]
         if prompt is not None and not profile.takes_prompt:
             raise PromptNotAccepted(f"{profile.name} is a plain command: it takes no prompt")
-        restart_args(profile, live.args, prompt)  # raises where no prompt can go
+        restart_args(profile, live.args, prompt, live.session)  # raises where no prompt can go
         number = record.restarts + 1
         live.restart = {
             "number": number,
@@ -395,7 +398,11 @@ class AgentPool:
             "restart_number": number,
             "reason": reason,
             "prompt": prompt,
-            "continue_args": list(profile.syntax.continue_args),
+            "continue_args": (
+                [a.replace("{session}", live.session) for a in profile.resume_session_args]
+                if live.session is not None and profile.resume_session_args
+                else list(profile.syntax.continue_args)
+            ),
             "message": (
                 "This background agent will be stopped and started again headless, "
                 "continuing its conversation."
@@ -569,13 +576,15 @@ class AgentPool:
         )
         return self._launch_for(profile, launch) if self._launch_for is not None else launch
 
-    def _task_args(self, profile: AgentProfile, record: AgentRecord) -> list[str]:
+    def _task_args(
+        self, profile: AgentProfile, record: AgentRecord, session: str | None
+    ) -> list[str]:
         # A task starting with "-" (a Markdown list) would be read as an option;
         # a leading space changes nothing for the model and everything for the parser.
         task = (
             " " + record.description if record.description.startswith("-") else record.description
         )
-        return headless_task_args(profile, task, record.max_iterations)
+        return headless_task_args(profile, task, record.max_iterations, session)
 
     def _spec(self, record: AgentRecord, argv: list[str], env: dict[str, str]) -> SpawnSpec:
         spec = SpawnSpec(
@@ -606,7 +615,10 @@ class AgentPool:
             if self._inject_env is not None:
                 # Agents that take the server through their environment (gemini).
                 self._inject_env(profile, env)
-            args = self._task_args(profile, record)
+            # Its own conversation: its restart must resume this one, never the latest
+            # in the directory (the user's, or another agent's).
+            session = str(uuid.uuid4()) if profile.session_args else None
+            args = self._task_args(profile, record, session)
             argv = build_argv(profile, self._launch(profile, env), args)
             scanner = OutputScanner()
             record.last_output = scanner.tail
@@ -624,7 +636,13 @@ class AgentPool:
         record.status = RUNNING
         self._started(record, proc)
         live = _Live(
-            proc=proc, log_fd=log_fd, scanner=scanner, env=env, args=args, on_output=on_output
+            proc=proc,
+            log_fd=log_fd,
+            scanner=scanner,
+            env=env,
+            args=args,
+            on_output=on_output,
+            session=session,
         )
         self._live[record.agent_id] = live
         live.task = asyncio.get_running_loop().create_task(
@@ -658,7 +676,7 @@ class AgentPool:
     def _relaunch(self, record: AgentRecord, live: _Live, restart: dict[str, Any]) -> None:
         """Start the agent again, continuing its conversation with the restart's prompt."""
         profile = self.profiles[record.agent_type]
-        args = restart_args(profile, live.args, restart["prompt"])
+        args = restart_args(profile, live.args, restart["prompt"], live.session)
         argv = build_argv(profile, self._launch(profile, live.env), args)
         note = f"aegis-mcp: restart #{restart['number']}: {restart['reason']}\n"
         with contextlib.suppress(OSError):
