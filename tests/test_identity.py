@@ -344,3 +344,33 @@ def test_a_pool_agent_under_run_has_the_tools_and_spawn_depth_is_limited(runner,
     assert listed == {top["agent_id"], second["agent_id"]}
     # The user may lift the limit.
     assert call(sock, "agent_pool_configure", max_spawn_depth=3)["max_spawn_depth"] == 3
+
+
+def test_a_pool_agents_own_watchdog_restarts_it_not_the_primary(runner, report, tmp_path):
+    sock = runner(["demo", "--scenario", "quiet"])
+    work = tmp_path / "pool-work"
+    work.mkdir()
+    settings = {"enabled": True, "heartbeat_timeout_secs": 1, "lockup_action": "restart"}
+    task = _scenario(_tool("watchdog_configure", settings), "quiet")
+    agent = call(
+        sock, "agent_spawn", description=task, agent_type="demo", working_directory=str(work)
+    )
+    # Silent after turning its watchdog on: its watchdog restarts it (and again).
+    restarted = wait_for(
+        lambda: (s := call(sock, "agent_status", agent_id=agent["agent_id"]))["restarts"] and s,
+        TIMEOUT,
+        what="the pool agent's watchdog to restart it",
+    )
+    assert restarted["status"] == "running"
+    starts = wait_for(lambda: len(r := read_report(report, agent["agent_id"])) >= 2 and r)
+    assert starts[1]["headless"] and starts[1]["resume"]
+    stopped = call(sock, "agent_stop", agent_id=agent["agent_id"])
+    assert stopped["status"] == "stopped"
+    events = call(sock, "events", limit=500)["events"]
+    assert any(
+        e["kind"].startswith("watchdog.") and e.get("agent") == agent["agent_id"] for e in events
+    )
+    # The primary agent's watchdog saw none of it.
+    status = call(sock, "server_status")
+    assert status["agent"]["restarts"] == 0 and len(read_report(report)) == 1
+    assert call(sock, "watchdog_status")["config"]["heartbeat_timeout_secs"] != 1
