@@ -14,7 +14,9 @@ import contextlib
 import json
 import os
 import re
+import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import pytest
 from aegis_mcp.control import authority, protocol
 from aegis_mcp.control.client import ControlClient
 from aegis_mcp.control.protocol import ControlError, RequestError, decode_request
+from aegis_mcp.hooks_lib import find_hooks
 from aegis_mcp.runner.identity import AgentTokens
 from helpers import REPO, call, mcp_client, read_report, runner_socket, start_aegis, wait_for
 
@@ -374,3 +377,54 @@ def test_a_pool_agents_own_watchdog_restarts_it_not_the_primary(runner, report, 
     status = call(sock, "server_status")
     assert status["agent"]["restarts"] == 0 and len(read_report(report)) == 1
     assert call(sock, "watchdog_status")["config"]["heartbeat_timeout_secs"] != 1
+
+
+def _listener() -> tuple[socket.socket, int]:
+    """A local TCP server that reads whatever comes and closes, for as long as the test."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    while conn.recv(65536):
+                        pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+def test_a_pool_agent_sees_its_own_traffic_only(runner, tmp_path):
+    if find_hooks() is None:
+        pytest.skip("the hooks library is not built (make build)")
+    servers = [_listener(), _listener()]
+    (_, primary_port), (_, pool_port) = servers
+    agent = tmp_path / "agent.py"
+    agent.write_text(
+        "import socket, time\n"
+        f"socket.create_connection(('127.0.0.1', {primary_port})).sendall(b'p' * 100)\n"
+        "time.sleep(600)\n"
+    )
+    try:
+        argv = ["run", "--netmon=preload", "--no-watchdog", "--", sys.executable, str(agent)]
+        sock = runner(argv)
+        task = _scenario(
+            f"connect:127.0.0.1:{pool_port}:200",
+            _tool("netmon_log", {"count": 100}),
+            _tool("netmon_status"),
+        )
+        spawned = call(sock, "agent_spawn", description=task, agent_type="demo")
+        done = call(sock, "agent_await", agent_id=spawned["agent_id"], timeout_secs=TIMEOUT)
+        everything = call(sock, "netmon_log", count=1000)["events"]
+    finally:
+        for server, _ in servers:
+            server.close()
+    results = {name: result for name, result, _ in tool_results(done["log_file"])}
+    ports = {e.get("remote_port") for e in results["netmon_log"]["events"]}
+    assert pool_port in ports and primary_port not in ports, ports
+    own = results["netmon_status"]
+    assert own["scope"] == "own processes" and own["bytes_sent"] >= 200
+    assert f":{primary_port}" not in json.dumps(own["top_targets"])
+    # The user sees the whole run.
+    assert {primary_port, pool_port} <= {e.get("remote_port") for e in everything}

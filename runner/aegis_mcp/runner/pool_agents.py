@@ -19,7 +19,6 @@ what they act on for a pool agent:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -146,8 +145,9 @@ class PoolAgent:
         """The processes of its tree seen so far (now included)."""
         proc = self._pool.process(self.agent_id)
         if proc is not None and proc.running:
-            with contextlib.suppress(Exception):
-                self._remember(p.pid for p in proc.tree())
+            # The agent itself even when its tree could not be read (a child that
+            # went while it was listed).
+            self._remember([proc.pid, *(p.pid for p in proc.tree())])
         return set(self._pids)
 
     def _remember(self, pids: Any) -> None:

@@ -163,11 +163,13 @@ class Supervisor:
             self.server.register_stream(op, opener)
         await self.server.start()
         self.injection.write_overlay()
-        self.server.register_lazy(POOL_OPS, lambda: self._pool_ops(reaper))
-        self.server.register_lazy(NAMESPACE_OPS, _namespace_ops)
         # Served from the start, answered once monitoring is set up (a BPF compile
-        # may take a while): its mode is known from then on.
+        # may take a while): the netmon mode is known from then on, and a pool agent
+        # spawned meanwhile would start unseen by the sources (and outside the cgroup
+        # an egress policy is enforced on).
         monitoring_ready = asyncio.Event()
+        self.server.register_lazy(POOL_OPS, lambda: self._pool_ops(reaper), monitoring_ready)
+        self.server.register_lazy(NAMESPACE_OPS, _namespace_ops)
         self.server.register_lazy(NETMON_OPS, self._netmon_ops, monitoring_ready)
         # Earlier runs may have left pool history (perhaps orphans): take it
         # over soon after the agent has started rather than on the first pool
