@@ -293,10 +293,7 @@ def test_a_forged_agent_id_or_a_tokenless_process_of_the_run_is_refused(
     assert [c.get("claimed") for c in claims] == [None, "primary", "primary", None, "primary"]
     assert all(c["kind"] == "unproven" and c["uid"] == os.getuid() for c in claims)
     # The token is nowhere but the agents' environments.
-    token = Path(f"/proc/{status['agent']['pid']}/environ").read_bytes()
-    secret = dict(v.split(b"=", 1) for v in token.split(b"\0") if b"=" in v)[
-        b"AEGIS_MCP_AGENT_TOKEN"
-    ]
+    secret = _token_of(status["agent"]["pid"]).encode()
     runtime = Path(aegis_env["AEGIS_MCP_RUNTIME_DIR"])
     for path in runtime.iterdir():
         if path.is_file():
@@ -349,7 +346,11 @@ def test_a_pool_agent_under_run_has_the_tools_and_spawn_depth_is_limited(runner,
     assert call(sock, "agent_pool_configure", max_spawn_depth=3)["max_spawn_depth"] == 3
 
 
-def test_a_pool_agents_own_watchdog_restarts_it_not_the_primary(runner, report, tmp_path):
+def test_a_pool_agents_own_watchdog_restarts_it_not_the_primary(
+    runner, aegis_env, report, tmp_path
+):
+    # One restart per minute for each agent: the second one its watchdog asks for is refused.
+    Path(aegis_env["AEGIS_MCP_CONFIG"]).write_text("[runner]\nrestart_limit_burst = 1\n")
     sock = runner(["demo", "--scenario", "quiet"])
     work = tmp_path / "pool-work"
     work.mkdir()
@@ -367,6 +368,24 @@ def test_a_pool_agents_own_watchdog_restarts_it_not_the_primary(runner, report, 
     assert restarted["status"] == "running"
     starts = wait_for(lambda: len(r := read_report(report, agent["agent_id"])) >= 2 and r)
     assert starts[1]["headless"] and starts[1]["resume"]
+    limited = wait_for(
+        lambda: [
+            e
+            for e in call(sock, "events", limit=500)["events"]
+            if e["kind"] == "pool.restart_limit" and e.get("agent") == agent["agent_id"]
+        ],
+        TIMEOUT,
+        what="the agent's start limit to refuse the next restart",
+    )
+    assert "it keeps running" in limited[0]["message"]
+    now = call(sock, "agent_status", agent_id=agent["agent_id"])
+    assert now["restarts"] == 1 and now["status"] == "running"
+    # The agent's own status shows its limit; the primary agent's is untouched.
+    identity = (agent["agent_id"], _token_of(now["pid"]))
+    with ControlClient(sock, identity=identity) as client:
+        own = client.call("server_status")["agent"]["restart_limit"]
+    assert (own["burst"], own["restarts_in_window"], own["refused"]) == (1, 1, 1)
+    assert "restart limit reached: 1 restarts within 60s" in own["last_refusal"]
     stopped = call(sock, "agent_stop", agent_id=agent["agent_id"])
     assert stopped["status"] == "stopped"
     events = call(sock, "events", limit=500)["events"]
@@ -376,7 +395,14 @@ def test_a_pool_agents_own_watchdog_restarts_it_not_the_primary(runner, report, 
     # The primary agent's watchdog saw none of it.
     status = call(sock, "server_status")
     assert status["agent"]["restarts"] == 0 and len(read_report(report)) == 1
+    assert status["agent"]["restart_limit"]["refused"] == 0
     assert call(sock, "watchdog_status")["config"]["heartbeat_timeout_secs"] != 1
+
+
+def _token_of(pid: int) -> str:
+    """The agent token in process ``pid``'s environment (root reads any)."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(v.split(b"=", 1) for v in environ if b"=" in v)[b"AEGIS_MCP_AGENT_TOKEN"].decode()
 
 
 def _listener() -> tuple[socket.socket, int]:

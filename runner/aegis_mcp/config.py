@@ -76,7 +76,8 @@ class RunnerSettings:
     restart_limit_burst: int = 5
     """At most this many restarts of the primary agent, whoever asks (a tool, the
     command line, the socket, the watchdog), within ``restart_limit_interval_secs``
-    (systemd's StartLimitBurst); one more is refused and the agent left running."""
+    (systemd's StartLimitBurst); one more is refused and the agent left running. Each
+    pool agent has a limit of its own with these settings."""
     restart_limit_interval_secs: float = 60.0
     """The window of the restart limit (StartLimitIntervalSec); 0 turns the limit off."""
 

@@ -6,7 +6,9 @@ A pool agent's ``restart_claude``, ``watchdog_*``, ``server_status`` and
 what they act on for a pool agent:
 
 - its restart: the pool stops it and starts it again headless with its
-  profile's continue form and the new prompt (``AgentPool.restart``);
+  profile's continue form and the new prompt (``AgentPool.restart``), within a
+  start limit of its own (the run's ``[runner] restart_limit_*``), as the
+  primary agent's restarts are;
 - its watchdog: a :class:`~aegis_mcp.watchdog.monitor.Watchdog` of its own,
   made on its first ``watchdog_*`` call from the run's settings but **off**
   (a background task already has its ``timeout_secs``) until it turns it on
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..control.protocol import NOT_FOUND, UNAVAILABLE, ControlError
 from ..watchdog.config import WatchdogConfig
 from ..watchdog.monitor import Watchdog
+from ..watchdog.restart_limit import RestartLimit
 
 if TYPE_CHECKING:
     import psutil
@@ -48,12 +51,15 @@ class PoolAgent:
         events: EventSink,
         stats: Callable[[], NetmonStats | None],
         watchdog_config: WatchdogConfig,
+        restart_limit: RestartLimit,
     ) -> None:
         self.agent_id = agent_id
         self._pool = pool
         self._events = events
         self._stats = stats
         self._config = watchdog_config
+        self.restart_limit = restart_limit
+        """Every restart of this agent passes it, whoever asks (itself, its watchdog)."""
         self._watchdog: Watchdog | None = None
         self._task: asyncio.Task[None] | None = None
         self._pids: set[int] = set()
@@ -68,6 +74,14 @@ class PoolAgent:
         from ..agents.syntax import PromptNotAccepted
         from ..pool.errors import RestartRefused
 
+        refusal = self.restart_limit.acquire()
+        if refusal is not None:
+            message = (
+                f"not restarting pool agent {self.agent_id} (asked by {by}: {reason}): "
+                f"{refusal}; it keeps running"
+            )
+            self._events("pool.restart_limit", message, "error", agent=self.agent_id)
+            raise ControlError(UNAVAILABLE, message)
         try:
             result = self._pool.restart(self.agent_id, reason, prompt, by, delay)
         except RestartRefused as exc:
@@ -179,6 +193,7 @@ class PoolAgent:
             "sandbox": record.sandbox,
             "restarts": record.restarts,
             "restart_history": history,
+            "restart_limit": self.restart_limit.status(),
         }
 
     def watchdog_summary(self) -> dict[str, Any]:
@@ -211,11 +226,14 @@ class PoolAgents:
         events: EventSink,
         stats: Callable[[], NetmonStats | None],
         watchdog_config: WatchdogConfig,
+        restart_limit: Callable[[], RestartLimit],
     ) -> None:
+        """``restart_limit()`` makes each agent's start limit."""
         self._pool = pool
         self._events = events
         self._stats = stats
         self._config = watchdog_config
+        self._restart_limit = restart_limit
         self._agents: dict[str, PoolAgent] = {}
 
     def get(self, agent_id: str) -> PoolAgent:
@@ -230,7 +248,7 @@ class PoolAgents:
         if status != "running":
             raise ControlError(UNAVAILABLE, f"agent {agent_id} is {status}, not running")
         agent = self._agents[agent_id] = PoolAgent(
-            agent_id, pool, self._events, self._stats, self._config
+            agent_id, pool, self._events, self._stats, self._config, self._restart_limit()
         )
         return agent
 

@@ -79,10 +79,7 @@ class Supervisor:
         self.status = "starting"
         self.exit_code: int | None = None
         self.restarts: list[dict[str, Any]] = []
-        runner = plan.config.runner
-        self.restart_limit = RestartLimit(
-            runner.restart_limit_burst, runner.restart_limit_interval_secs
-        )
+        self.restart_limit = self._new_restart_limit()
         """Every restart of the primary agent passes it, whoever asks."""
         self._restart_request: dict[str, Any] | None = None
         self._shutdown_signal: int | None = None
@@ -149,6 +146,7 @@ class Supervisor:
             self.events.emit,
             self.confinement.current_stats,
             self.plan.watchdog,
+            self._new_restart_limit,
         )
         self.server = ControlServer(
             self.files.socket,
@@ -417,6 +415,12 @@ class Supervisor:
         return env
 
     # -- restarts and stopping -----------------------------------------------
+
+    def _new_restart_limit(self) -> RestartLimit:
+        """A start limit of ``[runner] restart_limit_*``: the primary agent's, each pool
+        agent's."""
+        runner = self.plan.config.runner
+        return RestartLimit(runner.restart_limit_burst, runner.restart_limit_interval_secs)
 
     def request_restart(
         self,
