@@ -3,25 +3,29 @@
 
 Its ``restart_claude`` restarts that pool agent, headless with ``--continue`` and the new
 prompt, with its conversation; the primary agent's command line never carries that
-prompt. Its ``agent_stop`` of an agent it did not spawn is refused and logged; its
-``watchdog_disable`` pauses its own watchdog, not the primary agent's.
+prompt. Its ``agent_stop`` of an agent it did not spawn and its ``agent_spawn`` beyond
+the spawn depth limit are refused and logged; its ``watchdog_disable`` pauses its own
+watchdog, not the primary agent's. A real Claude Code whose MCP server was handed the
+primary agent's id without its token is refused everything it asks.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
+from e2e.agents import require
 from e2e.standin import Match, Script, Text, ToolCall
 from e2e.standin.script import tool_matches
 from e2e.test_agents import TIMEOUT, allow_aegis_tools, contains_in_order, tool_json
-from helpers import call, read_report, runner_socket, start_aegis
+from helpers import AEGIS, call, read_report, runner_socket, start_aegis
 
-TOOLS = ("agent_stop", "watchdog_disable", "restart_claude", "server_status")
+TOOLS = ("agent_stop", "agent_spawn", "watchdog_disable", "restart_claude", "server_status")
 
 
 def pool_script() -> Script:
-    """pool task -> agent_stop(the other agent) -> watchdog_disable ->
+    """pool task -> agent_stop(the other agent) -> agent_spawn -> watchdog_disable ->
     restart_claude(prompt=after-restart); after the restart: server_status, the answer."""
     other = {"$ref": r"other=([0-9a-f]+)"}
     restart = ToolCall("restart_claude", {"reason": "e2e", "prompt": "after-restart"})
@@ -36,6 +40,11 @@ def pool_script() -> Script:
         .on(Match(user_says="pool task"), ToolCall("agent_stop", {"agent_id": other}), name="stop")
         .on(
             Match(after_tool="agent_stop"),
+            ToolCall("agent_spawn", {"description": "deeper", "agent_type": "demo"}),
+            name="spawn",
+        )
+        .on(
+            Match(after_tool="agent_spawn"),
             ToolCall("watchdog_disable", {"duration_secs": 600}),
             name="disable",
         )
@@ -62,6 +71,8 @@ def test_a_claude_pool_agent_restarts_itself_not_the_primary(
             agent_type="demo",
             working_directory=str(other_dir),
         )
+        # Agents the user spawns are at depth 1: with a limit of 1, theirs may not spawn.
+        assert call(sock, "agent_pool_configure", max_spawn_depth=1)["max_spawn_depth"] == 1
         spawned = call(
             sock,
             "agent_spawn",
@@ -90,6 +101,8 @@ def test_a_claude_pool_agent_restarts_itself_not_the_primary(
     assert contains_in_order(calls, list(TOOLS)), calls
     refused = next(i for i in conv.items if i.kind == "tool_result" and "agent_stop" in i.tool)
     assert f"may not stop agent {other['agent_id']}, which it did not spawn" in refused.text
+    deeper = next(i for i in conv.items if i.kind == "tool_result" and "agent_spawn" in i.tool)
+    assert "it runs at depth 1 and the pool's spawn depth limit is 1" in deeper.text
     own_watchdog = tool_json(final, "watchdog_disable")
     assert own_watchdog["disabled_for_secs"] > 500 and not own_watchdog["configured_enabled"]
     itself = tool_json(final, "server_status")
@@ -110,6 +123,67 @@ def test_a_claude_pool_agent_restarts_itself_not_the_primary(
     assert primary_watchdog["enabled"] and primary_watchdog["disabled_for_secs"] is None
     assert other_now["status"] == "running"
     # Refused and logged with who asked.
-    assert primary["authority"]["refused_by"] == {f"pool agent {done['agent_id']}": 1}
+    assert primary["authority"]["refused_by"] == {f"pool agent {done['agent_id']}": 2}
     refusals = [e for e in events if e["kind"] == "control.refused"]
-    assert [(e["op"], e["who"]["agent_id"]) for e in refusals] == [("agent_stop", done["agent_id"])]
+    assert [(e["op"], e["who"]["agent_id"]) for e in refusals] == [
+        ("agent_stop", done["agent_id"]),
+        ("agent_spawn", done["agent_id"]),
+    ]
+
+
+def forged_script() -> Script:
+    """go -> watchdog_disable -> restart_claude(prompt=forged-prompt) -> the answer."""
+    restart = ToolCall("restart_claude", {"reason": "forged", "prompt": "forged-prompt"})
+    return (
+        Script()
+        .on(Match(after_tool="restart_claude"), Text("forged done"), name="done")
+        .on(Match(after_tool="watchdog_disable"), restart, name="restart")
+        .on(Match(user_says="go"), ToolCall("watchdog_disable", {"duration_secs": 600}))
+    )
+
+
+def test_a_claude_with_the_primary_agents_id_but_not_its_token_is_refused(
+    agent_env, standin, workdir, runtime_dir
+):
+    server = standin(forged_script())
+    env = agent_env("claude", server)
+    allow_aegis_tools(env)
+    proc = start_aegis(["demo", "--scenario", "quiet"], env, cwd=workdir, output=False)
+    try:
+        sock = runner_socket(runtime_dir)
+        # A Claude Code of the user's, outside the run, whose aegis-mcp server is handed
+        # the runner's socket and the primary agent's id: a label, not the identity.
+        forged = dict(env, AEGIS_MCP_SOCKET=str(sock), AEGIS_MCP_AGENT_ID="primary")
+        forged.pop("AEGIS_MCP_AGENT_TOKEN", None)
+        config = {
+            "mcpServers": {"aegis-mcp": {"command": AEGIS[0], "args": [*AEGIS[1:], "mcp-server"]}}
+        }
+        # --mcp-config takes several values: nothing positional after it (fact 1).
+        argv = ["-p", "go", "--allowedTools", "mcp__aegis-mcp", "--mcp-config", json.dumps(config)]
+        claude = subprocess.run(
+            [str(require("claude")), *argv],
+            env=forged,
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        primary = call(sock, "server_status")
+        watchdog = call(sock, "watchdog_status")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert claude.returncode == 0 and "forged done" in claude.stdout, claude.stderr[-2000:]
+    final = server.wait_for(lambda r: r.rule == "done", 1, "after both tool calls")
+    results = {i.tool: i.text for i in final.conversation.items if i.kind == "tool_result"}
+    assert len(results) == 2, results
+    assert all("label, not an identity" in text for text in results.values()), results
+    # The primary agent: not restarted, not handed the prompt, its watchdog on.
+    assert primary["agent"]["restarts"] == 0
+    assert "forged-prompt" not in json.dumps(primary["agent"]["command"])
+    assert watchdog["enabled"] and watchdog["disabled_for_secs"] is None
+    refusals = primary["authority"]["recent_refusals"]
+    assert [(r["op"], r["who"]["kind"], r["who"].get("claimed")) for r in refusals] == [
+        ("watchdog_disable", "unproven", "primary"),
+        ("restart", "unproven", "primary"),
+    ]
