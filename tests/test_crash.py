@@ -182,6 +182,9 @@ def test_killed_runners_leave_nothing_after_cleanup(aegis_env, runtime_dir):
         )
     finally:
         for runner in killed:
+            if runner.proc.poll() is None:
+                # A runner that never got ready is still there: it is not a leftover.
+                runner.kill()
             for pid in (runner.agent, runner.child):
                 if pid and not gone(pid):
                     with contextlib.suppress(ProcessLookupError):

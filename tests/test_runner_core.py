@@ -356,6 +356,34 @@ def test_live_runner_files_are_not_cleaned(aegis_env, runtime_dir):
         first.wait(timeout=30)
 
 
+def test_a_runner_starting_meanwhile_never_takes_a_new_lock_for_a_dead_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aegis_mcp.control.discovery import runner_is_alive
+    from aegis_mcp.paths import RunnerFiles
+    from aegis_mcp.runner import runtime_files
+
+    files = RunnerFiles(tmp_path, os.getpid())
+    take = runtime_files.fcntl.flock
+
+    def flock_after_another_runner_looked(fd: int, operation: int) -> None:
+        # Another runner's start cleans the directory in the moment before we lock.
+        runtime_files.clean_stale(tmp_path, own_pid=1)
+        take(fd, operation)
+
+    monkeypatch.setattr(runtime_files.fcntl, "flock", flock_after_another_runner_looked)
+    lock = runtime_files.RunnerLock(files)
+    monkeypatch.undo()
+    try:
+        assert files.lock.read_text() == f"{os.getpid()}\n"
+        assert runner_is_alive(tmp_path, os.getpid())
+        assert runtime_files.clean_stale(tmp_path, own_pid=1) == 0
+        assert [p.name for p in tmp_path.iterdir()] == [files.lock.name]
+    finally:
+        lock.release()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_privilege_drop_seen_from_inside(aegis_env, public_runtime, throwaway_user):
     name, group = throwaway_user
     import grp
