@@ -20,6 +20,8 @@ class NetnsView(NetmonSource):
     """Events pushed by the run's netns sandboxes."""
 
     name = "netns"
+    # The namespace's flows, all of them (without telling which process moved them).
+    counts_every_byte = True
 
     def __init__(self) -> None:
         self._stats: NetmonStats | None = None

@@ -30,19 +30,28 @@ def log_count(args: dict[str, Any]) -> int:
     return validate.integer("count", count, 1, MAX_LOG_COUNT)
 
 
-def netmon_ops(stats_source: Callable[[], NetmonStats | None], mode: str) -> dict[str, OpHandler]:
+def netmon_ops(
+    stats_source: Callable[[], NetmonStats | None],
+    mode: str,
+    context: Callable[[], dict[str, Any]] | None = None,
+) -> dict[str, OpHandler]:
     """Handlers for netmon_status and netmon_log.
 
     ``stats_source`` returns the live stats, or None when netmon is off;
-    ``mode`` is the netmon mode the runner was asked for (``preload``, ...).
+    ``mode`` is the netmon mode the runner was asked for (``preload``, ...);
+    ``context`` adds to the status what the sources are not seeing and why
+    (``reason``, ``coverage``: control/snapshot.py's NetmonInfo).
     """
 
     async def status(args: dict[str, Any]) -> dict[str, Any]:
         validate.reject_unknown("netmon_status", args, ())
         stats = stats_source()
+        extra = context() if context is not None else {}
         if stats is None:
-            return {"enabled": False, "mode": mode, "message": OFF_HINT}
-        return {**stats.status(), "enabled": True, "mode": mode}
+            # Off because a source could not start: that reason is the message.
+            message = extra.get("reason") or OFF_HINT
+            return {"enabled": False, "mode": mode, **extra, "message": message}
+        return {**stats.status(), "enabled": True, "mode": mode, **extra}
 
     async def log(args: dict[str, Any]) -> dict[str, Any]:
         validate.reject_unknown("netmon_log", args, ("count",))
