@@ -74,3 +74,31 @@ def public_runtime(aegis_env: dict[str, str]):
         yield shared / "run"
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def built_hooks() -> Path:
+    """The project's hooks library (``make build`` first if need be)."""
+    from aegis_mcp.hooks_lib import find_hooks
+
+    built = find_hooks()
+    if built is None:
+        subprocess.run(["make", "-C", str(REPO), "build"], check=True, capture_output=True)
+        built = find_hooks()
+    if built is None:
+        pytest.skip("the hooks library could not be built (gcc missing?)")
+    return built.path
+
+
+@pytest.fixture
+def hooks_in_roots_home(tmp_path: Path, built_hooks: Path) -> Path:
+    """The built hooks library where ``make install`` as root puts it: ``~/.local/lib``
+    of a home only root can enter (point AEGIS_HOOKS_LIB at it)."""
+    home = tmp_path / "root-home"
+    lib = home / ".local" / "lib"
+    lib.mkdir(parents=True)
+    home.chmod(0o700)
+    target = lib / "libaegis_hooks.so"
+    shutil.copyfile(built_hooks, target)
+    target.chmod(0o755)
+    return target
