@@ -23,7 +23,7 @@ import pytest
 
 from aegis_mcp.hooks_lib import HooksUnusable, hooks_for_user, read_info
 from aegis_mcp.privileges import as_user, resolve_agent_user
-from helpers import call, runner_socket, start_aegis, wait_for
+from helpers import AEGIS, call, runner_socket, start_aegis, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a privilege drop needs root")
 
@@ -316,3 +316,13 @@ def test_hooks_for_user_copies_what_they_cannot_load(sudo, hooks_in_roots_home, 
     with pytest.raises(HooksUnusable, match=r"cannot load .*Permission denied.*nor a copy"):
         hooks_for_user(original, user, hidden)
     assert not hidden.exists()
+
+
+def test_doctor_says_the_sudo_user_cannot_load_the_library(sudo, hooks_in_roots_home):
+    env, user, _shared = sudo
+    result = subprocess.run(
+        [*AEGIS, "doctor"], env=env, capture_output=True, text=True, timeout=120
+    )
+    line = next(line for line in result.stdout.splitlines() if "hooks library" in line)
+    assert str(hooks_in_roots_home) in line
+    assert f"{user.name} cannot load it (Permission denied): each run uses a copy" in line

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 FIRST_LOOK_SECS = 0.5
 LOOK_SECS = 1.0
+LATER_LOOK_SECS = 5.0
+"""After the first minute of looks: what a source misses shows early, and each look
+reads every process's fds and the host's TCP sockets."""
+EARLY_LOOKS = 60
 
 
 class SourceCheck:
@@ -60,7 +64,8 @@ class SourceCheck:
             tree = self._tree()
             if tree:
                 await self.look(tree)
-            await asyncio.sleep(LOOK_SECS)
+            early = self.book.checks < EARLY_LOOKS
+            await asyncio.sleep(LOOK_SECS if early else LATER_LOOK_SECS)
 
     async def look(self, tree: list[psutil.Process]) -> None:
         """One look at ``tree`` by every source."""
