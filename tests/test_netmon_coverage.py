@@ -209,3 +209,43 @@ def test_ebpf_proves_its_programs_are_attached_to_the_agents_cgroup() -> None:
     finally:
         wait_for(lambda: not monitor.cgroup_pids(), what="the cgroup to empty")
         source.stop()
+
+
+# ---- the dashboard shows it ------------------------------------------------------------------
+
+
+def test_the_dashboard_says_what_the_source_cannot_see_and_shows_no_zero_for_it():
+    import asyncio
+    import json
+
+    from aegis_mcp.dashboard.app import DashboardApp
+    from test_dashboard import screen_text
+    from test_dashboard_screens import NOW, STATE, ReplayLink
+
+    message = json.loads(STATE.read_text())
+    state = message["state"]
+    line = "rawsend: connects seen, bytes not: raw syscalls; use --netmon=ebpf"
+    process = {"pid": 7, "comm": "rawsend", "verdict": "partial", "connects": True}
+    process.update(bytes=False, reason="raw syscalls", line=line, sources={"preload": "partial"})
+    state["netmon"]["coverage"] = {
+        "verdict": "partial",
+        "checks": 3,
+        "hint": "use --netmon=ebpf",
+        "processes": [process],
+        "error": None,
+    }
+    stats = state["netmon_stats"]
+    stats["bytes_sent"] = stats["bytes_received"] = None
+    for target in stats["top_targets"]:
+        target["bytes_sent"] = None
+
+    async def main() -> str:
+        app = DashboardApp(clock=lambda: NOW, link=ReplayLink([message]))
+        async with app.run_test(size=(160, 48)) as pilot:
+            for _ in range(3):
+                await pilot.pause()
+            return screen_text(app)
+
+    text = asyncio.run(main())
+    assert "! rawsend: connects seen, bytes not: raw syscalls" in text
+    assert "↑- ↓-" in text
