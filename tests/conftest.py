@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,14 @@ def throwaway_user():
     try:
         yield name, group
     finally:
-        subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
+        # userdel refuses (8) while a process of the user is still there, a zombie
+        # waiting to be reaped included: give those a moment, or the next test's
+        # useradd finds the name taken.
+        for _ in range(50):
+            done = subprocess.run(["userdel", "--remove", name], capture_output=True)
+            if done.returncode != 8:
+                break
+            time.sleep(0.1)
         subprocess.run(["groupdel", group], check=False, capture_output=True)
 
 

@@ -106,6 +106,8 @@ def measure(name: str, mode: str, env: dict[str, str], url: str, endpoint: str, 
         raise AssertionError(f"{exc}\nstdout: {out[-1000:]}\nstderr: {err[-3000:]}") from exc
     proc.terminate()
     _out, err = proc.communicate(timeout=60)
+    left = _processes_of(entry.pw_uid)
+    assert not left, f"the run left processes of {user} behind: {left}"
     asked = wait_for(lambda: _slow(requests()), 30, what="the agent's request on record")
     addr, port = endpoint.rsplit(":", 1)
     targets = [t for t in status["top_targets"] if t["target"] == endpoint]
@@ -122,6 +124,28 @@ def measure(name: str, mode: str, env: dict[str, str], url: str, endpoint: str, 
         "request_bytes": asked.body_bytes,
         "stderr": err,
     }
+
+
+def _processes_of(uid: int) -> list[str]:
+    """What still runs as ``uid`` (a process that is exiting, or a zombie waiting to be
+    reaped, gets a moment)."""
+    import psutil
+
+    def alive() -> list[str]:
+        found = []
+        for proc in psutil.process_iter(["uids", "cmdline", "status"]):
+            info = proc.info
+            # Zombies too: until reaped they keep the user from being removed.
+            if info["uids"] and info["uids"].real == uid:
+                command = " ".join(info["cmdline"] or []) or f"({info['status']})"
+                found.append(f"{proc.pid} {command[:120]}")
+        return found
+
+    try:
+        wait_for(lambda: not alive(), 10, what="the user's processes to end")
+    except AssertionError:
+        return alive()
+    return []
 
 
 def _slow(requests: list[Any]) -> Any:

@@ -189,7 +189,8 @@ class PreloadCheck:
                 for way, kernel, hooks in ways
                 if kernel and ((hooks == 0 and self.first_bytes) or kernel - hooks > FLUSH_BYTES)
             ]
-            if any(self._confirmed(sock, way, suspects) for way in missed):
+            confirmed = [self._confirmed(sock, way, suspects) for way in missed]
+            if any(confirmed):
                 moved = False
                 unseen.append(sock.remote)
             elif (sock.written or sock.read) and moved is None:
