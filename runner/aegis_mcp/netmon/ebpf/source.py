@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import signal
-import time
 from typing import Any
 
-from ...processes import SpawnSpec
+from ...processes import AGENT_ID_ENV, SpawnSpec
 from ..coverage import Coverage, ProcessView
 from ..source import NetmonSource
 from ..stats import NetmonStats
 from . import policy as pol
 from .attach_check import in_cgroup
 from .monitor import EbpfMonitor
-
-LEFTOVER_GRACE_SECS = 0.1
 
 
 class EbpfSource(NetmonSource):
@@ -45,7 +40,8 @@ class EbpfSource(NetmonSource):
         """Join the cgroup before exec (all agents of the run share it; events carry the pid)."""
         if self.monitor is None:
             return spec
-        return dataclasses.replace(spec, confine=(*spec.confine, *self.monitor.confine))
+        steps = self.monitor.confine_agent(spec.env.get(AGENT_ID_ENV))
+        return dataclasses.replace(spec, confine=(*spec.confine, *steps))
 
     def check(self, processes: list[ProcessView]) -> list[Coverage]:
         """Every process in the agent's cgroup is seen whole, while the kernel shows
@@ -80,8 +76,6 @@ class EbpfSource(NetmonSource):
         if monitor is None or monitor.close():
             return
         # Something escaped the agent's session but not its cgroup.
-        for pid in monitor.cgroup_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(LEFTOVER_GRACE_SECS)
+        with contextlib.suppress(OSError):
+            monitor.cgroup.kill()
         monitor.close()
