@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import serve_connections
+
 REPO = Path(__file__).resolve().parent.parent
 HOOKS_SRC = REPO / "hooks"
 LIB_NAME = "libaegis_hooks.so"
@@ -257,23 +259,13 @@ def tcp_server(handler: Callable[[socket.socket], None]) -> Iterator[int]:
         with conn, contextlib.suppress(OSError):
             handler(conn)
 
-    def loop() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
+    serve_connections(srv, serve)
     try:
         yield srv.getsockname()[1]
     finally:
         with contextlib.suppress(OSError):
             srv.shutdown(socket.SHUT_RDWR)
         srv.close()
-        thread.join(5)
 
 
 def exchange(n_in: int, n_out: int) -> Callable[[socket.socket], None]:

@@ -23,7 +23,7 @@ import pytest
 
 from aegis_mcp.hooks_lib import HooksUnusable, hooks_for_user, read_info
 from aegis_mcp.privileges import as_user, resolve_agent_user
-from helpers import AEGIS, call, runner_socket, start_aegis, wait_for
+from helpers import AEGIS, call, runner_socket, serve_connections, start_aegis, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a privilege drop needs root")
 
@@ -75,15 +75,7 @@ class Server:
         self.port = self.sock.getsockname()[1]
         self.received: list[int] = []
         self.answered = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+        serve_connections(self.sock, self._client)
 
     def _client(self, conn: socket.socket) -> None:
         total, answered = 0, False

@@ -80,7 +80,8 @@ def model_server(mode: str, standin, tmp_path: Path, script: Script):
 
 
 def measure(name: str, mode: str, env: dict[str, str], url: str, endpoint: str, requests):
-    """Run agent ``name`` under ``--netmon=mode``; what netmon saw of its model traffic."""
+    """Run agent ``name`` under ``--netmon=mode`` (``auto``: plain ``--netmon``, the best
+    available); what netmon saw of its model traffic."""
     user = env["SUDO_USER"]
     entry = pwd.getpwnam(user)
     home = Path(entry.pw_dir)
@@ -88,7 +89,8 @@ def measure(name: str, mode: str, env: dict[str, str], url: str, endpoint: str, 
     env["PATH"] = f"{agents_bin()}:{env['PATH']}"
     workdir = git_workdir(home / "work")
     subprocess.run(["chown", "-R", f"{entry.pw_uid}:{entry.pw_gid}", str(home)], check=True)
-    argv = [name, f"--netmon={mode}", "--no-watchdog", *HEADLESS[name]]
+    flag = "--netmon" if mode == "auto" else f"--netmon={mode}"
+    argv = [name, flag, "--no-watchdog", *HEADLESS[name]]
     proc = start_aegis(argv, env, cwd=workdir)
     try:
         sock = runner_socket(Path(env["AEGIS_MCP_RUNTIME_DIR"]), timeout=60)
@@ -218,3 +220,21 @@ def test_what_each_mode_sees_of_each_agent(name, mode, sudo_env, standin, tmp_pa
         assert any(line in seen["stderr"] for line in missed), seen["stderr"][-2000:]
     if (name, mode) == ("codex", "preload"):
         assert readme_example_line() in seen["stderr"]
+
+
+# The issue's agent, and the one the hooks cannot see at all (the others cost 20 s each).
+@pytest.mark.parametrize("name", ["claude", "codex"])
+def test_best_available_sees_each_agent_whole(name, sudo_env, standin, tmp_path):
+    """Plain ``--netmon`` picks the source that sees every agent whole where the machine
+    has one (eBPF), also for those the hooks cannot see."""
+    require(name)
+    if not (ready := ebpf_available())[0]:
+        pytest.skip(f"eBPF unavailable: {ready[1]}")
+    script = Script().on(Match(user_says="go"), SlowText("best available", 60, 0.5), name="slow")
+    with model_server("auto", standin, tmp_path, script) as (url, endpoint, requests):
+        seen = measure(name, "auto", sudo_env, url, endpoint, requests)
+    status = seen["status"]
+    assert status["mode"] == "ebpf", status.get("reason")
+    assert cell_of(seen) == "fully" and status["coverage"]["verdict"] == "full", status
+    assert status["bytes_sent"] >= seen["request_bytes"]
+    assert "netmon (" not in seen["stderr"], seen["stderr"][-2000:]
