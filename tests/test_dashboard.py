@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,17 @@ import pytest
 from aegis_mcp.control.client import ControlClient
 from aegis_mcp.control.protocol import ControlError
 from aegis_mcp.dashboard.app import DashboardApp
-from helpers import AEGIS, WAIT, PtyProcess, call, gone, runner_socket, start_aegis, wait_for
+from helpers import (
+    AEGIS,
+    WAIT,
+    PtyProcess,
+    call,
+    gone,
+    runner_socket,
+    serve_connections,
+    start_aegis,
+    wait_for,
+)
 
 FAST_WATCHDOG = "[watchdog]\nheartbeat_timeout_secs = 1\ncheck_interval_secs = 0.2\n"
 SIZE = (120, 48)
@@ -61,21 +70,17 @@ class TcpServer:
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        serve_connections(self.sock, self._answer)
 
-    def _serve(self) -> None:
-        while True:
+    @staticmethod
+    def _answer(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(2)
             try:
-                conn, _ = self.sock.accept()
+                conn.recv(65536)
+                conn.sendall(b"ok")
             except OSError:
-                return
-            with conn:
-                conn.settimeout(2)
-                try:
-                    conn.recv(65536)
-                    conn.sendall(b"ok")
-                except OSError:
-                    pass
+                pass
 
     def close(self) -> None:
         self.sock.close()

@@ -120,6 +120,11 @@ class RunnerFiles:
     def netmon_log(self) -> Path:
         return self.directory / f"netmon-{self.pid}.jsonl"
 
+    @property
+    def hooks_copy(self) -> Path:
+        """The hooks library, copied here when the agent's user cannot read the original."""
+        return self.directory / f"hooks-{self.pid}.so"
+
     def all(self) -> list[Path]:
         """Every file this runner may create."""
         return [
@@ -130,4 +135,5 @@ class RunnerFiles:
             self.overlay,
             self.settings_overlay,
             self.netmon_log,
+            self.hooks_copy,
         ]

@@ -154,6 +154,40 @@ class WatchdogStatus(WatchdogSummary, total=False):
     recent_actions: list[dict[str, Any]]
 
 
+class ProcessCoverage(TypedDict):
+    """What the run's netmon sources see of one process of the agent's tree."""
+
+    pid: int
+    comm: str
+    verdict: Literal["full", "partial", "blind", "unknown"]
+    """``full``: its connects and bytes are seen; ``partial``: one of the two; ``blind``:
+    neither; ``unknown``: no traffic to judge by yet."""
+    connects: bool | None
+    bytes: bool | None
+    """False: some of its bytes were not seen, and its byte counts read None."""
+    reason: str | None
+    """Why not (``raw syscalls``, ``statically linked: ...``), None when all is seen."""
+    line: str
+    """``claude: connects seen, bytes not: raw syscalls; use --netmon=ebpf``."""
+    sources: dict[str, str]
+    """Each source's own verdict, by name."""
+
+
+class NetmonCoverage(TypedDict):
+    """Whether the sources see the agent, proved against /proc and the kernel about once
+    a second while it runs (README: Network monitoring)."""
+
+    verdict: Literal["full", "partial", "blind", "unknown"]
+    """The worst of the processes'."""
+    checks: int
+    hint: str | None
+    """What would see what is missed (``use --netmon=ebpf``), None when nothing would."""
+    processes: list[ProcessCoverage]
+    """Newest first."""
+    error: str | None
+    """Why the last look failed, if it did."""
+
+
 class NetmonInfo(TypedDict):
     """How the run is monitored."""
 
@@ -166,6 +200,8 @@ class NetmonInfo(TypedDict):
     log_file: str | None
     ebpf: dict[str, Any] | None
     """The eBPF tiers and counters, when that source runs."""
+    coverage: NetmonCoverage | None
+    """What the sources see of the agent; None until an agent runs with a source."""
 
 
 class SandboxInfo(TypedDict):
@@ -310,7 +346,10 @@ class Snapshot(TypedDict):
     netmon_stats: dict[str, Any] | None
     """``netmon_status``: totals, top targets and processes, and ``traffic`` (bytes and
     events per ``bucket_secs`` over the last minutes, oldest first, the last bucket
-    ending at ``until``); None when monitoring is off."""
+    ending at ``until``); None when monitoring is off (also when no source could
+    start). Bytes no source saw are None, not 0: the totals ``bytes_sent``/
+    ``bytes_received`` (``bytes_counted`` keeps what was counted), and the
+    ``bytes_sent``/``bytes_received`` of the processes and targets concerned."""
     sandbox: SandboxInfo
     system: SystemInfo
     authority: AuthorityInfo

@@ -82,7 +82,9 @@ SIMPLE_TOOLS: dict[str, str] = {
     "netmon_status": (
         "Network monitoring summary for the agent and everything it started: mode, "
         "connections, failed connects, unique addresses, bytes sent and received, top targets "
-        "with host names where known. A background agent sees its own processes' traffic."
+        "with host names where known, and coverage: what the monitoring source sees of each "
+        "process (full, partial, blind) and why not. Bytes it could not see are null, not 0. "
+        "A background agent sees its own processes' traffic."
     ),
     "netmon_namespace_list": (
         "aegis network namespaces on this machine (aegis-<runner pid>[-agent]) "

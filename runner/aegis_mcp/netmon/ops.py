@@ -40,12 +40,15 @@ def netmon_ops(
     stats_source: Callable[[], NetmonStats | None],
     mode: str,
     pids_of: PidsOf | None = None,
+    context: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, OpHandler]:
     """Handlers for netmon_status and netmon_log.
 
     ``stats_source`` returns the live stats, or None when netmon is off;
     ``mode`` is the netmon mode the runner was asked for (``preload``, ...);
-    ``pids_of`` limits what each caller sees (default: everything).
+    ``pids_of`` limits what each caller sees (default: everything);
+    ``context`` adds to the status what the sources are not seeing and why
+    (``reason``, ``coverage``: control/snapshot.py's NetmonInfo).
     """
 
     def scope(caller: Caller) -> set[int] | None:
@@ -54,13 +57,18 @@ def netmon_ops(
     async def status(args: dict[str, Any], caller: Caller = LOCAL) -> dict[str, Any]:
         validate.reject_unknown("netmon_status", args, ())
         stats = stats_source()
+        extra = context() if context is not None else {}
         if stats is None:
-            return {"enabled": False, "mode": mode, "message": OFF_HINT}
+            # Off because a source could not start: that reason is the message.
+            message = extra.get("reason") or OFF_HINT
+            return {"enabled": False, "mode": mode, **extra, "message": message}
         pids = scope(caller)
         if pids is not None:
             own = {**stats.status_of(pids), "scope": "own processes", "pids": sorted(pids)}
-            return {**own, "enabled": True, "mode": mode}
-        return {**stats.status(), "enabled": True, "mode": mode}
+            # The coverage check names the primary agent's processes: not this caller's.
+            extra.pop("coverage", None)
+            return {**own, "enabled": True, "mode": mode, **extra}
+        return {**stats.status(), "enabled": True, "mode": mode, **extra}
 
     async def log(args: dict[str, Any], caller: Caller = LOCAL) -> dict[str, Any]:
         validate.reject_unknown("netmon_log", args, ("count",))

@@ -36,7 +36,7 @@ from ..control.protocol import (
     OpHandler,
     Request,
 )
-from ..hooks_lib import find_hooks
+from ..hooks_lib import find_hooks_for
 from ..paths import RunnerFiles, UnsafeDirectoryError, runtime_dir, state_dir
 from ..privileges import become_subreaper
 from ..processes import AGENT_ID_ENV, RUNNER_PID_ENV, AgentProcess, ChildReaper, SpawnSpec
@@ -89,7 +89,8 @@ class Supervisor:
         self.watchdog: Watchdog
         self.snapshot: SnapshotWriter
         self.server: ControlServer
-        self.hooks = find_hooks()
+        # Checked (and copied if need be) for the agent's user before any start.
+        self.hooks, hooks_problem = find_hooks_for(user, self.files.hooks_copy)
         self.injection = McpInjection(
             plan.profile,
             LaunchOptions(plan.executable, skip_permissions=plan.skip_permissions),
@@ -104,7 +105,9 @@ class Supervisor:
             settings_overlay=self.files.settings_overlay,
             user_env=plan.user.env() if plan.user.drop else {},
         )
-        self.confinement = Confinement(self.pid, plan, self.files, self.hooks, self._say)
+        self.confinement = Confinement(
+            self.pid, plan, self.files, self.hooks, self._say, hooks_problem=hooks_problem
+        )
         self.pool_service: PoolService | None = None
         self.tokens = AgentTokens()
         self.audit: RequestAudit
@@ -183,6 +186,7 @@ class Supervisor:
             if self.confinement.stats is not None:
                 self.confinement.stats.add_listener(self.feed.netmon_event)
             monitoring_ready.set()
+            self.confinement.start_checks(self.watchdog_tree, self.events.emit)
             if raw is not None:
                 raw.enter()
                 forwarder = InputForwarder(loop, sys.stdin.fileno(), self.watchdog.user_input)
@@ -321,7 +325,13 @@ class Supervisor:
     def _netmon_ops(self) -> dict[str, OpHandler]:
         from ..netmon.ops import netmon_ops
 
-        return netmon_ops(self.confinement.current_stats, self.confinement.mode, self._pids_of)
+        confinement = self.confinement
+        return netmon_ops(
+            confinement.current_stats,
+            confinement.mode,
+            self._pids_of,
+            lambda: {"reason": confinement.netmon_reason, "coverage": confinement.coverage()},
+        )
 
     def _pids_of(self, caller: Caller) -> set[int] | None:
         """The processes whose traffic ``caller`` may see (None: all of the run's)."""
