@@ -451,6 +451,8 @@ def test_a_pool_agent_sees_its_own_traffic_only(runner, tmp_path):
     assert pool_port in ports and primary_port not in ports, ports
     own = results["netmon_status"]
     assert own["scope"] == "own processes" and own["bytes_sent"] >= 200
+    # The sources' coverage check is of the primary agent's processes, not its own.
+    assert "coverage" not in own
     assert f":{primary_port}" not in json.dumps(own["top_targets"])
     # The user sees the whole run.
     assert {primary_port, pool_port} <= {e.get("remote_port") for e in everything}
