@@ -11,6 +11,7 @@ keeps current.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -84,3 +85,67 @@ def test_docs_show_the_current_screens():
         copy = DOCS / f"dashboard-{name.rsplit('_', 1)[1]}.svg"
         assert copy.exists(), f"docs/ lacks {copy.name}: copy {snapshot}"
         assert copy.read_text() == snapshot.read_text(), f"{copy} is older than {snapshot}"
+
+
+def _panel_of(app: DashboardApp) -> str | None:
+    """The id of the panel that holds the focus."""
+    widget = app.focused
+    while widget is not None and "panel" not in widget.classes:
+        widget = widget.parent  # type: ignore[assignment]
+    return widget.id if widget is not None else None
+
+
+def test_the_original_keys_help_tab_scroll_zoom_and_escape():
+    from aegis_mcp.dashboard.help_screen import HelpScreen
+    from aegis_mcp.dashboard.log_panel import LogPanel
+
+    async def main() -> tuple[DashboardApp, dict[str, Any]]:
+        app = make_app()
+        seen: dict[str, Any] = {}
+        async with app.run_test(size=(80, 24)) as pilot:
+            await drawn(pilot)
+            # h and ? open the help; Esc and q close it (q there does not quit).
+            for key, close in (("h", "escape"), ("question_mark", "q")):
+                await pilot.press(key)
+                assert isinstance(app.screen, HelpScreen), key
+                await pilot.press(close)
+                assert app.screen is app.main, close
+            # Tab visits every panel that takes the focus, Shift+Tab goes back the same way.
+            forward = [_panel_of(app)]
+            for _ in range(6):
+                await pilot.press("tab")
+                forward.append(_panel_of(app))
+            backward = [forward[-1]]
+            for _ in range(6):
+                await pilot.press("shift+tab")
+                backward.append(_panel_of(app))
+            seen["forward"], seen["backward"] = forward, backward
+            # j and k scroll the log, from wherever the focus is.
+            log = app.main.query_one(LogPanel)
+            assert log.max_scroll_y > 1, "the recorded log must overflow its panel"
+            log.scroll_home(animate=False)
+            await pilot.pause()
+            for key in "jj":
+                await pilot.press(key)
+            await pilot.pause()
+            seen["after j"] = log.scroll_y
+            await pilot.press("k")
+            await pilot.pause()
+            seen["after k"] = log.scroll_y
+            # z shows the focused panel alone; Esc first brings the others back, then quits.
+            log.focus()
+            await pilot.press("z")
+            seen["zoomed"] = app.main.has_class("-zoomed") and log.has_class("-zoom")
+            await pilot.press("escape")
+            seen["unzoomed"] = not app.main.has_class("-zoomed")
+            assert app.return_code is None, "the first Esc only closed the zoom"
+            await pilot.press("escape")
+        return app, seen
+
+    app, seen = asyncio.run(main())
+    panels = {"primary", "system", "pool", "network", "locks", "log"}
+    assert set(seen["forward"]) == panels and seen["forward"][0] == seen["forward"][6]
+    assert seen["backward"] == seen["forward"][::-1]
+    assert (seen["after j"], seen["after k"]) == (2, 1)
+    assert seen["zoomed"] and seen["unzoomed"]
+    assert app.return_code == 0
