@@ -149,3 +149,47 @@ def test_the_original_keys_help_tab_scroll_zoom_and_escape():
     assert (seen["after j"], seen["after k"]) == (2, 1)
     assert seen["zoomed"] and seen["unzoomed"]
     assert app.return_code == 0
+
+
+class DetailLink(ReplayLink):
+    """The replay, answering ``agent_status`` as a runner would for a worktree agent."""
+
+    def __init__(self, messages: list[dict[str, Any]], detail: dict[str, Any]) -> None:
+        super().__init__(messages)
+        self.detail = detail
+        self.asked: list[tuple[str, dict[str, Any]]] = []
+
+    async def call(self, op: str, **args: Any) -> Any:
+        self.asked.append((op, args))
+        return {**self.detail, "agent_id": args.get("agent_id")}
+
+
+def test_host_names_and_a_selected_agents_worktree_branch_and_result():
+    state = json.loads(STATE.read_text())
+    stats = state["state"]["netmon_stats"]
+    stats["top_targets"][0]["host"] = "api.example.test"
+    detail = {
+        "worktree": "/w/159c83d8",
+        "branch": "aegis/159c83d8",
+        "result": "summary written to NOTES.md",
+    }
+    link = DetailLink([state], detail)
+
+    async def main() -> str:
+        app = DashboardApp(clock=lambda: NOW, link=link)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await drawn(pilot)
+            for _ in range(20):
+                await pilot.pause()
+                text = "\n".join(s.text for s in app.screen._compositor.render_strips())
+                if "branch aegis/159c83d8" in text:
+                    break
+            await pilot.press("q")
+        return text
+
+    text = asyncio.run(main())
+    port = stats["top_targets"][0]["port"]
+    assert f"api.example.test:{port}" in text, "a known host name is shown, not its address"
+    assert ("agent_status", {"agent_id": "159c83d8"}) in link.asked
+    assert f"worktree {detail['worktree']}  branch {detail['branch']}" in text
+    assert f"result {detail['result']}" in text
