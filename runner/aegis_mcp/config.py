@@ -16,6 +16,11 @@
     [sandbox]                  # --sandbox=netns
     pool = "10.213.0.0/16"     # private range for the sandboxes' /30s
 
+    [container]                # --sandbox=container (see sandbox/container/settings.py)
+    engine = "unix:///run/podman/podman.sock"   # default: discovered
+    mounts = ["~/.gitconfig:ro"]
+    memory = "4g"
+
     [policy]                   # egress policy of sandboxed agents (default allow)
     deny = ["169.254.169.254", "10.0.0.0/8"]
     allow = ["api.anthropic.com:443"]
@@ -57,6 +62,7 @@ from typing import Any, get_args
 
 from .agents.profiles import BUILTIN_PROFILES, AgentProfile, McpInject, WatchRules
 from .agents.syntax import CommandSyntax
+from .sandbox.container.settings import ContainerSettings, SettingsError
 from .watchdog.config import WatchdogConfig, WatchdogConfigError, validate_changes
 
 
@@ -112,6 +118,7 @@ class Config:
     pool: PoolSettings = field(default_factory=PoolSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    container: ContainerSettings = field(default_factory=ContainerSettings)
     profiles: dict[str, AgentProfile] = field(default_factory=lambda: dict(BUILTIN_PROFILES))
     path: Path | None = None
 
@@ -301,6 +308,15 @@ def _sandbox(table: Any, where: str) -> dict[str, Any]:
     return dict(table)
 
 
+def _container(table: Any, where: str) -> ContainerSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    try:
+        return ContainerSettings.from_table(table)
+    except SettingsError as exc:
+        raise ConfigError(f"{where}.{exc}") from None
+
+
 def _policy(table: Any, where: str) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
@@ -341,6 +357,7 @@ def load_config(path: Path) -> Config:
     pool = PoolSettings()
     sandbox: dict[str, Any] = {}
     policy: dict[str, Any] = {}
+    container = ContainerSettings()
     watchdog = WatchdogConfig()
     dashboard = DashboardSettings()
     profiles = dict(BUILTIN_PROFILES)
@@ -356,6 +373,8 @@ def load_config(path: Path) -> Config:
             policy = _policy(table, where)
         elif section == "dashboard":
             dashboard = _dashboard(table, where)
+        elif section == "container":
+            container = _container(table, where)
         elif section == "watchdog":
             if not isinstance(table, dict):
                 raise ConfigError(f"{where} must be a table")
@@ -376,6 +395,7 @@ def load_config(path: Path) -> Config:
         pool=pool,
         sandbox=SandboxSettings(**sandbox, policy=policy),
         dashboard=dashboard,
+        container=container,
         profiles=profiles,
         path=path,
     )

@@ -120,6 +120,24 @@ class RunnerFiles:
     def netmon_log(self) -> Path:
         return self.directory / f"netmon-{self.pid}.jsonl"
 
+    @property
+    def container_passwd(self) -> Path:
+        """The ``/etc/passwd`` its containers get (their user's entry)."""
+        return self.directory / f"passwd-{self.pid}"
+
+    @property
+    def container_group(self) -> Path:
+        return self.directory / f"group-{self.pid}"
+
+    @property
+    def engine_socket(self) -> Path:
+        """A private podman service's socket, when the run started one."""
+        return self.directory / f"podman-{self.pid}.sock"
+
+    @property
+    def engine_log(self) -> Path:
+        return self.directory / f"podman-{self.pid}.log"
+
     def all(self) -> list[Path]:
         """Every file this runner may create."""
         return [
@@ -130,4 +148,8 @@ class RunnerFiles:
             self.overlay,
             self.settings_overlay,
             self.netmon_log,
+            self.container_passwd,
+            self.container_group,
+            self.engine_socket,
+            self.engine_log,
         ]

@@ -139,3 +139,84 @@ def netns_cleanup() -> None:
         print(f"error: {error}", file=sys.stderr)
     if not (result["removed"] or result["kept"] or result["errors"]):
         print("nothing to clean up")
+
+
+image_app = typer.Typer(help="The container image of --sandbox=container.")
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("build")
+def image_build(
+    engine: Annotated[
+        str | None, typer.Option(help="engine URL (default: the one a run would use)")
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option(help="build into this user's rootless podman (root only)")
+    ] = None,
+    suite: Annotated[str, typer.Option(help="Debian suite for debootstrap")] = "bookworm",
+    mirror: Annotated[
+        str, typer.Option(help="Debian mirror for debootstrap")
+    ] = "http://deb.debian.org/debian",
+) -> None:
+    """Build the base image from Debian's packages (no registry); cached, says how long it took."""
+    from ..config import ConfigError, load_config
+    from ..paths import config_file
+    from ..sandbox.container.build import build_image, engine_for_build
+    from ..sandbox.errors import SandboxError
+
+    try:
+        settings = load_config(config_file()).container
+        connected = engine_for_build(engine, user, settings.engine)
+    except (ConfigError, SandboxError) as exc:
+        _fail(str(exc))
+    try:
+        print(f"building {settings.image} in {connected.product()} at {connected.url}")
+        report = build_image(
+            connected, settings.image, suite=suite, mirror=mirror, say=lambda s: print(s)
+        )
+    except SandboxError as exc:
+        _fail(str(exc))
+    finally:
+        connected.close()
+    print("\n".join(report.lines()))
+
+
+@app.command()
+def cleanup(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would go")] = False,
+) -> None:
+    """Remove what runners that died left: containers (every engine found), namespaces."""
+    import os
+
+    from ..paths import RunnerFiles, runtime_dir
+    from ..sandbox.container.leftovers import cleanup_engines
+
+    files = RunnerFiles(runtime_dir(), os.getpid())
+    settings_engine = _configured_engine()
+    found = cleanup_engines(settings_engine, (files.engine_socket, files.engine_log), dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for name in found["removed"]:
+        print(f"{verb} container {name}")
+    for error in found["errors"]:
+        print(f"error: {error}", file=sys.stderr)
+    if os.geteuid() == 0 and not dry_run:
+        from ..sandbox.netns.namespaces import cleanup_namespaces
+
+        result = cleanup_namespaces()
+        for name in result["removed"]:
+            print(f"removed namespace {name}")
+        for error in result["errors"]:
+            print(f"error: {error}", file=sys.stderr)
+    if not found["removed"] and not found["errors"]:
+        print("no leftover containers")
+
+
+def _configured_engine() -> str | None:
+    from ..config import ConfigError, load_config
+    from ..paths import config_file
+
+    try:
+        return load_config(config_file()).container.engine
+    except ConfigError as exc:
+        _fail(str(exc))
+    return None

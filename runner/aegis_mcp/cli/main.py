@@ -15,6 +15,8 @@ APP_COMMANDS = {
     "restart",
     "status",
     "netns",
+    "image",
+    "cleanup",
     "version",
     "help",
     "--help",

@@ -245,7 +245,7 @@ class Supervisor:
             use_pty=plan.use_pty,
             winsize=get_winsize(sys.stdout.fileno()) if plan.use_pty else None,
         )
-        spec = self.confinement.wrap(PRIMARY_AGENT_ID, spec)
+        spec = self.confinement.wrap_primary(spec)
         agent = AgentProcess(spec, reaper, self._on_output)
         self.agent = agent
         self.status = "running"

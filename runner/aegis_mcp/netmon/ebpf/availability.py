@@ -15,6 +15,8 @@ quickly. The tiers:
 
 from __future__ import annotations
 
+import contextlib
+
 import ctypes
 import ctypes.util
 import os
@@ -84,8 +86,10 @@ def headers_problem(headers: Path | None = None) -> str | None:
 def tracefs_dir() -> Path | None:
     """A mounted tracefs (its ``events`` directory is there), or None."""
     for base in TRACEFS_MOUNTS:
-        if (base / "events").is_dir():
-            return base
+        # As a user, tracefs may be there but closed (0700): not usable either.
+        with contextlib.suppress(OSError):
+            if (base / "events").is_dir():
+                return base
     return None
 
 

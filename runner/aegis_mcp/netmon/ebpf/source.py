@@ -39,10 +39,15 @@ class EbpfSource(NetmonSource):
             self.monitor.fresh_stats()
 
     def prepare(self, spec: SpawnSpec) -> SpawnSpec:
-        """Join the cgroup before exec (all agents of the run share it; events carry the pid)."""
+        """Join the cgroup before exec (all agents of the run share it; events carry the pid);
+        a sandbox whose agent is not the started process puts it under ``spec.cgroup``."""
         if self.monitor is None:
             return spec
-        return dataclasses.replace(spec, confine=(*spec.confine, *self.monitor.confine))
+        return dataclasses.replace(
+            spec,
+            confine=(*spec.confine, *self.monitor.confine),
+            cgroup=self.monitor.cgroup.relative,
+        )
 
     def describe(self) -> dict[str, Any]:
         """The monitor's tiers and counters."""

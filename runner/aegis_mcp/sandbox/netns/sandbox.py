@@ -154,7 +154,15 @@ class _NamespaceThread(threading.Thread):
 
     def _setup(self) -> None:
         sb = self.sandbox
-        syscalls.unshare(syscalls.CLONE_NEWNET)
+        if sb.adopted is None:
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+        else:
+            # A namespace someone else made (a container's): set it up from inside the same way.
+            adopted = os.open(sb.adopted, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                syscalls.setns(adopted, syscalls.CLONE_NEWNET)
+            finally:
+                os.close(adopted)
         try:
             fd = os.open(sb.netns_path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
         except FileExistsError:
@@ -211,6 +219,8 @@ class NetnsSandbox(Sandbox):
     upstreams: list[Upstream]
     host_netns_fd: int
     on_event: Callable[[Event], None] | None = None
+    adopted: Path | None = None
+    """The existing namespace this sandbox was set up in (``/proc/PID/ns/net``), if any."""
     ip_forward_was: str | None = None
     dns: DnsForwarder | None = None
     setup_secs: float | None = None
@@ -539,6 +549,7 @@ def create_sandbox(
     run_dir: Path = DEFAULT_RUN_DIR,
     resolv_dir: Path = RESOLV_DIR,
     host_resolv_conf: Path = HOST_RESOLV,
+    adopt: Path | None = None,
 ) -> NetnsSandbox:
     """Create and start the network sandbox of one agent of runner ``runner_pid``.
 
@@ -546,6 +557,9 @@ def create_sandbox(
     ``upstreams`` are the resolvers the DNS forwarder asks (default: the
     host's resolv.conf); ``on_event`` receives every netmon event (``source:
     "netns"``), e.g. ``NetmonStats.ingest``, from the monitor and DNS threads.
+    ``adopt`` names an existing namespace (a container's ``/proc/PID/ns/net``)
+    to set up instead of a new one: it is bind-mounted under the sandbox's name
+    all the same, and lives on after teardown only as long as its other users.
     Raises NotRootError, NftablesMissingError, PoolExhaustedError,
     NameClashError or SandboxError; nothing is left behind on failure.
     """
@@ -618,6 +632,7 @@ def create_sandbox(
         upstreams=upstreams,
         host_netns_fd=handles.netns_fd,
         on_event=on_event,
+        adopted=adopt,
         ip_forward_was=claim["ip_forward_was"],
         unresolved=unresolved,
     )
