@@ -74,3 +74,67 @@ def public_runtime(aegis_env: dict[str, str]):
         yield shared / "run"
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+# -- container engines (tests/engines.py) ----------------------------------------------
+
+
+def _engine_or_skip(start):
+    try:
+        return start()
+    except Exception as exc:  # the reason the engine is missing, as the skip's
+        pytest.skip(f"container engine unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def podman_engine():
+    """Rootful podman through its API, started for the session."""
+    from engines import TestEngine, build_image, podman_service
+
+    if os.geteuid() != 0:
+        pytest.skip("rootful podman needs root")
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (scripts/setup_containers.sh installs it)")
+    directory = Path(tempfile.mkdtemp(prefix="aegis-podman-"))
+    service = _engine_or_skip(lambda: podman_service(directory))
+    try:
+        build_image(service.url)
+        yield TestEngine("podman", service.url, "podman", rootless=False)
+    finally:
+        service.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """Debian's Docker Engine (dockerd) on a private socket, started for the session."""
+    from engines import Dockerd, TestEngine, build_image
+
+    if os.geteuid() != 0:
+        pytest.skip("dockerd needs root")
+    if shutil.which("dockerd") is None:
+        pytest.skip("dockerd is not installed (scripts/setup_containers.sh installs docker.io)")
+    daemon = _engine_or_skip(Dockerd)
+    try:
+        build_image(daemon.url)
+        yield TestEngine("docker", daemon.url, "docker", rootless=False)
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def rootless_engine():
+    """The rootless test user's own podman, started as that user for the session."""
+    from engines import TestEngine, build_image, podman_service, rootless_user
+
+    if os.geteuid() != 0:
+        pytest.skip("starting another user's rootless podman needs root")
+    user = rootless_user()
+    if user is None:
+        pytest.skip("no rootless test user (scripts/setup_containers.sh makes aegis-rootless)")
+    service = _engine_or_skip(lambda: podman_service(Path(f"/run/user/{user.pw_uid}"), user))
+    try:
+        build_image(service.url)
+        yield TestEngine("rootless", service.url, "podman", rootless=True, user=user)
+    finally:
+        service.stop()

@@ -68,7 +68,10 @@ _HOST_ONLY = frozenset(
     }
 )
 _IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-REMOVE_WAIT_SECS = 10.0
+PRIVATE_CGROUP = ["unshare", "--user", "--map-current-user", "--cgroup", "--"]
+"""podman's compatible API (4.3) ignores ``CgroupnsMode`` and keeps the host's cgroup
+namespace on a cgroup v1 or hybrid host: there the agent starts in its own, under
+a user namespace that maps only its own uid (util-linux, no capability needed)."""
 
 
 def container_env(spec: SpawnSpec) -> dict[str, str]:
@@ -233,6 +236,9 @@ class ContainerSandbox(Sandbox):
         self._torn_down = False
         self._cgroup_parents: set[str] = set()
         self.last_start_ms: float | None = None
+        self.cgroupns_by_unshare = engine.kind == "podman" and "/sys/fs/cgroup" not in (
+            _mount_points("cgroup2")
+        )
 
     @classmethod
     def create(
@@ -258,6 +264,8 @@ class ContainerSandbox(Sandbox):
         user = spec.user
         network_mode = self.network.network_mode or ""
         argv, agent_binds = mounts.agent_binds(spec.argv, spec.env.get("PATH", os.defpath))
+        if self.cgroupns_by_unshare:
+            argv = [*PRIVATE_CGROUP, *argv]
         binds = self._binds(spec, agent_binds)
         config = ContainerConfig(
             image=self.settings.image,
@@ -384,6 +392,7 @@ class ContainerSandbox(Sandbox):
             "network": self.network.describe(),
             "limits": limits.describe(self.settings),
             "starts": self.starts,
+            "cgroup_namespace": "unshare" if self.cgroupns_by_unshare else "engine",
             "last_start_ms": self.last_start_ms,
             "container": current,
             "torn_down": self._torn_down,

@@ -122,7 +122,9 @@ class PrivateService:
                 if self.process.poll() is not None:
                     raise EngineMissing(f"podman system service exited: {self.log_tail()}")
                 if self.socket_path.exists():
-                    client = client or docker.DockerClient(base_url=self.url, timeout=5)
+                    client = client or docker.DockerClient(
+                        base_url=self.url, version="1.41", timeout=5
+                    )
                     with contextlib.suppress(
                         docker.errors.DockerException, requests.exceptions.RequestException
                     ):
