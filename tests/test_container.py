@@ -7,23 +7,20 @@ user's rootless podman driven by that user with no privileges at all.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engines import TestEngine, as_user, own_dir, user_env
-from helpers import AEGIS, call, wait_for
+from helpers import AEGIS, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the container tests start engines")
 TIMEOUT = 120

@@ -16,7 +16,6 @@ quickly. The tiers:
 from __future__ import annotations
 
 import contextlib
-
 import ctypes
 import ctypes.util
 import os
