@@ -5,7 +5,9 @@
 #      cgroup layout), uidmap and slirp4netns for rootless podman, docker.io (dockerd,
 #      which the tests start on a private socket), debootstrap for the base image;
 #   2. a plain user for the rootless tests (AEGIS_ROOTLESS_USER, default aegis-rootless):
-#      subuid/subgid ranges, a 0700 XDG_RUNTIME_DIR, overlay storage (vfs costs 5 s a run);
+#      subuid/subgid ranges, a 0700 XDG_RUNTIME_DIR, overlay storage (vfs costs 5 s a run),
+#      and /dev/net/tun opened to users (0666, as most distributions ship it) so that
+#      slirp4netns can give rootless containers a network;
 #   3. the base image (`aegis-mcp image build`) in rootful podman and in that user's
 #      rootless podman, its root file system cached under ~/.cache/aegis-mcp/images/.
 #
@@ -74,17 +76,28 @@ prepare_rootless_user() {
     fi
 }
 
+open_tun() {
+    [ -c /dev/net/tun ] || { say "/dev/net/tun is missing: rootless containers get no network"; return 1; }
+    if [ "$(stat -c %a /dev/net/tun)" != "666" ]; then
+        say "opening /dev/net/tun to users (0666) for slirp4netns"
+        $sudo chmod 0666 /dev/net/tun
+    fi
+}
+
 build_images() {
     local aegis="$VENV/bin/aegis-mcp"
-    [ -n "$VENV" ] && [ -x "$aegis" ] || { say "no aegis-mcp in '$VENV': image not built"; return 0; }
-    "$aegis" image build --engine podman
-    local uid
-    uid="$(id -u "$ROOTLESS_USER")"
-    "$aegis" image build --engine podman --as-user "$ROOTLESS_USER"
+    if [ -z "$VENV" ] || [ ! -x "$aegis" ]; then
+        say "no aegis-mcp in '$VENV': image not built"
+        return 0
+    fi
+    # Rootful podman (a private service for the build), then the test user's own storage.
+    $sudo "$aegis" image build | tail -1 >&2
+    $sudo "$aegis" image build --user "$ROOTLESS_USER" | tail -1 >&2
 }
 
 status=0
 install_packages || { say "packages missing: the container tests skip"; exit 1; }
 prepare_rootless_user || { say "rootless user not prepared: the rootless tests skip"; status=1; }
+open_tun || status=1
 build_images || { say "image build failed: the container tests skip"; status=1; }
 exit $status

@@ -46,12 +46,13 @@ class TestEngine:
 
         return docker.DockerClient(base_url=self.url, version="1.41", timeout=60)
 
-    def containers_of(self, runner_pid: int) -> list[dict[str, Any]]:
-        """The containers (any state) labelled as runner ``runner_pid``'s."""
+    def containers_of(self, runner_pid: int, role: str | None = None) -> list[dict[str, Any]]:
+        """The containers (any state) labelled as runner ``runner_pid``'s (of ``role``)."""
+        wanted = [f"aegis-mcp.owner={runner_pid}"]
+        if role is not None:
+            wanted.append(f"aegis-mcp.role={role}")
         with contextlib.closing(self.client()) as client:
-            return client.api.containers(
-                all=True, filters={"label": f"aegis-mcp.owner={runner_pid}"}
-            )
+            return client.api.containers(all=True, filters={"label": wanted})
 
     def remove_volumes(self, user: str) -> None:
         """Remove the home volumes of ``user`` (a test user's: never a real one's)."""
@@ -76,12 +77,17 @@ def build_image(url: str) -> None:
 
 def podman_service(directory: Path, user: pwd.struct_passwd | None = None) -> Any:
     """A podman service started as the project starts its private one."""
+    import docker
+
     from aegis_mcp.sandbox.container.service import PrivateService
 
     tag = f"test-{os.getpid()}"
-    return PrivateService.start(
+    service = PrivateService.start(
         directory / f"podman-{tag}.sock", directory / f"podman-{tag}.log", user
     )
+    # Its idle timeout would end it between two tests: hold it as a run does.
+    service.hold(docker.APIClient(base_url=service.url, version="1.41"))
+    return service
 
 
 class Dockerd:

@@ -120,14 +120,15 @@ def agent_binds(argv: list[str], path_env: str) -> tuple[list[str], list[Bind]]:
         if found is None:
             return argv, []
         command = found
+    venv = _venv_of(command)
+    if venv is not None:
+        # A virtualenv's python (a link to the system's): the image's interpreter
+        # with the host's packages.
+        return argv, [Bind(venv, venv)]
     real = os.path.realpath(command)
     if _is_system(real):
         return argv, []
     binds: list[Bind] = []
-    venv = _venv_of(command)
-    if venv is not None:
-        # A virtualenv's python: the image's interpreter with the host's packages.
-        return argv, [Bind(venv, venv)]
     interpreter = _shebang(real)
     if interpreter is None:
         binds.append(Bind(real, real))
@@ -182,7 +183,7 @@ def preload_paths(env: dict[str, str]) -> list[str]:
 def merge(binds: Iterable[Bind]) -> list[Bind]:
     """Drop repeats and identity mounts already visible through a parent identity mount.
 
-    A read-only mount inside a read-write one is kept (it protects the inner tree).
+    A mount inside one of another mode is kept (a read-only island protects its tree).
     """
     unique: dict[str, Bind] = {}
     for bind in binds:
@@ -201,7 +202,7 @@ def merge(binds: Iterable[Bind]) -> list[Bind]:
             and other.source == other.target
             and bind.source == bind.target
             and inside(bind.target, other.target)
-            and other.read_only <= bind.read_only
+            and other.read_only == bind.read_only
             and other.target != bind.target
             for other in unique.values()
         )

@@ -261,10 +261,17 @@ class ContainerSandbox(Sandbox):
                 raise SandboxError("the container sandbox was torn down")
             self.starts += 1
             number = self.starts
+            stale = [r for r in self._runs if not r.done.is_set()]
+        # The agent's previous process (the relay) is gone: so must its container be, even
+        # when no signal reached it (one sent while it was still starting).
+        for run in stale:
+            run.finish()
         user = spec.user
         network_mode = self.network.network_mode or ""
         argv, agent_binds = mounts.agent_binds(spec.argv, spec.env.get("PATH", os.defpath))
-        if self.cgroupns_by_unshare:
+        if self.cgroupns_by_unshare and user.uid != 0:
+            # (Root in a container with no capabilities cannot map itself: its cgroup
+            # namespace stays the engine's choice.)
             argv = [*PRIVATE_CGROUP, *argv]
         binds = self._binds(spec, agent_binds)
         config = ContainerConfig(
@@ -345,10 +352,11 @@ class ContainerSandbox(Sandbox):
         binds += mounts.file_binds(mounts.preload_paths(spec.env))
         shared = [str(p) for p in self.request.share]
         binds += mounts.file_binds(shared, writable=shared)
-        binds += [
-            mounts.Bind(m.source, m.target, m.read_only)
-            for m in self.settings.parsed_mounts(user.home)
-        ]
+        for mount in self.settings.parsed_mounts(user.home):
+            # Engines make a missing source directory on the host: a typo would create one.
+            if not os.path.exists(mount.source):
+                raise SandboxError(f"[container] mounts: {mount.source} does not exist")
+            binds.append(mounts.Bind(mount.source, mount.target, mount.read_only))
         binds += self.network.binds
         scratch = self.request.scratch
         if "passwd" in scratch and "group" in scratch:
