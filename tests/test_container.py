@@ -339,7 +339,8 @@ class Lines:
     def __init__(self, proc: subprocess.Popen) -> None:
         self.lines: list[str] = []
         assert proc.stdout is not None
-        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
+        self.thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self.thread.start()
 
     def _read(self, stream: Any) -> None:
         for line in stream:
@@ -347,6 +348,11 @@ class Lines:
 
     def wait_for(self, text: str) -> None:
         wait_for(lambda: any(text in line for line in self.lines), TIMEOUT, what=repr(text))
+
+    def all(self) -> str:
+        """Everything, once the process has ended."""
+        self.thread.join(TIMEOUT)
+        return "".join(self.lines)
 
 
 def _sigkill_then_cleanup(project: Project, extra_env: dict[str, str] | None = None) -> int:
@@ -509,3 +515,50 @@ def test_doctor_names_the_engine_and_says_whether_rootless_works(rootless: Proje
     assert "[ok  ]" in line("container image") and "present" in line("container image")
     rootless_line = line("rootless containers")
     assert "[ok  ]" in rootless_line and f"work for {rootless.user.pw_name}" in rootless_line
+
+
+def test_limits_mounts_and_the_watchdogs_view_of_a_rootful_container(rootful: Project) -> None:
+    shared = own_dir(rootful.base / "shared", None)
+    (shared / "data.txt").write_text("from the host")
+    secret = Path(rootful.user.pw_dir) / "host-only.txt"
+    secret.write_text("not for the container")
+    rootful.config.write_text(
+        f'[container]\nengine = "{rootful.engine.url}"\nmemory = "256m"\npids = 64\n'
+        f'nofile = 4096\nmounts = ["{shared}:/shared:ro"]\n'
+    )
+    script = (
+        "cat /shared/data.txt; touch /shared/x 2>/dev/null || echo READ-ONLY; "
+        "ls -A $HOME | grep -c host-only || true; ulimit -n; "
+        "python3 -c 'b = bytearray(64 << 20); import time; time.sleep(60)'"
+    )
+    proc = rootful.popen(["run", "--sandbox=container", "--", "sh", "-c", script])
+    lines = Lines(proc)
+    try:
+        sock = rootful.socket()
+        lines.wait_for("from the host")
+        status = wait_for(
+            lambda: (s := call(sock, "server_status"))["sandbox"]["sandboxes"].get("primary") and s,
+            TIMEOUT,
+            what="the sandbox",
+        )
+        name = status["sandbox"]["sandboxes"]["primary"]["container"]["name"]
+        with contextlib.closing(rootful.engine.client()) as client:
+            config = client.api.inspect_container(name)["HostConfig"]
+        assert config["Memory"] == 256 << 20 and config["PidsLimit"] == 64
+        # podman names them RLIMIT_NOFILE, Docker nofile.
+        ulimits = {u["Name"].lower().removeprefix("rlimit_"): u["Hard"] for u in config["Ulimits"]}
+        assert ulimits["nofile"] == 4096
+        # The watchdog samples the container's processes, not only the relay in front.
+        watch = wait_for(
+            lambda: (r := call(sock, "watchdog_status")["resources"]) and r["rss_mb"] >= 64 and r,
+            TIMEOUT,
+            what="the container's memory in the watchdog's sample",
+        )
+        assert watch["processes"] >= 3  # the relay, tini, sh, python
+    finally:
+        proc.terminate()
+        proc.wait(timeout=TIMEOUT)
+    out = lines.all()
+    assert "READ-ONLY" in out
+    assert "\n0\n" in out  # nothing of the host's home
+    assert "4096" in out

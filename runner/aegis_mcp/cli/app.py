@@ -24,6 +24,7 @@ Wrapper options (anywhere before `--`; everything else goes to the agent):
   --netmon[=ebpf|preload|netns]  record the agent's network connections
                             (plain --netmon: the best mode this machine offers)
   --sandbox=netns           run the agent in its own network namespace (root)
+  --sandbox=container       run the agent in a container (podman or Docker, rootless too)
   --allow SPEC, --deny SPEC egress policy: HOST or CIDR, optional :PORT
   --no-inject-mcp           do not give the agent the aegis-mcp MCP server
   --keep-root               under sudo, do not drop to the invoking user

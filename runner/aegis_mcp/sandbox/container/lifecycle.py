@@ -133,7 +133,7 @@ class Container:
 
     def wait(self) -> int:
         """Block until it exits; its exit code (128+N after signal N)."""
-        return int(refused(self.engine.api.wait, self.id, timeout=None).get("StatusCode", 255))
+        return self.engine.wait_exit(self.id)
 
     def inspect(self) -> dict[str, Any]:
         """The engine's view of it now."""
@@ -145,18 +145,22 @@ class Container:
         return state.get("Pid") or None
 
     def remove(self) -> bool:
-        """Remove it, killing it if it still runs (idempotent); False if it was already gone."""
+        """Remove it, killing it if it still runs (idempotent); False if it was already gone.
+
+        A second caller waits for the first one's removal to finish: when it returns,
+        the container is gone (or the engine said why not).
+        """
         import docker.errors
 
         with self._lock:
             if self._removed:
                 return False
             self._removed = True
-        if self.attachment is not None:
-            with contextlib.suppress(Exception):
-                self.attachment.close()
-        try:
-            refused(self.engine.api.remove_container, self.id, force=True, v=False)
-        except docker.errors.NotFound:
-            return False
-        return True
+            if self.attachment is not None:
+                with contextlib.suppress(Exception):
+                    self.attachment.close()
+            try:
+                refused(self.engine.api.remove_container, self.id, force=True, v=False)
+            except docker.errors.NotFound:
+                return False
+            return True
