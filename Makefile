@@ -44,6 +44,8 @@ install: setup release
 	$(INSTALL_VENV)/bin/pip install -q --disable-pip-version-check .
 	install -d $(PREFIX)/bin $(PREFIX)/lib
 	install -m 0755 hooks/libaegis_hooks.so $(PREFIX)/lib/libaegis_hooks.so
+	install -d $(INSTALL_VENV)/share/aegis-mcp/images/base
+	install -m 0644 images/base/Containerfile images/base/packages $(INSTALL_VENV)/share/aegis-mcp/images/base/
 	ln -sf $(INSTALL_VENV)/bin/aegis-mcp $(PREFIX)/bin/aegis-mcp
 	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; *) echo "note: add $(PREFIX)/bin to your PATH";; esac
 	@$(PREFIX)/bin/aegis-mcp --version
