@@ -165,7 +165,7 @@ class Confinement:
             prefixlen=settings.prefixlen,
             on_event=self._sandbox_events(),
             agent_kind=agent_kind,
-            share=(files.socket, files.overlay, files.netmon_log),
+            share=(files.socket, files.overlay, files.settings_overlay, files.netmon_log),
             scratch={
                 "passwd": files.container_passwd,
                 "group": files.container_group,
