@@ -198,10 +198,20 @@ class Server:
         self.sock.close()
 
 
+def _demo(project: Project, scenario: str, *flags: str) -> subprocess.Popen:
+    """The stand-in agent in a container, with no watchdog and no MCP server."""
+    argv = ["demo", "--sandbox=container", *flags, "--no-watchdog", "--no-inject-mcp"]
+    return project.popen([*argv, "--scenario", scenario])
+
+
 def _stop(proc: subprocess.Popen) -> str:
     proc.terminate()
     out, _ = proc.communicate(timeout=TIMEOUT)
     return out
+
+
+def _netmon_events(sock: Path) -> list[dict[str, Any]]:
+    return call(sock, "netmon_log", count=1000)["events"]
 
 
 def _flow_bytes(events: list[dict[str, Any]], port: int, kind: str, source: str) -> int:
@@ -216,25 +226,19 @@ def test_policy_and_exact_bytes_for_a_rootful_container(rootful: Project) -> Non
     allowed, denied = Server(reply=1234), Server(reply=1)
     host = allowed.host
     scenario = f"connect:{host}:{allowed.port}:5000;connect:{host}:{denied.port}:10;quiet"
-    proc = rootful.popen(
-        [
-            "demo",
-            "--sandbox=container",
-            "--netmon=ebpf",
-            f"--allow={host}:{allowed.port}",
-            f"--deny={host}:{denied.port}",
-            "--no-watchdog",
-            "--no-inject-mcp",
-            "--scenario",
-            scenario,
-        ]
+    proc = _demo(
+        rootful,
+        scenario,
+        "--netmon=ebpf",
+        f"--allow={host}:{allowed.port}",
+        f"--deny={host}:{denied.port}",
     )
     try:
         sock = rootful.socket()
         assert wait_for(lambda: allowed.received, TIMEOUT, what="the allowed connection") == [5000]
 
         def events() -> list[dict[str, Any]]:
-            return call(sock, "netmon_log", count=1000)["events"]
+            return _netmon_events(sock)
 
         blocked = wait_for(
             lambda: [e for e in events() if e["event"] == "blocked"], TIMEOUT, what="blocked"
@@ -266,23 +270,13 @@ def test_policy_and_exact_bytes_for_a_rootful_container(rootful: Project) -> Non
 def test_preload_netmon_sees_a_rootless_containers_bytes(rootless: Project) -> None:
     server = Server(reply=321)
     scenario = f"connect:{server.host}:{server.port}:4000;quiet"
-    proc = rootless.popen(
-        [
-            "demo",
-            "--sandbox=container",
-            "--netmon=preload",
-            "--no-watchdog",
-            "--no-inject-mcp",
-            "--scenario",
-            scenario,
-        ]
-    )
+    proc = _demo(rootless, scenario, "--netmon=preload")
     try:
         sock = rootless.socket()
         assert wait_for(lambda: server.received, TIMEOUT, what="the connection") == [4000]
 
         def events() -> list[dict[str, Any]]:
-            return call(sock, "netmon_log", count=1000)["events"]
+            return _netmon_events(sock)
 
         wait_for(
             lambda: _flow_bytes(events(), server.port, "recv", "preload") >= 321,
@@ -355,12 +349,9 @@ class Lines:
         return "".join(self.lines)
 
 
-def _sigkill_then_cleanup(project: Project, extra_env: dict[str, str] | None = None) -> int:
+def _sigkill_then_cleanup(project: Project) -> int:
     """A runner with a container, SIGKILLed; returns its pid once its container is found."""
-    proc = project.popen(
-        ["demo", "--sandbox=container", "--no-watchdog", "--no-inject-mcp", "--scenario", "quiet"],
-        **(extra_env or {}),
-    )
+    proc = _demo(project, "quiet")
     try:
         wait_for(lambda: project.reports(), TIMEOUT, what="the agent's start")
     finally:
