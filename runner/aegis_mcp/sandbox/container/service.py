@@ -3,10 +3,12 @@
 Where podman is installed but no API socket runs (a fresh machine, a user who
 never enabled ``podman.socket``), the runner starts one on a socket in its own
 runtime directory, as itself: rootful for root, rootless for a user. It is
-started with an idle timeout and kept busy by one open request (an event
-stream that matches nothing): when the runner ends, even by SIGKILL, the
-connection closes and the service exits by itself a few seconds later, so a
-crashed runner leaves no service behind. A run that ends normally stops it.
+started with an idle timeout and kept from idling by a ping every few
+seconds: when the runner ends, even by SIGKILL, the pings stop and the
+service exits by itself, so a crashed runner leaves no service behind. (An
+open request cannot do it: podman notices a client gone only when it writes
+to it, and an attached terminal does not count as activity.) A run that ends
+normally stops it.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from typing import Any
 from .errors import EngineMissing, RootlessNotReady
 from .rootless import missing_prerequisites
 
-IDLE_SECS = 5
-"""How long the service outlives the last connection (the runner's, after a crash)."""
+IDLE_SECS = 10
+"""How long the service outlives the runner's last request (after a crash)."""
+PING_SECS = 2.0
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
-KEEPALIVE_LABEL = "aegis-mcp.keepalive=none"
 
 
 @dataclass
@@ -39,9 +41,9 @@ class PrivateService:
     process: subprocess.Popen[bytes]
     socket_path: Path
     log_path: Path
-    _stream: Any = None
     _stopped: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -145,17 +147,15 @@ class PrivateService:
         return text[-limit:] or "(no output)"
 
     def hold(self, api: Any) -> None:
-        """Keep one request open through ``api`` (the SDK's low-level client on this
-        service) so that the service stays up while we live."""
-        stream = api.events(filters={"label": [KEEPALIVE_LABEL]})
-        self._stream = stream
+        """Keep the service from idling out while we live: ping it through ``api`` (the
+        SDK's low-level client on this service) every few seconds."""
 
-        def drain() -> None:
-            with contextlib.suppress(Exception):
-                for _ in stream:
-                    pass
+        def ping() -> None:
+            while not self._stop.wait(PING_SECS):
+                with contextlib.suppress(Exception):
+                    api.ping()
 
-        threading.Thread(target=drain, name="aegis-podman-keepalive", daemon=True).start()
+        threading.Thread(target=ping, name="aegis-podman-keepalive", daemon=True).start()
 
     def stop(self) -> None:
         """Stop the service and remove its socket and log (idempotent)."""
@@ -163,9 +163,7 @@ class PrivateService:
             if self._stopped:
                 return
             self._stopped = True
-        if self._stream is not None:
-            with contextlib.suppress(Exception):
-                self._stream.close()
+        self._stop.set()
         if self.process.poll() is None:
             self.process.terminate()
             try:
