@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -155,3 +156,26 @@ def test_a_runtime_dir_others_can_enter_is_refused(tmp_path: Path) -> None:
     os.chmod(open_dir, 0o700)
     assert rootless.runtime_dir_problems(os.geteuid(), str(open_dir)) == []
     assert "XDG_RUNTIME_DIR is not set" in rootless.runtime_dir_problems(1000, None)[0]
+
+
+def test_cgroup_v1_parents_of_dead_runners_go_and_live_ones_stay(tmp_path: Path) -> None:
+    from aegis_mcp.sandbox.container.leftovers import remove_dead_cgroup_parents
+
+    # A live "runner": a process whose command line names aegis, as a runner's does.
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "aegis"])
+    memory = tmp_path / "memory"
+    dead = memory / "aegis-mcp" / "999999999-primary"
+    live = memory / "aegis-mcp" / f"{runner.pid}-primary"
+    other = memory / "aegis-mcp" / "not-ours"
+    for path in (dead, live, other):
+        path.mkdir(parents=True)
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        f"cgroup {memory} cgroup rw,memory 0 0\ncgroup2 {tmp_path / 'unified'} cgroup2 rw 0 0\n"
+    )
+    try:
+        assert remove_dead_cgroup_parents(mounts) == [str(dead)]
+    finally:
+        runner.kill()
+        runner.wait()
+    assert not dead.exists() and live.exists() and other.exists()

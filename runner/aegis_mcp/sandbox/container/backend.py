@@ -64,11 +64,13 @@ def engine(settings: ContainerSettings, request: SandboxRequest) -> Engine:
 
 
 def _start_leftover_cleanup(connected: Engine) -> None:
-    from .leftovers import remove_dead
+    from .leftovers import remove_dead, remove_dead_cgroup_parents
 
-    threading.Thread(
-        target=remove_dead, args=(connected,), name="aegis-container-cleanup", daemon=True
-    ).start()
+    def clean() -> None:
+        remove_dead(connected)
+        remove_dead_cgroup_parents()
+
+    threading.Thread(target=clean, name="aegis-container-cleanup", daemon=True).start()
 
 
 def create(request: SandboxRequest) -> ContainerSandbox:

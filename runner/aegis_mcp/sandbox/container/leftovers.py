@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...owners import owner_alive
@@ -88,6 +90,36 @@ def remove_dead(engine: Engine, dry_run: bool = False) -> dict[str, list[str]]:
             continue
         result["removed"].append(label)
     return result
+
+
+CGROUP_PARENT = "aegis-mcp"
+_CGROUP_NAME = re.compile(r"(?P<pid>[1-9][0-9]{0,9})-[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def remove_dead_cgroup_parents(mounts: Path = Path("/proc/self/mounts")) -> list[str]:
+    """Remove the empty cgroup v1 directories ``aegis-mcp/<pid>-<agent>`` of dead runners.
+
+    An engine makes a container's cgroup parent (the eBPF source's cgroup, named
+    so) in every v1 hierarchy too; a runner that was killed leaves them there.
+    """
+    removed = []
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return removed
+    for fields in (line.split() for line in lines):
+        if len(fields) < 3 or fields[2] != "cgroup":
+            continue
+        parent = Path(fields[1]) / CGROUP_PARENT
+        with contextlib.suppress(OSError):
+            for entry in parent.iterdir():
+                match = _CGROUP_NAME.fullmatch(entry.name)
+                if match is None or owner_alive(int(match["pid"])):
+                    continue
+                with contextlib.suppress(OSError):
+                    entry.rmdir()
+                    removed.append(str(entry))
+    return removed
 
 
 def cleanup_engines(
