@@ -117,6 +117,9 @@ def test_config_profiles_and_errors(tmp_path):
     assert config.watchdog.lockup_action == "kill"
     cfg.write_text("[pool]\nmax_agents = 3\n")
     assert load_config(cfg).pool.max_agents == 3
+    cfg.write_text("[runner]\nrestart_limit_burst = 2\nrestart_limit_interval_secs = 0\n")
+    runner = load_config(cfg).runner
+    assert (runner.restart_limit_burst, runner.restart_limit_interval_secs) == (2, 0.0)
     for text, message in [
         ("[agents.x]\ncontinue_args = []\n", "command is required"),
         ("[agents.x]\ncommand = 'x'\n", "list of strings"),
@@ -124,6 +127,9 @@ def test_config_profiles_and_errors(tmp_path):
         ("[nonsense]\n", "unknown section"),
         ("this is not toml", "invalid TOML"),
         ("[runner]\nstop_grace_secs = -1\n", "between 0 and 3600"),
+        ("[runner]\nrestart_limit_burst = 0\n", "whole number from 1 to 1000"),
+        ("[runner]\nrestart_limit_burst = 2.5\n", "whole number from 1 to 1000"),
+        ("[runner]\nrestart_limit_burst = true\n", "whole number from 1 to 1000"),
         ("[pool]\nmax_agents = 0\n", "from 1 to 1000"),
         ("[pool]\nqueue = 3\n", "unknown setting"),
     ]:

@@ -28,6 +28,7 @@ GROUND = {
     "privileges",
     "terminal",
     "owners",
+    "leftovers",
     "dns_wire",
 }
 """The ground floor (``""``: the package's own ``__init__``, its version): anyone may
@@ -97,7 +98,7 @@ def test_the_graph_is_read(graph: dict[str, set[str]]) -> None:
     assert "aegis_mcp.control.snapshot" in graph["aegis_mcp.runner.status"]
     # relative, from a package's __init__, and inside a function body
     assert "aegis_mcp.sandbox.errors" in graph["aegis_mcp.sandbox"]
-    assert "aegis_mcp.sandbox.netns.namespaces" in graph["aegis_mcp.runner.confinement"]
+    assert "aegis_mcp.cleanup.sweep" in graph["aegis_mcp.runner.supervisor"]
     # under TYPE_CHECKING
     assert "aegis_mcp.pool.service" in graph["aegis_mcp.runner.status"]
 
@@ -140,7 +141,7 @@ def test_netmon_and_sandbox_do_not_import_each_other(graph: dict[str, set[str]])
 
 
 def test_sources_and_backends_know_no_consumer(graph: dict[str, set[str]]) -> None:
-    consumers = {"runner", "pool", "cli", "mcp_server", "dashboard", "demo"}
+    consumers = {"runner", "pool", "cli", "mcp_server", "dashboard", "demo", "cleanup"}
     assert (
         offenders(graph, lambda a: area(a) in ("netmon", "sandbox"), lambda b: area(b) in consumers)
         == []

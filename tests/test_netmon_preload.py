@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from aegis_mcp import owners
+from aegis_mcp.cleanup import ops as cleanup_ops_module
 from aegis_mcp.control.protocol import INVALID_ARGUMENT, ControlError
 from aegis_mcp.netmon.ops import DEFAULT_LOG_COUNT, netmon_ops
 from aegis_mcp.netmon.preload_log import MAX_LINE_BYTES, PreloadLog
@@ -445,7 +446,7 @@ def test_netmon_log_validates_count() -> None:
     with pytest.raises(ControlError) as info:
         call(log, {"count": 5, "verbose": True})
     assert info.value.code == INVALID_ARGUMENT
-    ops.update(namespace_ops())
+    ops.update({**namespace_ops(), **cleanup_ops_module.cleanup_ops()})
     for op in ("netmon_status", "netmon_namespace_list", "netmon_namespace_cleanup"):
         with pytest.raises(ControlError) as info:
             call(ops[op], {"bogus": 1})
@@ -465,14 +466,15 @@ def test_ops_when_netmon_is_off() -> None:
 
 
 def test_namespace_cleanup_op_without_root_is_forbidden(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(namespaces.os, "geteuid", lambda: 1000)
-    with pytest.raises(PermissionError, match="sudo aegis-mcp netns cleanup"):
-        namespaces.cleanup_namespaces()
-    ops = namespace_ops()
+    monkeypatch.setattr(cleanup_ops_module.os, "geteuid", lambda: 1000)
+    ops = cleanup_ops_module.cleanup_ops()
     with pytest.raises(ControlError) as info:
         call(ops["netmon_namespace_cleanup"], {})
     assert info.value.code == "forbidden"
-    assert "needs root" in info.value.message
+    assert "needs root: sudo aegis-mcp cleanup" in info.value.message
+    with pytest.raises(ControlError) as info:  # arguments are still checked
+        call(ops["netmon_namespace_cleanup"], {"dry_run": True})
+    assert info.value.code == INVALID_ARGUMENT
 
 
 # ---- namespaces ----------------------------------------------------------------------------------
@@ -550,10 +552,12 @@ def test_namespace_cleanup_removes_only_dead_owners(aegis_like_process: int, dea
         assert listed[live]["owner_alive"] is True
         assert foreign not in listed
 
-        result = namespaces.cleanup_namespaces()
-        assert dead in result["removed"]
-        assert live in result["kept"]
-        assert not any(e["name"] in (dead, live) for e in result["errors"])
+        # The tool's op sweeps every kind, as `aegis-mcp cleanup` does.
+        result = call(cleanup_ops_module.cleanup_ops()["netmon_namespace_cleanup"], {})
+        groups = {kind: {e["group"] for e in result[kind]} for kind in ("removed", "kept")}
+        assert dead in groups["removed"] or not (run_dir / dead).exists()
+        assert live in groups["kept"]
+        assert not any(e.get("group") in (dead, live) for e in result["errors"])
         assert not (run_dir / dead).exists()
         assert (run_dir / live).exists()
         assert (run_dir / foreign).exists()

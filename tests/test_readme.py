@@ -85,6 +85,7 @@ def test_the_readme_config_block_loads(tmp_path):
     assert config.watchdog.lockup_action == "restart_with_backoff"
     assert config.watchdog.max_memory_mb == 8192
     assert config.runner.stop_grace_secs == 3
+    assert (config.runner.restart_limit_burst, config.runner.restart_limit_interval_secs) == (5, 60)
     assert config.profiles["claude"].permission_args == ()
     assert config.profiles["myagent"].command == ("myagent", "--fixed-flag")
     myagent = config.profiles["myagent"]
@@ -156,6 +157,7 @@ def test_readme_lines_are_found():
     assert (
         "netns cleanup" in lines and "restart 4242 --prompt some text --reason some text" in lines
     )
+    assert "cleanup --dry-run --runner 4242" in lines
     assert "run -- my-agent --flag" in lines
 
 

@@ -1,4 +1,5 @@
-"""The pool inside real runners: history and orphans survive a runner killed with SIGKILL."""
+"""The pool inside real runners: history and orphans survive a runner killed with SIGKILL
+(its primary agent does not)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ def test_runner_killed_then_restarted_reports_orphans(aegis_env, report, runtime
         orphan_pid = wait_for(lambda: call(sock, "agent_status", agent_id=slow["agent_id"])["pid"])
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-        # The SIGKILLed runner could not clean up: its primary agent lives on too.
-        os.kill(primary_pid, signal.SIGKILL)
+        # The primary agent dies with its runner; the pool agent lives on, unsupervised.
+        wait_for(lambda: gone(primary_pid), what="the primary agent to die with its runner")
+        assert not gone(orphan_pid)
 
         second = start_aegis(QUIET_DEMO, aegis_env, tmp_path, output=False)
         try:

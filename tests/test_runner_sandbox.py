@@ -126,8 +126,8 @@ def test_sandbox_of_a_killed_runner_is_cleaned_by_the_next(aegis_env, runtime_di
         assert _namespaces(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        os.kill(agent_pid, signal.SIGKILL)
-        wait_for(lambda: not Path(f"/proc/{agent_pid}").exists() or gone(agent_pid))
+        # Its agent dies with it, inside the namespace.
+        wait_for(lambda: gone(agent_pid), what="the agent to die with its runner")
         result = subprocess.run(
             [*AEGIS, "run", "--", "true"], env=aegis_env, capture_output=True, timeout=60
         )

@@ -27,7 +27,10 @@ from typing import Any
 
 import pytest
 
+from aegis_mcp.cleanup.registry import Kind
+from aegis_mcp.cleanup.sweep import sweep
 from aegis_mcp.netmon.stats import NetmonStats
+from aegis_mcp.owners import process_start_time
 from helpers import REPO, wait_for
 
 if os.geteuid() != 0:
@@ -47,6 +50,7 @@ if not nft_module.available():
 
 from aegis_mcp.sandbox.netns import AddressPool, NetnsSandbox, create_sandbox
 from aegis_mcp.sandbox.netns import sandbox as sandbox_module
+from aegis_mcp.sandbox.netns.leftovers import NetnsLeftovers
 from aegis_mcp.sandbox.netns.markers import DEFAULT_STATE_DIR
 from aegis_mcp.sandbox.policy import Policy
 
@@ -454,6 +458,12 @@ KILLED = textwrap.dedent(
 ) % {"runner": str(REPO / "runner")}
 
 
+def netns_sweep(**where: Any) -> dict[str, Any]:
+    """A sweep of the netns kind alone (``where``: NetnsLeftovers' directories)."""
+    kind = Kind("netns", "namespaces", True, lambda: NetnsLeftovers(**where))
+    return sweep(kinds=[kind]).to_dict()
+
+
 def test_cleanup_removes_what_a_killed_runner_left_and_keeps_live_ones() -> None:
     live = create_sandbox(os.getpid(), "t5", Policy(), upstreams=[])
     proc = subprocess.Popen([sys.executable, "-c", KILLED], stdout=subprocess.PIPE, text=True)
@@ -472,14 +482,14 @@ def test_cleanup_removes_what_a_killed_runner_left_and_keeps_live_ones() -> None
         assert listed[name]["owner_alive"] is False
         assert listed[live.name]["owner_alive"] is True
 
-        result = namespaces.cleanup_namespaces()
+        result = netns_sweep()
         # Another cleanup on this machine (other test runs) may get to some of it
         # first, and the kernel takes the veth along with the namespace: what must
         # hold is that nothing of the dead runner is left, and nothing of ours went.
-        removed = {(r["kind"], r["sandbox"]) for r in result["resources"]["removed"]}
-        assert not any(sandbox == live.name for _, sandbox in removed)
-        assert live.name in result["kept"]
-        assert name in result["removed"] or not Path("/var/run/netns", name).exists()
+        assert not any(r["group"] == live.name for r in result["removed"])
+        kept = {(k["kind"], k["group"]): k["reason"] for k in result["kept"]}
+        assert "is alive" in kept[("namespace", live.name)]
+        assert {"nft_table", "veth", "marker"} <= {k for k, g in kept if g == live.name}
         assert_gone(name, host_if)
         # ...and the live sandbox was not touched.
         assert Path("/var/run/netns", live.name).exists()
@@ -500,10 +510,62 @@ def test_cleanup_still_takes_a_bare_namespace_of_a_dead_owner() -> None:
     name = f"aegis-{dead.pid}"
     _ip("netns", "add", name)
     try:
-        assert name in namespaces.cleanup_namespaces()["removed"]
+        removed = netns_sweep()["removed"]
+        assert {"kind": "namespace", "group": name} in [
+            {"kind": r["kind"], "group": r["group"]} for r in removed
+        ] or not Path("/var/run/netns", name).exists()
     finally:
         _ip("netns", "del", name, check=False)
     assert not Path("/var/run/netns", name).exists()
+
+
+def test_cleanup_kills_what_runs_in_a_dead_owners_namespace_by_pid_and_start_time(
+    tmp_path: Path,
+) -> None:
+    """The owner's pid runs an aegis-looking process, but not the one that made the
+    namespace (its start time differs): the namespace is a leftover, and the process
+    in it is killed before it goes. A pool agent's namespace whose agent still runs
+    stays (the agent is orphaned), and so does one whose owner is really alive."""
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "aegis"])
+    start = process_start_time(owner.pid)
+    assert start is not None
+    dead, pool, live = (f"aegis-{owner.pid}{suffix}" for suffix in ("", "-pool1", "-live"))
+    markers_dir = tmp_path / "markers"
+    markers_dir.mkdir()
+    inside: list[subprocess.Popen] = []
+    try:
+        for name, owner_start in ((dead, start - 1), (pool, start - 1), (live, start)):
+            _ip("netns", "add", name)
+            marker = {"name": name, "owner_pid": owner.pid, "owner_start": owner_start}
+            (markers_dir / f"{name}.json").write_text(json.dumps(marker))
+            # The pool agent leads its own session, as the pool starts it.
+            inside.append(
+                subprocess.Popen(
+                    ["ip", "netns", "exec", name, "sleep", "600"], start_new_session=name == pool
+                )
+            )
+        wait_for(
+            lambda: all(os.readlink(f"/proc/{p.pid}/exe").endswith("sleep") for p in inside),
+            what="the sleepers in their namespaces",
+        )
+        result = netns_sweep(state_dir=markers_dir)
+        removed = {(r["kind"], r["group"]): r for r in result["removed"]}
+        assert removed[("namespace", dead)]["processes"] == [inside[0].pid]
+        assert ("marker", dead) in removed
+        assert inside[0].wait(timeout=10) == -signal.SIGKILL
+        assert not Path("/var/run/netns", dead).exists()
+        kept = {(k["kind"], k["group"]): k["reason"] for k in result["kept"]}
+        assert "pool agent pool1" in kept[("namespace", pool)]
+        assert "pool agent pool1" in kept[("marker", pool)]
+        assert "is alive" in kept[("namespace", live)]
+        assert inside[1].poll() is None and inside[2].poll() is None
+        assert owner.poll() is None
+    finally:
+        for proc in (*inside, owner):
+            proc.kill()
+            proc.wait()
+        for name in (dead, pool, live):
+            _ip("netns", "del", name, check=False)
 
 
 def test_the_forwarding_setting_comes_back_when_the_last_sandbox_goes(

@@ -5,6 +5,8 @@
     [runner]
     stop_grace_secs = 3        # each of SIGINT, SIGTERM before the next signal
     restart_delay_secs = 0.3   # lets a restart tool's reply reach the agent first
+    restart_limit_burst = 5    # restarts of any kind allowed ...
+    restart_limit_interval_secs = 60   # ... within this window (0: no limit)
 
     [pool]
     max_agents = 4             # background agents at once (default: CPUs, at least 2)
@@ -72,10 +74,16 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RunnerSettings:
-    """Runner timing settings."""
+    """Runner timing settings and the restart limit."""
 
     stop_grace_secs: float = 3.0
     restart_delay_secs: float = 0.3
+    restart_limit_burst: int = 5
+    """At most this many restarts of the primary agent, whoever asks (a tool, the
+    command line, the socket, the watchdog), within ``restart_limit_interval_secs``
+    (systemd's StartLimitBurst); one more is refused and the agent left running."""
+    restart_limit_interval_secs: float = 60.0
+    """The window of the restart limit (StartLimitIntervalSec); 0 turns the limit off."""
 
 
 @dataclass(frozen=True)
@@ -240,10 +248,15 @@ def _profile(name: str, table: Any, where: str) -> AgentProfile:
 def _runner(table: Any, where: str) -> RunnerSettings:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
-    values: dict[str, float] = {}
+    values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in RunnerSettings.__dataclass_fields__:
             raise ConfigError(f"{where}.{key}: unknown setting")
+        if key == "restart_limit_burst":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+                raise ConfigError(f"{where}.{key} must be a whole number from 1 to 1000")
+            values[key] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
             raise ConfigError(f"{where}.{key} must be a number of seconds between 0 and 3600")
         values[key] = float(value)

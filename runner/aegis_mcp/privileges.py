@@ -10,12 +10,14 @@ every uid away from 0 clears the capability sets, so none is left.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pwd
-import subprocess
+import signal
 from dataclasses import dataclass, field
 
+PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -106,35 +108,61 @@ def resolve_agent_user(keep_root: bool, environ: dict[str, str] | None = None) -
 def can_enter(path: str, user: AgentUser) -> bool:
     """Whether ``user`` can make directory ``path`` its working directory.
 
-    Asked with that user's own credentials (a shell that drops to them and
-    runs ``cd``), so that every rule the kernel applies counts: modes of each
-    directory on the way, ACLs, mount options. Called from the event loop's
-    thread, whose SIGCHLD reaper cannot run meanwhile; the child says "ok"
-    itself rather than through an exit status that could be reaped elsewhere.
+    Asked with that user's own credentials, so that every rule the kernel
+    applies counts (modes of each directory on the way, ACLs, mount options):
+    a forked child drops to the user's groups, gid and uid and tries ``chdir``.
+    The answer comes back through a pipe, not the exit status: the runner's
+    SIGCHLD reaper may collect the child first when this runs off the event
+    loop's thread.
     """
     if not user.drop:
         return os.path.isdir(path) and os.access(path, os.X_OK, effective_ids=True)
+    read_end, write_end = os.pipe()
     try:
-        result = subprocess.run(
-            ["/bin/sh", "-c", 'cd -- "$1" && echo ok', "sh", path],
-            user=user.uid,
-            group=user.gid,
-            extra_groups=list(user.groups),
-            env={"PATH": os.defpath},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
+        pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
         return False
-    return result.stdout == b"ok\n"
+    if pid == 0:  # the child: plain syscalls, then out without running any cleanup
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+            os.close(read_end)
+            os.setgroups(list(user.groups))
+            os.setresgid(user.gid, user.gid, user.gid)
+            os.setresuid(user.uid, user.uid, user.uid)
+            os.chdir(path)
+            os.write(write_end, b"ok")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        answer = os.read(read_end, 2)
+    finally:
+        os.close(read_end)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    return answer == b"ok"
+
+
+def _prctl(option: int, value: int) -> None:
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def set_no_new_privs() -> None:
     """PR_SET_NO_NEW_PRIVS for this process (inherited by everything it starts)."""
-    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """PR_SET_PDEATHSIG: ``sig`` when the thread that forked this process ends.
+
+    Set it after the privilege drop (a uid or gid change clears it); exec keeps it,
+    but for a set-user-ID program (which no_new_privs makes an ordinary one).
+    """
+    _prctl(PR_SET_PDEATHSIG, sig)
 
 
 def become_subreaper() -> bool:

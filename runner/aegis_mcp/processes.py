@@ -17,18 +17,23 @@ import os
 import signal
 import subprocess
 import termios
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .privileges import AgentUser, set_no_new_privs
+from .privileges import AgentUser, set_no_new_privs, set_parent_death_signal
 from .terminal import set_winsize
 
 if TYPE_CHECKING:
     import psutil
 
 READ_CHUNK = 65536
+RUNNER_PID_ENV = "AEGIS_MCP_WRAPPER_PID"
+"""The pid of the runner an agent (and everything it starts) belongs to."""
+AGENT_ID_ENV = "AEGIS_MCP_AGENT_ID"
+"""Names the agent in its environment (and its MCP servers'): ``main`` or a pool agent's id."""
 REPEAT_INTERRUPT_SECS = 0.2
 
 
@@ -95,6 +100,11 @@ class SpawnSpec:
     confine: tuple[Callable[[], None], ...] = ()
     """Root-only steps run in the child before the privilege drop (join a cgroup,
     enter a network namespace); each must be safe between fork and exec."""
+    die_with_runner: bool = False
+    """The process gets SIGKILL when the thread that started it ends (the runner's
+    event loop thread, for the primary agent): a runner killed with SIGKILL takes
+    its agent along instead of leaving it running unwatched. Pool agents live on
+    (``orphaned``) and leave this off."""
     forward_signal: Callable[[int, int], None] | None = None
     """``(pid, signal)``: where else a signal for the agent must go. The runner
     signals the process it started (and its session); a sandbox whose agent runs
@@ -114,8 +124,10 @@ def _child_setup(spec: SpawnSpec) -> Callable[[], None]:
     # Runs in the child between fork and exec: plain syscalls only, no locks,
     # no imports. The order matters: root-only confinement (cgroup, namespaces)
     # first, then the terminal, then the drop to the agent's user, then
-    # no_new_privs so that nothing exec'd later can get privileges back.
+    # no_new_privs so that nothing exec'd later can get privileges back, then
+    # the parent-death signal, which the kernel clears on a uid or gid change.
     user = spec.user
+    parent = os.getpid()
 
     def setup() -> None:
         for confine in spec.confine:
@@ -127,6 +139,11 @@ def _child_setup(spec: SpawnSpec) -> Callable[[], None]:
             os.setgid(user.gid)
             os.setuid(user.uid)
             set_no_new_privs()
+        if spec.die_with_runner:
+            set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != parent:
+                # The runner died before the signal was armed: it will not come.
+                os.kill(os.getpid(), signal.SIGKILL)
 
     return setup
 
@@ -248,6 +265,9 @@ class AgentProcess:
         stderr_fd: int = 2,
     ) -> None:
         loop = asyncio.get_running_loop()
+        if spec.die_with_runner and threading.current_thread() is not threading.main_thread():
+            # The signal would come when this thread ends, not when the runner does.
+            raise RuntimeError("an agent that dies with its runner starts from the main thread")
         self.spec = spec
         self.started_at = time.time()
         self.master_fd: int | None = None

@@ -33,6 +33,7 @@ Other forms:
   aegis-mcp --version | -V  versions of this package and of the hooks library
   aegis-mcp --mcp-server    the MCP server (stdio), as the agent starts it
   aegis-mcp dashboard [PID] the live dashboard (also --dashboard): follow a runner
+  aegis-mcp cleanup         remove what crashed runners left (--dry-run: list it)
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -123,23 +124,55 @@ def netns_list() -> None:
         print(f"{entry['name']}\towner {entry['owner_pid']} {state}")
 
 
-@netns_app.command("cleanup")
-def netns_cleanup() -> None:
-    """Remove namespaces left by runners that died (never a live runner's). Needs root."""
-    from ..sandbox.netns.namespaces import cleanup_namespaces
+DRY_RUN = typer.Option("--dry-run", help="list what would be removed, remove nothing")
+RUNNER = typer.Option("--runner", metavar="PID", help="only what runner PID left (repeatable)")
 
-    try:
-        result = cleanup_namespaces()
-    except PermissionError as exc:
-        _fail(str(exc))
-    for name in result["removed"]:
-        print(f"removed {name}")
-    for name in result["kept"]:
-        print(f"kept {name} (its runner is alive)")
-    for error in result["errors"]:
-        print(f"error: {error}", file=sys.stderr)
-    if not (result["removed"] or result["kept"] or result["errors"]):
-        print("nothing to clean up")
+
+@app.command("cleanup")
+def cleanup(
+    dry_run: Annotated[bool, DRY_RUN] = False, runner: Annotated[list[int] | None, RUNNER] = None
+) -> None:
+    """Remove everything runners that died left: network namespaces, veths, nft tables,
+    cgroups with their BPF programs, the processes still in them or still running
+    for a dead runner's agent, runtime files, markers. Never a live runner's, nor an
+    orphaned pool agent. Needs root for namespaces and cgroups."""
+    from ..cleanup.sweep import sweep
+
+    report = sweep(dry_run, runners=set(runner) if runner else None)
+    removed = "would remove" if dry_run else "removed"
+    for entry in report.removed:
+        print(f"{removed} {_describe(entry)}")
+    for entry in report.kept:
+        killed = entry.get("killed")
+        verb = "would kill" if dry_run else "killed"
+        extra = f"; {verb} processes {killed} in it" if killed else ""
+        print(f"kept {entry['kind']} {entry['id']}: {entry['reason']}{extra}")
+    for skipped in report.skipped:
+        print(f"not looked at: {skipped['what']} ({skipped['reason']})")
+    for error in report.errors:
+        where = f"{error['kind']} {error['id']}: " if "id" in error else ""
+        print(f"aegis-mcp: error: {where}{error['error']}", file=sys.stderr)
+    if not (report.removed or report.kept or report.errors):
+        print("nothing to clean up" + (" in what was looked at" if report.skipped else ""))
+    if report.errors:
+        raise typer.Exit(1)
+
+
+def _describe(entry: dict) -> str:
+    notes = [f"runner {entry['owner_pid']}"] if entry.get("owner_pid") else []
+    if entry.get("detail"):
+        notes.append(entry["detail"])
+    if entry.get("processes"):
+        notes.append(f"processes {entry['processes']} killed first")
+    return f"{entry['kind']} {entry['id']} ({'; '.join(notes)})" if notes else entry["id"]
+
+
+@netns_app.command("cleanup")
+def netns_cleanup(
+    dry_run: Annotated[bool, DRY_RUN] = False, runner: Annotated[list[int] | None, RUNNER] = None
+) -> None:
+    """Same as `aegis-mcp cleanup`: everything dead runners left, namespaces included."""
+    cleanup(dry_run, runner)
 
 
 image_app = typer.Typer(help="The container image of --sandbox=container.")
@@ -180,44 +213,3 @@ def image_build(
     finally:
         connected.close()
     print("\n".join(report.lines()))
-
-
-@app.command()
-def cleanup(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would go")] = False,
-) -> None:
-    """Remove what runners that died left: containers (every engine found), namespaces."""
-    import os
-
-    from ..paths import RunnerFiles, runtime_dir
-    from ..sandbox.container.leftovers import cleanup_engines
-
-    files = RunnerFiles(runtime_dir(), os.getpid())
-    settings_engine = _configured_engine()
-    found = cleanup_engines(settings_engine, (files.engine_socket, files.engine_log), dry_run)
-    verb = "would remove" if dry_run else "removed"
-    for name in found["removed"]:
-        print(f"{verb} container {name}")
-    for error in found["errors"]:
-        print(f"error: {error}", file=sys.stderr)
-    if os.geteuid() == 0 and not dry_run:
-        from ..sandbox.netns.namespaces import cleanup_namespaces
-
-        result = cleanup_namespaces()
-        for name in result["removed"]:
-            print(f"removed namespace {name}")
-        for error in result["errors"]:
-            print(f"error: {error}", file=sys.stderr)
-    if not found["removed"] and not found["errors"]:
-        print("no leftover containers")
-
-
-def _configured_engine() -> str | None:
-    from ..config import ConfigError, load_config
-    from ..paths import config_file
-
-    try:
-        return load_config(config_file()).container.engine
-    except ConfigError as exc:
-        _fail(str(exc))
-    return None

@@ -12,11 +12,11 @@ import sys
 # First arguments that belong to the typer application rather than naming an agent.
 APP_COMMANDS = {
     "doctor",
+    "cleanup",
     "restart",
     "status",
     "netns",
     "image",
-    "cleanup",
     "version",
     "help",
     "--help",

@@ -105,6 +105,10 @@ class AgentInfo(TypedDict):
     restarts: int
     restart_history: list[RestartRecord]
     """The last 20."""
+    restart_limit: dict[str, Any]
+    """Every restart of this agent, whoever asks, against ``[runner] restart_limit_burst``
+    in ``restart_limit_interval_secs``: ``burst``, ``interval_secs``, ``enabled``,
+    ``restarts_in_window``, ``refused``, ``last_refusal`` (the message, None before any)."""
 
 
 class WatchdogSummary(TypedDict):

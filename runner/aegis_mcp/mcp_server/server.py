@@ -83,8 +83,10 @@ SIMPLE_TOOLS: dict[str, str] = {
         "with their owner pid and whether the owner is alive."
     ),
     "netmon_namespace_cleanup": (
-        "Remove aegis network namespaces left by runners that crashed (never a live "
-        "runner's). Needs root."
+        "Remove everything runners that crashed left, as `aegis-mcp cleanup` does: network "
+        "namespaces (killing what still runs in them), veths, nft tables, agent cgroups with "
+        "their BPF programs, dead runners' agent processes, runtime files. Never a live "
+        "runner's, nor an orphaned pool agent. Needs root."
     ),
 }
 
@@ -182,7 +184,9 @@ def build_server(backend: Backend) -> MCPServer:
         "started again with its continue flag, same arguments). This call answers first, then "
         "the agent is stopped (SIGINT twice, then SIGTERM, then SIGKILL) and started again. "
         "`reason` is recorded; `prompt` replaces the original command-line prompt for the "
-        "new start. Returns the restart number."
+        "new start. Returns the restart number. Restarts are limited (by default 5 within "
+        "60 s): past the limit the call fails with the reason and the agent keeps running, "
+        "so do not ask again in a loop."
     )
 
     def restart_tool(by: str) -> Callable[..., Awaitable[dict[str, Any]]]:

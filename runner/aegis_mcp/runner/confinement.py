@@ -65,21 +65,6 @@ class Confinement:
         """The running source called ``name``, if any."""
         return next((s for s in self.sources if s.name == name), None)
 
-    async def clean_leftovers(self, emit: Callable[..., object]) -> None:
-        """Remove what crashed runners left (namespaces, veths, nft tables): only theirs."""
-        from ..sandbox.netns.namespaces import cleanup_namespaces, leftovers_possible
-
-        if os.geteuid() != 0 or not leftovers_possible():
-            return
-        try:
-            result = await asyncio.to_thread(cleanup_namespaces)
-        except (OSError, RuntimeError) as exc:
-            emit("netns.cleanup_failed", str(exc), "warning")
-            return
-        removed = result.get("removed", [])
-        if removed:
-            emit("netns.cleanup", f"removed stale namespaces: {', '.join(removed)}")
-
     @property
     def in_netns(self) -> bool:
         """Whether the primary agent's network is an aegis netns (netns, rootful container)."""

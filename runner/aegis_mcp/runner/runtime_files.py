@@ -2,7 +2,9 @@
 
 A live runner holds an exclusive ``flock`` on its ``runner-PID.lock`` for its
 whole life. A lock that can be taken means its runner is gone (even if its
-pid was reused since), so its files are stale and removed.
+pid was reused since), so its files are stale and removed: by every runner's
+start (in its own runtime directory) and by ``aegis-mcp cleanup``, through
+:class:`RuntimeFileLeftovers`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from pathlib import Path
 
 from ..control.discovery import runner_is_alive, runner_pids
 from ..files import create_new
-from ..paths import RunnerFiles
+from ..leftovers import Leftover
+from ..paths import RunnerFiles, runtime_dir
+
+KIND = "runtime_files"
 
 
 class RunnerLock:
@@ -43,14 +48,62 @@ class RunnerLock:
         os.close(self._fd)
 
 
-def clean_stale(directory: Path, own_pid: int) -> list[Path]:
-    """Remove runtime files of dead runners in ``directory``; returns what was removed."""
-    removed = []
-    for pid in runner_pids(directory):
-        if pid == own_pid or runner_is_alive(directory, pid):
-            continue
-        for path in RunnerFiles(directory, pid).all():
+class RuntimeFileLeftovers:
+    """The :class:`aegis_mcp.leftovers.LeftoverSource` of runtime files: one item per
+    runner pid named by files in ``directory`` (default: this user's runtime directory)."""
+
+    def __init__(self, directory: Path | None = None, own_pid: int | None = None) -> None:
+        self._directory = directory
+        self.own_pid = own_pid if own_pid is not None else os.getpid()
+
+    @property
+    def directory(self) -> Path:
+        """The runtime directory (UnsafeDirectoryError when it cannot be used)."""
+        if self._directory is None:
+            self._directory = runtime_dir()
+        return self._directory
+
+    def possible(self) -> bool:
+        """Whether files of a dead runner are there."""
+        directory = self.directory
+        return any(
+            pid != self.own_pid and not runner_is_alive(directory, pid)
+            for pid in runner_pids(directory)
+        )
+
+    def find(self) -> list[Leftover]:
+        """The files of every other runner, alive or not."""
+        directory = self.directory
+        found = []
+        for pid in sorted(runner_pids(directory) - {self.own_pid}):
+            names = [p.name for p in RunnerFiles(directory, pid).all() if p.exists()]
+            found.append(
+                Leftover(
+                    kind=KIND,
+                    id=str(directory / f"*-{pid}.*"),
+                    owner_pid=pid,
+                    owner_alive=runner_is_alive(directory, pid),
+                    group=f"runner-{pid}",
+                    detail=", ".join(names),
+                )
+            )
+        return found
+
+    def remove(self, item: Leftover) -> None:
+        """Remove the runner's files."""
+        assert item.owner_pid is not None
+        for path in RunnerFiles(self.directory, item.owner_pid).all():
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-                removed.append(path)
-    return removed
+
+    def finish(self) -> None:
+        """Nothing to restore."""
+
+
+def clean_stale(directory: Path, own_pid: int) -> int:
+    """Remove the runtime files of dead runners in ``directory``; returns for how many."""
+    source = RuntimeFileLeftovers(directory, own_pid)
+    dead = [item for item in source.find() if not item.owner_alive]
+    for item in dead:
+        source.remove(item)
+    return len(dead)

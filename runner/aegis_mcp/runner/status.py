@@ -25,6 +25,7 @@ from ..hooks_lib import HooksInfo
 from ..paths import RunnerFiles
 from ..processes import AgentProcess
 from ..watchdog.monitor import Watchdog
+from ..watchdog.restart_limit import RestartLimit
 from .confinement import Confinement
 from .plan import RunPlan
 from .resources import ResourceSampler
@@ -51,6 +52,7 @@ class RunView(Protocol):
     status: str
     exit_code: int | None
     restarts: list[dict[str, Any]]
+    restart_limit: RestartLimit
     injection: McpInjection
     watchdog: Watchdog
     confinement: Confinement
@@ -101,6 +103,7 @@ def status_data(run: RunView) -> ServerStatus:
             "mcp_injection": run.injection.mode,
             "restarts": len(run.restarts),
             "restart_history": run.restarts[-20:],
+            "restart_limit": run.restart_limit.status(),
         },
         "watchdog": {
             "enabled": run.watchdog.enabled,

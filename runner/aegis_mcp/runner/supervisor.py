@@ -38,9 +38,10 @@ from ..control.protocol import (
 from ..hooks_lib import find_hooks
 from ..paths import RunnerFiles, UnsafeDirectoryError, runtime_dir, state_dir
 from ..privileges import become_subreaper
-from ..processes import AgentProcess, ChildReaper, SpawnSpec
+from ..processes import AGENT_ID_ENV, RUNNER_PID_ENV, AgentProcess, ChildReaper, SpawnSpec
 from ..terminal import RawMode, get_winsize, set_winsize, winsize_tuple
 from ..watchdog.monitor import Watchdog
+from ..watchdog.restart_limit import RestartLimit
 from .confinement import Confinement
 from .control_server import ControlServer
 from .errors import ConfinementError, RestartRefused
@@ -74,6 +75,11 @@ class Supervisor:
         self.status = "starting"
         self.exit_code: int | None = None
         self.restarts: list[dict[str, Any]] = []
+        runner = plan.config.runner
+        self.restart_limit = RestartLimit(
+            runner.restart_limit_burst, runner.restart_limit_interval_secs
+        )
+        """Every restart of the primary agent passes it, whoever asks."""
         self._restart_request: dict[str, Any] | None = None
         self._shutdown_signal: int | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -117,7 +123,9 @@ class Supervisor:
         self.feed = StateFeed(lambda: snapshot_data(self))
         self.events.subscribe(self.feed.event)
         if stale:
-            self.events.emit("runner.cleanup", f"removed {len(stale)} stale runtime file(s)")
+            self.events.emit(
+                "runner.cleanup", f"removed the runtime files of {stale} dead runner(s)"
+            )
         for notice in self.plan.notices:
             self._say(notice)
         self.watchdog = Watchdog(
@@ -152,7 +160,7 @@ class Supervisor:
         watchdog_task = asyncio.create_task(self.watchdog.run())
         self._install_signal_handlers(loop)
         try:
-            await self.confinement.clean_leftovers(self.events.emit)
+            await self._clean_leftovers()
             await self.confinement.start()
             if self.confinement.stats is not None:
                 self.confinement.stats.add_listener(self.feed.netmon_event)
@@ -230,6 +238,21 @@ class Supervisor:
                 "agent.stopped_for_restart", f"agent stopped (exit code {code}) for a restart"
             )
 
+    async def _clean_leftovers(self) -> None:
+        """A root runner removes what dead runners left (never a live one's) before its
+        own set-up: namespaces, cgroups and their programs, the processes in them."""
+        if os.geteuid() != 0:
+            return
+        from ..cleanup.sweep import sweep
+
+        report = await asyncio.to_thread(sweep, quick=True)
+        if report.removed:
+            names = ", ".join(f"{e['kind']} {e['id']}" for e in report.removed)
+            killed = f" (killed {report.killed} process(es) left in them)" if report.killed else ""
+            self.events.emit("runner.cleanup", f"removed what dead runners left: {names}{killed}")
+        for error in report.errors:
+            self.events.emit("runner.cleanup_failed", error["error"], "warning")
+
     def _start(self, reaper: ChildReaper, restart: dict[str, Any] | None) -> AgentProcess:
         plan = self.plan
         prompt = restart.get("prompt") if restart else None
@@ -244,6 +267,8 @@ class Supervisor:
             user=plan.user,
             use_pty=plan.use_pty,
             winsize=get_winsize(sys.stdout.fileno()) if plan.use_pty else None,
+            # Started from the event loop's thread, which lives as long as the runner.
+            die_with_runner=True,
         )
         spec = self.confinement.wrap_primary(spec)
         agent = AgentProcess(spec, reaper, self._on_output)
@@ -339,8 +364,8 @@ class Supervisor:
         env = dict(os.environ)
         env.update(self.plan.user.env() if self.plan.user.drop else {})
         env[SOCKET_ENV] = str(self.files.socket)
-        env["AEGIS_MCP_WRAPPER_PID"] = str(self.pid)
-        env["AEGIS_MCP_AGENT_ID"] = agent_id
+        env[RUNNER_PID_ENV] = str(self.pid)
+        env[AGENT_ID_ENV] = agent_id
         self.injection.agent_env(env)
         return env
 
@@ -356,6 +381,16 @@ class Supervisor:
             raise RestartRefused("the runner is shutting down")
         if self._restart_request is not None:
             raise RestartRefused("a restart is already in progress")
+        refusal = self.restart_limit.acquire()
+        if refusal is not None:
+            message = (
+                f"not restarting the agent (asked by {by}: {reason}): {refusal}; the agent "
+                "keeps running ([runner] restart_limit_burst and restart_limit_interval_secs "
+                "set the limit)"
+            )
+            self.events.emit("agent.restart_limit", message, "error")
+            self._say(message)
+            raise RestartRefused(message)
         self._restart_request = {
             "reason": reason,
             "prompt": prompt,
@@ -476,6 +511,7 @@ class Supervisor:
 
 
 def _namespace_ops() -> dict[str, OpHandler]:
+    from ..cleanup.ops import cleanup_ops
     from ..sandbox.netns.ops import namespace_ops
 
-    return namespace_ops()
+    return {**namespace_ops(), **cleanup_ops()}

@@ -24,26 +24,12 @@ import re
 from pathlib import Path
 
 from ._bcc import BccMissing, import_bcc
+from .cgroup import cgroup2_mount
 
 TRACEFS_MOUNTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
 KHEADERS = Path("/sys/kernel/kheaders.tar.xz")
 SETUP_HINT = "run scripts/setup_bpf.sh"
-
-
-def cgroup2_mount(mounts: Path = Path("/proc/self/mounts")) -> Path | None:
-    """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup/unified`` on
-    a hybrid system, ``/sys/fs/cgroup`` on a pure v2 one), or None."""
-    try:
-        lines = mounts.read_text().splitlines()
-    except OSError:
-        return None
-    fields = (line.split() for line in lines)
-    found = [Path(f[1]) for f in fields if len(f) > 2 and f[2] == "cgroup2"]
-    for preferred in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
-        if preferred in found:
-            return preferred
-    return found[0] if found else None
 
 
 def kernel_headers_dir() -> Path:

@@ -128,7 +128,12 @@ class EbpfMonitor:
     @property
     def confine(self) -> tuple[Callable[[], None], ...]:
         """Steps for ``SpawnSpec.confine``: join the agent's cgroup (in the child, as root)."""
-        return (self.cgroup.join_step(),)
+        return self.confine_agent(None)
+
+    def confine_agent(self, agent_id: str | None) -> tuple[Callable[[], None], ...]:
+        """The same, recording the process in the cgroup as agent ``agent_id``: after a
+        crash, a pool agent that still runs is told from what must be killed."""
+        return (self.cgroup.join_step(agent_id),)
 
     @property
     def lost_events(self) -> int:

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import signal
-import time
 from typing import Any
 
-from ...processes import SpawnSpec
+from ...processes import AGENT_ID_ENV, SpawnSpec
 from ..source import NetmonSource
 from ..stats import NetmonStats
 from . import policy as pol
 from .monitor import EbpfMonitor
-
-LEFTOVER_GRACE_SECS = 0.1
 
 
 class EbpfSource(NetmonSource):
@@ -43,10 +38,9 @@ class EbpfSource(NetmonSource):
         a sandbox whose agent is not the started process puts it under ``spec.cgroup``."""
         if self.monitor is None:
             return spec
+        steps = self.monitor.confine_agent(spec.env.get(AGENT_ID_ENV))
         return dataclasses.replace(
-            spec,
-            confine=(*spec.confine, *self.monitor.confine),
-            cgroup=self.monitor.cgroup.relative,
+            spec, confine=(*spec.confine, *steps), cgroup=self.monitor.cgroup.relative
         )
 
     def describe(self) -> dict[str, Any]:
@@ -59,8 +53,6 @@ class EbpfSource(NetmonSource):
         if monitor is None or monitor.close():
             return
         # Something escaped the agent's session but not its cgroup.
-        for pid in monitor.cgroup_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(LEFTOVER_GRACE_SECS)
+        with contextlib.suppress(OSError):
+            monitor.cgroup.kill()
         monitor.close()

@@ -18,32 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from ...files import write_atomic
+from ...owners import process_start_time
 from ...paths import ROOT_RUNTIME_DIR
 from ...safe_paths import UnsafeDirectoryError, private_dir
 from ..errors import SandboxError
 
 DEFAULT_STATE_DIR = ROOT_RUNTIME_DIR / "netns"
 SUFFIX = ".json"
-
-
-def process_start_time(pid: int) -> int | None:
-    """Start time of live ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat).
-
-    None when there is no such process, or only its zombie (whose stat is
-    still readable, but which is not an owner any more).
-    """
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # The command name may contain spaces and parentheses: fields start after the last ')'.
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    if fields[:1] == [b"Z"]:
-        return None
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
 
 
 def owner_alive(marker: dict[str, Any]) -> bool:

@@ -40,6 +40,7 @@ from pyroute2 import netns as pyroute2_netns
 
 from ...dns_wire import Upstream, host_upstreams, resolve
 from ...files import write_atomic
+from ...owners import process_start_time
 from ...processes import SpawnSpec
 from ..base import Sandbox
 from ..dns_proxy import DnsAnswer, DnsForwarder
@@ -582,7 +583,7 @@ def create_sandbox(
     unresolved = _resolve_policy_hosts(policy, upstreams)
     handles = host()
     host_addresses: list[str] = []
-    owner_start = markers.process_start_time(runner_pid)
+    owner_start = process_start_time(runner_pid)
     claim: dict[str, Any] = {}
 
     def claim_subnet(subnet: ipaddress.IPv4Network) -> None:
