@@ -363,18 +363,18 @@ def _sigkill_then_cleanup(project: Project) -> int:
 def test_a_sigkilled_runners_container_is_removed_by_cleanup(project: Project) -> None:
     pid = _sigkill_then_cleanup(project)
     assert project.engine.containers_of(pid, "agent"), "the killed runner's container is gone"
-    dry = project.run(["cleanup", "--dry-run"])
+    dry = project.run(["cleanup", "--dry-run", "--runner", str(pid)])
     assert dry.returncode == 0, dry.stderr
-    assert f"would remove container aegis-{pid}-primary-1" in dry.stdout
+    listed = f"container aegis-{pid}-primary-1 (runner {pid}; agent primary"
+    assert f"would remove {listed}" in dry.stdout
     assert project.engine.containers_of(pid, "agent")
-    result = project.run(["cleanup"])
+    result = project.run(["cleanup", "--runner", str(pid)])
     assert result.returncode == 0, result.stderr
-    assert f"removed container aegis-{pid}-primary-1 (runner {pid}, agent primary)" in result.stdout
+    assert f"removed {listed}" in result.stdout
     assert project.engine.containers_of(pid) == []
     assert not Path(f"/var/run/netns/aegis-{pid}").exists()
-    # A live runner's containers are never taken.
-    again = project.run(["cleanup"])
-    assert "no leftover containers" in again.stdout
+    again = project.run(["cleanup", "--runner", str(pid)])
+    assert f"aegis-{pid}-" not in again.stdout
 
 
 def test_the_private_podman_service_lives_as_long_as_its_runner(podman_engine, throwaway_user):
@@ -386,11 +386,14 @@ def test_the_private_podman_service_lives_as_long_as_its_runner(podman_engine, t
         # With its runner gone, the service's last connection closed: it exits by itself.
         wait_for(lambda: not _serves(socket_path), TIMEOUT, what="the private service's exit")
         assert podman_engine.containers_of(pid, "agent")
-        result = project.run(["cleanup"])
+        assert (project.runtime / f"podman-{pid}.log").exists()
+        result = project.run(["cleanup", "--runner", str(pid)])
         assert result.returncode == 0, result.stderr
         assert f"removed container aegis-{pid}-primary-1" in result.stdout
         assert podman_engine.containers_of(pid) == []
-        assert not list(project.runtime.glob(f"podman-{os.getpid()}*"))
+        # Neither the dead runner's socket and log nor those of the service the clean-up
+        # started for its look are left.
+        assert not list(project.runtime.glob("podman-*"))
     finally:
         project.close()
 

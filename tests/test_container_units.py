@@ -12,11 +12,21 @@ from pathlib import Path
 
 import pytest
 
+from aegis_mcp.cleanup.registry import KINDS, Kind
+from aegis_mcp.cleanup.sweep import sweep
 from aegis_mcp.config import ConfigError, load_config
+from aegis_mcp.leftovers import LeftoverSource
 from aegis_mcp.sandbox.container import engine, mounts, rootless
 from aegis_mcp.sandbox.container.errors import EngineMissing
+from aegis_mcp.sandbox.container.host_leftovers import (
+    CgroupParentLeftovers,
+    EngineServiceLeftovers,
+)
+from aegis_mcp.sandbox.container.leftovers import ContainerLeftovers
 from aegis_mcp.sandbox.container.relay import Demux
 from aegis_mcp.sandbox.container.settings import Mount, SettingsError, parse_size
+from conftest import IN_CI
+from helpers import wait_for
 
 
 def _config(tmp_path: Path, text: str):
@@ -158,24 +168,132 @@ def test_a_runtime_dir_others_can_enter_is_refused(tmp_path: Path) -> None:
     assert "XDG_RUNTIME_DIR is not set" in rootless.runtime_dir_problems(1000, None)[0]
 
 
-def test_cgroup_v1_parents_of_dead_runners_go_and_live_ones_stay(tmp_path: Path) -> None:
-    from aegis_mcp.sandbox.container.leftovers import remove_dead_cgroup_parents
+AEGIS_LIKE = [sys.executable, "-c", "import time; time.sleep(600)", "aegis"]
+"""A process whose command line says aegis: what a live runner looks like by its pid."""
 
-    # A live "runner": a process whose command line names aegis, as a runner's does.
-    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "aegis"])
+
+def _exited_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _kind(name: str) -> Kind:
+    return next(k for k in KINDS if k.name == name)
+
+
+def test_container_leftovers_are_kinds_of_the_registry_in_removal_order() -> None:
+    names = [k.name for k in KINDS]
+    # Containers before their services stop and before their cgroup parents go.
+    assert names.index("containers") < names.index("podman_services")
+    assert names.index("containers") < names.index("container_cgroups")
+    assert _kind("container_cgroups").needs_root and not _kind("containers").needs_root
+    assert not _kind("containers").at_start and _kind("podman_services").at_start
+
+
+def test_a_runners_start_does_not_ask_the_engines() -> None:
+    def unreachable() -> LeftoverSource:
+        raise AssertionError("a quick sweep made the containers source")
+
+    kind = Kind("containers", "containers", False, unreachable, at_start=False)
+    assert sweep(quick=True, kinds=[kind]).to_dict()["errors"] == []
+    full = sweep(kinds=[kind]).to_dict()["errors"]
+    assert "a quick sweep made the containers source" in full[0]["error"]
+
+
+def test_an_engine_that_does_not_answer_is_an_error_naming_it(monkeypatch) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    kind = Kind(
+        "containers",
+        "containers",
+        False,
+        lambda: ContainerLeftovers(configured="tcp://127.0.0.1:1"),
+    )
+    report = sweep(runners={_exited_pid()}, kinds=[kind]).to_dict()
+    assert report["removed"] == []
+    (error,) = report["errors"]
+    assert "cannot list containers" in error["error"]
+    assert "tcp://127.0.0.1:1 ([container] engine)" in error["error"]
+    assert "did not answer" in error["error"]
+
+
+def test_cgroup_v1_parents_of_dead_runners_go_and_live_ones_stay(tmp_path: Path) -> None:
+    runner = subprocess.Popen(AEGIS_LIKE)
+    dead_pid = _exited_pid()
     memory = tmp_path / "memory"
-    dead = memory / "aegis-mcp" / "999999999-primary"
+    dead = memory / "aegis-mcp" / f"{dead_pid}-primary"
     live = memory / "aegis-mcp" / f"{runner.pid}-primary"
     other = memory / "aegis-mcp" / "not-ours"
-    for path in (dead, live, other):
+    for path in (dead / "libpod_parent", live, other):
         path.mkdir(parents=True)
     mounts = tmp_path / "mounts"
     mounts.write_text(
         f"cgroup {memory} cgroup rw,memory 0 0\ncgroup2 {tmp_path / 'unified'} cgroup2 rw 0 0\n"
     )
+    kind = Kind("container_cgroups", "cgroups", False, lambda: CgroupParentLeftovers(mounts))
     try:
-        assert remove_dead_cgroup_parents(mounts) == [str(dead)]
+        assert CgroupParentLeftovers(mounts).possible()
+        dry = sweep(True, runners={dead_pid, runner.pid}, kinds=[kind]).to_dict()
+        assert dead.exists()
+        report = sweep(runners={dead_pid, runner.pid}, kinds=[kind]).to_dict()
     finally:
         runner.kill()
         runner.wait()
+    assert (
+        dry["removed"]
+        == report["removed"]
+        == [{"kind": "cgroup_v1", "id": str(dead), "owner_pid": dead_pid, "group": str(dead)}]
+    )
+    assert [e["id"] for e in report["kept"]] == [str(live)]
     assert not dead.exists() and live.exists() and other.exists()
+
+
+@pytest.fixture
+def podman() -> str:
+    path = shutil.which("podman")
+    if path is None:
+        if IN_CI:
+            pytest.fail("CI=true, yet podman is missing: scripts/setup_containers.sh installs it")
+        pytest.skip("podman is not installed (scripts/setup_containers.sh installs it)")
+    return path
+
+
+def _service(podman: str, socket_path: Path) -> subprocess.Popen:
+    """A real podman API service named as a runner's private one, with no idle timeout."""
+    proc = subprocess.Popen(
+        [podman, "system", "service", "--time=0", f"unix://{socket_path}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(socket_path.exists, 60, what=f"{socket_path}")
+    return proc
+
+
+def test_a_dead_runners_private_podman_service_is_stopped(podman: str, tmp_path: Path) -> None:
+    runner = subprocess.Popen(AEGIS_LIKE)
+    dead_pid = _exited_pid()
+    orphan = _service(podman, tmp_path / f"podman-{dead_pid}.sock")
+    live = _service(podman, tmp_path / f"podman-{runner.pid}.sock")
+    try:
+        assert EngineServiceLeftovers(tmp_path).possible()
+        runners = {dead_pid, runner.pid}
+        dry = sweep(True, runners=runners, kinds=[_kind("podman_services")]).to_dict()
+        assert orphan.poll() is None
+        report = sweep(runners=runners, kinds=[_kind("podman_services")]).to_dict()
+        # podman ends on SIGTERM: nothing had to be killed.
+        assert orphan.wait(timeout=30) == 0
+        assert live.poll() is None
+    finally:
+        for proc in (orphan, live, runner):
+            proc.kill()
+            proc.wait()
+    expected = {
+        "kind": "podman_service",
+        "id": f"pid {orphan.pid}",
+        "owner_pid": dead_pid,
+        "group": f"podman-{dead_pid}",
+        "processes": [orphan.pid],
+    }
+    assert dry["removed"] == report["removed"] == [expected]
+    assert [e["id"] for e in report["kept"]] == [f"pid {live.pid}"]
+    assert report["errors"] == []

@@ -71,6 +71,8 @@ def sweep(
             report.skipped.append({"kind": kind.name, "what": kind.what, "reason": ROOT_HINT})
             continue
         try:
+            if quick and not kind.at_start:
+                continue
             source = kind.source()
             if quick and not source.possible():
                 continue

@@ -133,9 +133,10 @@ def cleanup(
     dry_run: Annotated[bool, DRY_RUN] = False, runner: Annotated[list[int] | None, RUNNER] = None
 ) -> None:
     """Remove everything runners that died left: network namespaces, veths, nft tables,
-    cgroups with their BPF programs, the processes still in them or still running
-    for a dead runner's agent, runtime files, markers. Never a live runner's, nor an
-    orphaned pool agent. Needs root for namespaces and cgroups."""
+    cgroups with their BPF programs, containers (in every engine found) and private
+    podman services, the processes still in them or still running for a dead runner's
+    agent, runtime files, markers. Never a live runner's, nor an orphaned pool agent.
+    Needs root for namespaces and cgroups."""
     from ..cleanup.sweep import sweep
 
     report = sweep(dry_run, runners=set(runner) if runner else None)

@@ -85,8 +85,8 @@ SIMPLE_TOOLS: dict[str, str] = {
     "netmon_namespace_cleanup": (
         "Remove everything runners that crashed left, as `aegis-mcp cleanup` does: network "
         "namespaces (killing what still runs in them), veths, nft tables, agent cgroups with "
-        "their BPF programs, dead runners' agent processes, runtime files. Never a live "
-        "runner's, nor an orphaned pool agent. Needs root."
+        "their BPF programs, containers and private podman services, dead runners' agent "
+        "processes, runtime files. Never a live runner's, nor an orphaned pool agent. Needs root."
     ),
 }
 

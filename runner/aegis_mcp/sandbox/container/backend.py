@@ -64,13 +64,13 @@ def engine(settings: ContainerSettings, request: SandboxRequest) -> Engine:
 
 
 def _start_leftover_cleanup(connected: Engine) -> None:
-    from .leftovers import remove_dead, remove_dead_cgroup_parents
+    from .leftovers import remove_dead
 
-    def clean() -> None:
-        remove_dead(connected)
-        remove_dead_cgroup_parents()
-
-    threading.Thread(target=clean, name="aegis-container-cleanup", daemon=True).start()
+    # Only this engine, already connected: the registry's sweep at a runner's start
+    # does not ask engines (a private podman would take a second).
+    threading.Thread(
+        target=remove_dead, args=(connected,), name="aegis-container-cleanup", daemon=True
+    ).start()
 
 
 def create(request: SandboxRequest) -> ContainerSandbox:
