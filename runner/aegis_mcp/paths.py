@@ -138,6 +138,11 @@ class RunnerFiles:
     def engine_log(self) -> Path:
         return self.directory / f"podman-{self.pid}.log"
 
+    @property
+    def hooks_copy(self) -> Path:
+        """The hooks library, copied here when the agent's user cannot read the original."""
+        return self.directory / f"hooks-{self.pid}.so"
+
     def all(self) -> list[Path]:
         """Every file this runner may create."""
         return [
@@ -152,4 +157,5 @@ class RunnerFiles:
             self.container_group,
             self.engine_socket,
             self.engine_log,
+            self.hooks_copy,
         ]

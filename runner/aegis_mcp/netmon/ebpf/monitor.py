@@ -26,6 +26,7 @@ from . import events as ev
 from . import policy as pol
 from . import programs
 from ._bcc import BccMissing, import_bcc
+from .attach_check import missing_programs
 from .availability import (
     cgroup2_mount,
     ebpf_available,
@@ -169,6 +170,14 @@ class EbpfMonitor:
                 "kernel_entries": len(self._policy_keys),
             },
         }
+
+    def attach_problems(self) -> list[str]:
+        """The cgroup programs the kernel does not show attached to the agent's cgroup
+        (:mod:`.attach_check`); empty when all are."""
+        if self.closed:
+            return ["the monitor is closed"]
+        programs = [(fn.name.decode(), fn.fd, attach_type) for fn, attach_type in self._attached]
+        return missing_programs(self._cgroup_fd, programs)
 
     def cgroup_pids(self) -> list[int]:
         """Processes in the agent's cgroup now (leftovers, after the agent exited)."""
