@@ -3,7 +3,7 @@
 To add one: a :class:`aegis_mcp.leftovers.LeftoverSource` in that package, and one
 :class:`Kind` below. Sources are made (and their modules imported) only when a
 sweep gets to them; :meth:`~aegis_mcp.leftovers.LeftoverSource.possible` must stay
-cheap, since every root runner asks it at start.
+cheap, since every root runner asks it at start (unless the kind says ``at_start=False``).
 """
 
 from __future__ import annotations
