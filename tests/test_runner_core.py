@@ -384,6 +384,47 @@ def test_a_runner_starting_meanwhile_never_takes_a_new_lock_for_a_dead_one(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_socket_name_appears_only_once_it_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio.base_events
+
+    from aegis_mcp.runner.control_server import ControlServer
+
+    path = tmp_path / "runner-1.sock"
+    seen_when_listening: list[bool] = []
+    listen = asyncio.base_events.Server._start_serving
+
+    def start_serving(server: asyncio.base_events.Server) -> None:
+        seen_when_listening.append(path.exists())
+        listen(server)
+
+    monkeypatch.setattr(asyncio.base_events.Server, "_start_serving", start_serving)
+
+    async def main() -> dict:
+        server = ControlServer(path, {os.getuid()})
+
+        async def hello(args: dict, caller: object) -> dict:
+            return {"hi": True}
+
+        server.register("hello", hello)
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            writer.write(b'{"v":1,"id":1,"op":"hello","args":{}}\n')
+            reply = json.loads(await reader.readline())
+            writer.close()
+            return reply
+        finally:
+            await server.close()
+
+    reply = asyncio.run(main())
+    # A client connecting the moment the name appears is never refused.
+    assert seen_when_listening == [False]
+    assert reply["ok"] is True
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_privilege_drop_seen_from_inside(aegis_env, public_runtime, throwaway_user):
     name, group = throwaway_user
     import grp

@@ -85,6 +85,12 @@ def config_file() -> Path:
     return Path(xdg) / APP / "config.toml"
 
 
+def pending(path: Path) -> Path:
+    """The private name ``path`` is made under before it is renamed into place, so
+    that nobody who looks for ``path`` sees it half made."""
+    return path.with_name(f".{path.name}.new")
+
+
 @dataclass(frozen=True)
 class RunnerFiles:
     """The runtime files of one runner, named by its pid inside a private directory."""
@@ -148,6 +154,8 @@ class RunnerFiles:
         return [
             self.socket,
             self.lock,
+            pending(self.socket),
+            pending(self.lock),
             self.snapshot,
             self.events,
             self.overlay,

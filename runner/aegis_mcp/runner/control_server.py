@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .. import paths
 from ..control import authority, protocol
 from ..control.authority import Caller
 from ..control.protocol import ControlError, OpHandler, Request, RequestError
@@ -195,13 +196,20 @@ class ControlServer:
         return sorted([*self._handlers, *self._streams])
 
     async def start(self) -> None:
-        """Bind and listen; the socket is private before it can accept anyone."""
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        """Bind and listen; the socket is private before it can accept anyone.
+
+        It is made under a private name and renamed into place once it listens
+        and has its owner: a client that connects the moment the name appears
+        (another runner, the dashboard, the agent's MCP server) is never refused.
+        """
+        pending = paths.pending(self.path)
+        for path in (pending, self.path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         old_umask = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(
-                self._serve, path=str(self.path), limit=protocol.MAX_MESSAGE_BYTES + 2
+                self._serve, path=str(pending), limit=protocol.MAX_MESSAGE_BYTES + 2
             )
         finally:
             os.umask(old_umask)
@@ -209,7 +217,8 @@ class ControlServer:
         # descriptor: lchown, which never follows a link, in the checked runtime
         # directory that nobody else can write to.
         if self._owner is not None:
-            os.chown(self.path, *self._owner, follow_symlinks=False)
+            os.chown(pending, *self._owner, follow_symlinks=False)
+        os.rename(pending, self.path)
 
     async def close(self) -> None:
         """Stop listening and remove the socket file."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..control.discovery import runner_is_alive, runner_pids
 from ..files import create_new
 from ..leftovers import Leftover
-from ..paths import RunnerFiles, runtime_dir
+from ..paths import RunnerFiles, pending, runtime_dir
 
 KIND = "runtime_files"
 
@@ -32,16 +32,16 @@ class RunnerLock:
         # unlocked, take us for dead and remove our files. The rename replaces a dead
         # runner's file under our (reused) pid; a planted symlink is replaced, never
         # followed. The agent's user must be able to open it to tell we are alive.
-        pending = files.lock.with_name(f".{files.lock.name}.new")
-        self._fd = create_new(pending, owner=owner, flags=os.O_RDWR, replace=True)
+        new = pending(files.lock)
+        self._fd = create_new(new, owner=owner, flags=os.O_RDWR, replace=True)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.write(self._fd, f"{os.getpid()}\n".encode())
-            os.rename(pending, files.lock)
+            os.rename(new, files.lock)
         except OSError:
             os.close(self._fd)
             with contextlib.suppress(OSError):
-                os.unlink(pending)
+                os.unlink(new)
             raise
 
     def release(self) -> None:

@@ -175,7 +175,8 @@ def snapshot_data(run: RunView) -> Snapshot:
         "schema_version": SCHEMA_VERSION,
         "runner": status["runner"],
         "agent": status["agent"],
-        "watchdog": run.watchdog.status(),  # type: ignore[typeddict-item]
+        # The watchdog in full, over the summary's fields (its action and timeout).
+        "watchdog": {**status["watchdog"], **run.watchdog.status()},  # type: ignore[typeddict-item]
         "pool": status["pool"],
         "pool_agents": pool_agents,
         "locks": locks,
