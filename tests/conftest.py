@@ -16,9 +16,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import REPO
 
 
+@pytest.fixture(scope="session")
+def aegis_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache directory for the whole session (the MCP handshake's record, compiled BPF
+    programs): made once, as on a user's machine, then reused by every test's runs."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture
-def aegis_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for an aegis-mcp run isolated in ``tmp_path``."""
+def aegis_env(tmp_path: Path, aegis_cache: Path) -> dict[str, str]:
+    """Environment for an aegis-mcp run isolated in ``tmp_path`` (the cache is the session's)."""
     env = dict(os.environ)
     for key in list(env):
         if key.startswith(("AEGIS_", "SUDO_")):
@@ -28,6 +35,7 @@ def aegis_env(tmp_path: Path) -> dict[str, str]:
         AEGIS_MCP_RUNTIME_DIR=str(runtime),
         AEGIS_MCP_STATE_DIR=str(tmp_path / "state"),
         AEGIS_MCP_CONFIG=str(tmp_path / "config.toml"),
+        AEGIS_MCP_CACHE_DIR=str(aegis_cache),
         AEGIS_DEMO_HOME=str(tmp_path / "demo"),
         AEGIS_DEMO_REPORT=str(tmp_path / "report.jsonl"),
         PYTHONPATH=str(REPO / "runner"),

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return print_version()
     if first in ("--mcp-server", "mcp-server"):
         # The agent waits for this server at every (re)start: no typer import.
-        from ..mcp_server.server import serve
+        from ..mcp_server.front import serve
 
         return serve()
     if first in ("--dashboard", "dashboard"):
