@@ -30,8 +30,26 @@ def _fail(message: str) -> int:
     return 2
 
 
+def import_asyncio_without_tls() -> None:
+    """Import asyncio without the ``ssl`` module it imports for TLS transports.
+
+    ``ssl`` loads OpenSSL's libraries, a few milliseconds of every agent start, for transports
+    the runner never opens. asyncio imports it as optional (``try: import ssl`` ... ``except
+    ImportError``): a ``None`` in ``sys.modules`` makes that import fail for the moment, and
+    removing it afterwards lets anything that needs ``ssl`` later import it as usual.
+    """
+    if "asyncio" in sys.modules or "ssl" in sys.modules:
+        return
+    sys.modules["ssl"] = None  # type: ignore[assignment]
+    try:
+        import asyncio  # noqa: F401
+    finally:
+        del sys.modules["ssl"]
+
+
 def run_agent(argv: list[str]) -> int:
     """Parse an agent invocation, check it, and supervise the agent."""
+    import_asyncio_without_tls()
     import asyncio
 
     from ..config import ConfigError, load_config
