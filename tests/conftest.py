@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import REPO
 
 
-@pytest.fixture(scope="session")
-def aegis_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="session", autouse=True)
+def aegis_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One cache directory for the whole session (the MCP handshake's record, compiled BPF
-    programs): made once, as on a user's machine, then reused by every test's runs."""
-    return tmp_path_factory.mktemp("cache")
+    programs), for the runs the tests start and for the code they run in process: made once,
+    as on a user's machine, then reused; never the machine's own."""
+    path = tmp_path_factory.mktemp("cache")
+    saved = os.environ.get("AEGIS_MCP_CACHE_DIR")
+    os.environ["AEGIS_MCP_CACHE_DIR"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("AEGIS_MCP_CACHE_DIR", None)
+    else:
+        os.environ["AEGIS_MCP_CACHE_DIR"] = saved
 
 
 @pytest.fixture

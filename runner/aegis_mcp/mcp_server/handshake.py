@@ -20,12 +20,12 @@ either makes it stale without a lookup of package metadata.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
 import re
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,20 +90,23 @@ class Answer:
 
 
 def record_key() -> str | None:
-    """The key a record must carry to be used here, or None when the SDK is not found."""
-    digest = hashlib.sha256(f"{FORMAT}\0{sys.version}\0".encode())
+    """The key a record must carry to be used here, or None when the SDK is not found: each
+    source file's size and checksum, each SDK file's size and time (no hashlib: its OpenSSL
+    would cost this start milliseconds)."""
+    parts = [str(FORMAT), sys.version]
     package = Path(__file__).resolve().parents[1]
     for name in _OWN_FILES:
         try:
-            digest.update(name.encode() + b"\0" + (package / name).read_bytes())
+            data = (package / name).read_bytes()
         except OSError:
             return None
+        parts.append(f"{name}:{len(data)}:{zlib.crc32(data):08x}")
     for name in _SDK_FILES:
         info = _find(name)
         if info is None:
             return None
-        digest.update(f"{name}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
-    return digest.hexdigest()
+        parts.append(f"{name}:{info.st_size}:{info.st_mtime_ns}")
+    return "|".join(parts)
 
 
 def _find(name: str) -> os.stat_result | None:
@@ -211,28 +214,19 @@ def recorded_tail(line: str, request_id: int) -> str | None:
 
 
 def load(directory: Path, key: str | None) -> Record | None:
-    """The record stored in ``directory`` under ``key``; None when missing, stale or unsafe."""
+    """The record stored in ``directory`` under ``key``; None when missing, stale or unsafe
+    (its replies go to the agent as they are: it must be ours and nobody else's to change)."""
     if key is None:
         return None
-    path = directory / RECORD_FILE
+    from ..files import read_own_json
+
+    data = read_own_json(directory / RECORD_FILE, 1 << 22)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        info = os.fstat(fd)
-        # Our own file and nobody else's to change: its replies go to the agent as they are.
-        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        if data.get("format") != FORMAT or data.get("key") != key:  # type: ignore[union-attr]
             return None
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            data = json.loads(file.read(1 << 22))
-        if data.get("format") != FORMAT or data.get("key") != key:
-            return None
-        return Record(data)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return Record(data)  # type: ignore[arg-type]
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
-    finally:
-        os.close(fd)
 
 
 def save(directory: Path, key: str, record: Record) -> None:

@@ -100,8 +100,8 @@ class Confinement:
         stats = NetmonStats()
         machine = await asyncio.to_thread(Machine.probe, self.hooks, netmon)
         try:
-            # BCC compiles the programs here (1.5-3 s): the agent must not
-            # start before they are attached, or its first connects are missed.
+            # The programs are loaded here (compiled first on a new kernel, 1.5-3 s): the
+            # agent must not start before they are attached, or its first connects are missed.
             choice = await asyncio.to_thread(start_sources, netmon, machine, stats)
         except NetmonUnavailable as exc:
             raise ConfinementError(str(exc)) from exc
