@@ -27,7 +27,7 @@ plain JSON.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict, get_args
+from typing import Any, Literal, NotRequired, TypedDict, get_args
 
 SCHEMA_VERSION = 1
 
@@ -165,6 +165,16 @@ class NetmonInfo(TypedDict):
     """The eBPF tiers and counters, when that source runs."""
 
 
+class WarmInfo(TypedDict):
+    """The pool of netns sandboxes made ahead (``[sandbox] warm_namespaces``)."""
+
+    size: int
+    ready: int
+    """Made and not given to an agent yet."""
+    failures: list[str]
+    """Why the last ones could not be made (the agents' starts then make their own)."""
+
+
 class SandboxInfo(TypedDict):
     """Where the agents run."""
 
@@ -173,6 +183,8 @@ class SandboxInfo(TypedDict):
     sandboxes: dict[str, dict[str, Any]]
     """Every sandbox of the run by agent id (``primary`` and pool agents), each its backend's
     description with ``kind`` first."""
+    warm_namespaces: NotRequired[WarmInfo]
+    """Netns sandboxes kept ready for pool agents, once the first one asked for one."""
 
 
 class TreeUse(TypedDict):

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..netmon.stats import NetmonStats
     from ..sandbox.base import Sandbox
     from ..sandbox.policy import Policy
+    from ..sandbox.warm import WarmPool
 
 
 class Confinement:
@@ -53,6 +54,8 @@ class Confinement:
         self.netmon_reason: str | None = None
         """Why the sources are not what was asked for (said once at start)."""
         self.sandboxes: dict[str, Sandbox] = {}
+        self.warm: WarmPool | None = None
+        """Netns sandboxes made ahead for pool agents (from the first that asks for one)."""
 
     @property
     def mode(self) -> str:
@@ -150,17 +153,30 @@ class Confinement:
         return sandbox.wrap(spec) if sandbox is not None else spec
 
     def sandbox_for(self, kind: str, agent_id: str, spec: SpawnSpec) -> SpawnSpec:
-        """The pool's hook: a pool agent's spec, in a new sandbox of ``kind``."""
+        """The pool's hook: a pool agent's spec, in a sandbox of ``kind`` (a netns one made
+        ahead of time when one is ready: see :mod:`aegis_mcp.sandbox.warm`)."""
         if kind != "none":
             from ..sandbox.errors import PolicyError, SandboxError, SandboxUnavailable
 
             try:
-                self.sandboxes[agent_id] = self._make(kind, agent_id)
+                warm = self._warm_pool() if kind == "netns" else None
+                sandbox = warm.claim(agent_id) if warm is not None else None
+                self.sandboxes[agent_id] = sandbox or self._make(kind, agent_id)  # type: ignore[assignment]
             except SandboxUnavailable:
                 raise
             except (SandboxError, PolicyError) as exc:
                 raise SandboxError(f"sandbox={kind}: {exc}") from None
         return self.wrap(agent_id, spec)
+
+    def _warm_pool(self) -> WarmPool | None:
+        """The pool of netns sandboxes made ahead, started at the first pool agent that asks
+        for one (a run whose pool agents ask for none pays nothing for it)."""
+        size = self.plan.config.sandbox.warm_namespaces
+        if self.warm is None and size > 0:
+            from ..sandbox.warm import WarmPool
+
+            self.warm = WarmPool(lambda name: self._make("netns", name), size)  # type: ignore[arg-type,return-value]
+        return self.warm
 
     async def agent_ended(self, agent_id: str) -> None:
         """Tear down a pool agent's sandbox once the agent is gone."""
@@ -176,7 +192,7 @@ class Confinement:
 
     def describe(self) -> dict[str, Any]:
         """Sandbox part of the runner's status."""
-        return {
+        described: dict[str, Any] = {
             "kind": self.plan.sandbox,
             "sandboxes": {
                 agent: _safe_describe(sandbox)
@@ -184,6 +200,10 @@ class Confinement:
                 if sandbox.kind != "none"
             },
         }
+        if self.warm is not None:
+            warm = {"size": self.warm.size, "ready": self.warm.ready}
+            described["warm_namespaces"] = {**warm, "failures": self.warm.failures[-3:]}
+        return described
 
     def describe_netmon(self) -> dict[str, Any]:
         """Netmon part of the runner's status: the sources, and why they are these."""
@@ -200,6 +220,9 @@ class Confinement:
         """Stop the sources and tear every sandbox down (idempotent)."""
         for source in self.sources:
             await asyncio.to_thread(source.stop)
+        if self.warm is not None:
+            for error in await asyncio.to_thread(self.warm.close):
+                self._say(f"sandbox teardown: {error}")
         sandboxes, self.sandboxes = list(self.sandboxes.values()), {}
         for sandbox in sandboxes:
             errors = await asyncio.to_thread(sandbox.teardown)
