@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of the yardsticks `make bench` measures aegis-mcp against: Anthropic's
 # sandbox-runtime (`srt`, from the npm registry, pinned) and what it runs on Linux (bubblewrap,
-# socat and ripgrep, from Debian). Downloaded once per machine into a cache outside the repository.
+# socat and ripgrep, from Debian), and bpftool for the BPF programs' own run time (bpf_stats).
+# Downloaded once per machine into a cache outside the repository.
 #
 #   scripts/setup_bench.sh           install what is missing
 #   scripts/setup_bench.sh --print   print the path of srt and exit
@@ -12,7 +13,7 @@ set -uo pipefail
 
 SRT_PACKAGE="@anthropic-ai/sandbox-runtime"
 SRT_VERSION="0.0.83"
-APT_PACKAGES=(bubblewrap socat ripgrep)
+APT_PACKAGES=(bubblewrap socat ripgrep bpftool)
 CACHE="${AEGIS_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aegis-mcp/bench}"
 PREFIX="$CACHE/srt-$SRT_VERSION"
 SRT="$PREFIX/node_modules/.bin/srt"
