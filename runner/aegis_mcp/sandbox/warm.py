@@ -7,7 +7,7 @@ pods: a start claims one (the sandbox is the run's, with the run's egress policy
 marked as the agent's from the claim on) and the thread makes the next. Each sandbox is
 given once (a second claim is refused). What was not claimed is torn down with the pool;
 what a crashed runner left carries its runner's pid in its name like every other sandbox, and
-goes with the next clean-up (``aegis-mcp cleanup`` / ``netns cleanup``).
+goes with the next clean-up (the next runner, or ``aegis-mcp netns cleanup``).
 """
 
 from __future__ import annotations
