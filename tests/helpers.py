@@ -19,7 +19,15 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 AEGIS = [sys.executable, "-m", "aegis_mcp"]
+# Under software emulation (the stock-kernel VM) everything is many times slower:
+# every wait of the suite stretches by this factor, set by scripts/vm/guest.sh.
+TIME_SCALE = float(os.environ.get("AEGIS_TEST_TIME_SCALE", "1"))
 WAIT = 30.0
+
+
+def deadline(timeout: float) -> float:
+    """The monotonic time a wait of ``timeout`` seconds (stretched by ``TIME_SCALE``) ends."""
+    return time.monotonic() + timeout * TIME_SCALE
 
 
 def start_aegis(
@@ -48,13 +56,14 @@ def gone(pid: int) -> bool:
 
 
 def wait_for(predicate, timeout: float = WAIT, interval: float = 0.05, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``
+    (stretched by ``TIME_SCALE``)."""
+    end = deadline(timeout)
     while True:
         value = predicate()
         if value:
             return value
-        if time.monotonic() > deadline:
+        if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
 
@@ -136,9 +145,9 @@ class PtyProcess:
         """Read output until ``pattern`` (a regex) appears in everything read so far."""
         if isinstance(pattern, str):
             pattern = pattern.encode()
-        deadline = time.monotonic() + timeout
+        end = deadline(timeout)
         while not re.search(pattern, self.output):
-            left = deadline - time.monotonic()
+            left = end - time.monotonic()
             if left <= 0:
                 raise AssertionError(
                     f"timed out waiting for {pattern!r}; got {self.output[-2000:]!r}"
@@ -169,9 +178,9 @@ class PtyProcess:
 
     def wait(self, timeout: float = WAIT) -> int:
         """Wait for exit while draining output (a full PTY would block the writer)."""
-        deadline = time.monotonic() + timeout
+        end = deadline(timeout)
         while self.proc.poll() is None:
-            if time.monotonic() > deadline:
+            if time.monotonic() > end:
                 raise AssertionError(f"did not exit; output {self.output[-2000:]!r}")
             self.drain()
         self.drain()

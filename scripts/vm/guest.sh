@@ -130,7 +130,9 @@ run_tests() {
     fi
     # Slow software emulation: a BCC compile takes tens of seconds here, so the per-test
     # limit is wider than on the host; the whole run is bounded by scripts/vm.sh.
-    PYTHONUNBUFFERED=1 "$venv/bin/python" -m pytest -p no:cacheprovider -v -ra \
+    # The suite's own waits (tests/helpers.py) stretch by the same measure.
+    PYTHONUNBUFFERED=1 AEGIS_TEST_TIME_SCALE="${AEGIS_TEST_TIME_SCALE:-6}" \
+        "$venv/bin/python" -m pytest -p no:cacheprovider -v -ra \
         --timeout="${AEGIS_VM_TEST_TIMEOUT:-900}" --junitxml="$out/junit.xml" "${selection[@]}"
     code=$?
     return "$code"
