@@ -289,7 +289,8 @@ class Snapshot(TypedDict):
     events per ``bucket_secs`` over the last minutes, oldest first, the last bucket
     ending at ``until``); None when monitoring is off."""
     sandbox: SandboxInfo
-    system: SystemInfo
+    system: SystemInfo | None
+    """None during the run's first second (the first sample is taken then)."""
     events: list[RunnerEvent]
     """The last 50."""
     netmon_events: list[dict[str, Any]]
