@@ -38,13 +38,15 @@ def test_the_runner_imports_asyncio_without_openssl() -> None:
     assert out[1] == "OpenSSL"
 
 
-def test_an_agent_run_imports_neither_the_sdk_nor_pyroute2(aegis_env: dict[str, str]) -> None:
+def test_an_agent_run_imports_none_of_the_heavy_libraries(aegis_env: dict[str, str]) -> None:
+    """Not the SDK, pyroute2, typer or OpenSSL; nor psutil, which the state's resource
+    section needs only from the run's second second on."""
+    heavy = ("mcp", "pydantic", "pyroute2.netlink", "typer", "ssl", "psutil")
     code = (
         "import sys\n"
         "from aegis_mcp.cli.main import main\n"
         "code = main(['run', '--no-watchdog', '--', 'true'])\n"
-        "print(code, sorted(m for m in ('mcp', 'pydantic', 'pyroute2.netlink', 'typer', 'ssl')"
-        " if m in sys.modules))\n"
+        f"print(code, sorted(m for m in {heavy!r} if m in sys.modules))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=aegis_env, capture_output=True, text=True, check=True
