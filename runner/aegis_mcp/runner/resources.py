@@ -31,10 +31,12 @@ class ResourceSampler:
     """The ``system`` section of the state, refreshed at most once per ``min_interval``."""
 
     def __init__(
-        self, min_interval: float = MIN_INTERVAL_SECS, first_after: float = FIRST_SAMPLE_SECS
+        self, min_interval: float = MIN_INTERVAL_SECS, first_after: float | None = None
     ) -> None:
+        """``first_after``: seconds without a sample (default ``FIRST_SAMPLE_SECS``)."""
         self._min_interval = min_interval
-        self._first_at = time.monotonic() + first_after
+        delay = FIRST_SAMPLE_SECS if first_after is None else first_after
+        self._first_at = time.monotonic() + delay
         self._tree = TreeSampler()
         self._pid: int | None = None
         self._last: SystemInfo | None = None
