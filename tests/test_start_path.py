@@ -99,3 +99,26 @@ def test_pyroute2_modules_import_without_its_package_init() -> None:
     out = _python_lines(code)
     assert out[0] == "False True"
     assert out[1] == "IPRoute True"
+
+
+def test_collection_resumes_after_the_start_with_the_loaded_modules_frozen(
+    aegis_env: dict[str, str],
+) -> None:
+    """Held off while the runner loads, then on again, on the usage-error path too; what
+    was loaded is out of later collections."""
+    code = (
+        "import gc\n"
+        "from aegis_mcp.cli.main import main\n"
+        "bad = main(['run', '--bogus', '--', 'true'])\n"
+        "print(bad, gc.isenabled(), gc.get_freeze_count() > 1000)\n"
+        "gc.unfreeze()\n"
+        "ok = main(['run', '--no-watchdog', '--', 'true'])\n"
+        "print(ok, gc.isenabled(), gc.get_freeze_count() > 1000)\n"
+        "gc.disable()\n"
+        "main(['run', '--no-watchdog', '--', 'true'])\n"
+        "print('still off', not gc.isenabled())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=aegis_env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.splitlines() == ["2 True True", "0 True True", "still off True"], out.stderr
