@@ -43,9 +43,12 @@ __asm__(".symver dlsym,dlsym@GLIBC_2.17");
 #endif
 
 /* Read by `aegis-mcp --version` by scanning the file's bytes, without
- * loading the library. This must stay the only occurrence of the prefix. */
+ * loading the library. This must stay the only occurrence of the prefix.
+ * features: what the runner may rely on ("first-bytes": a connection's
+ * first bytes each way are logged at once, netmon.c). */
 __attribute__((used)) static const char aegis_info_string[] =
-    "AEGIS_HOOKS_INFO version=" AEGIS_VERSION ";built=" AEGIS_BUILD_TIME ";git=" AEGIS_GIT_HASH;
+    "AEGIS_HOOKS_INFO version=" AEGIS_VERSION ";built=" AEGIS_BUILD_TIME ";git=" AEGIS_GIT_HASH
+    ";features=first-bytes";
 
 AEGIS_EXPORT const char *aegis_hooks_version(void) { return AEGIS_VERSION; }
 AEGIS_EXPORT const char *aegis_hooks_build_time(void) { return AEGIS_BUILD_TIME; }

@@ -10,8 +10,9 @@
  *   connect  written at once, with "result" (0, also for EINPROGRESS) and
  *   accept   written at once
  *   send     bytes sent since the previous send line of that fd: written
- *   recv     when the fd is closed, at exit, when 1 MiB has gathered, and
- *            by a sweep at most once a second (from any hooked call)
+ *   recv     at the first bytes each way, when the fd is closed, at exit,
+ *            when 1 MiB has gathered, and by a sweep at most once a second
+ *            (from any hooked call)
  *   close    after the fd's last send/recv lines: "bytes" 0, lifetime
  *            totals in "bytes_sent" / "bytes_recv"
  *   dns      a query or answer seen on UDP port 53, or a getaddrinfo()
@@ -286,15 +287,17 @@ static void count(int fd, int dir, uint64_t n)
 {
     struct conn *e = lookup(fd);
     if (is_tracked(e)) {
-        __atomic_fetch_add(&e->total[dir], n, __ATOMIC_RELAXED);
+        uint64_t before = __atomic_fetch_add(&e->total[dir], n, __ATOMIC_RELAXED);
         uint64_t p = __atomic_add_fetch(&e->pending[dir], n, __ATOMIC_ACQ_REL);
-        if (p >= FLUSH_BYTES) {
+        /* The first bytes each way are written at once: a connection whose
+         * socket moved data with no line of ours went around the hooks. */
+        if (p >= FLUSH_BYTES || before == 0) {
             uint64_t x = __atomic_exchange_n(&e->pending[dir], 0, __ATOMIC_ACQ_REL);
             if (x != 0) {
                 struct peer pe;
                 struct jbuf j;
                 peer_of(e, fd, &pe);
-                line_bytes(NULL, &j, &pe, dir, x, "threshold");
+                line_bytes(NULL, &j, &pe, dir, x, before == 0 ? "first" : "threshold");
             }
         }
     }

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,7 +78,14 @@ def throwaway_user():
     try:
         yield name, group
     finally:
-        subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
+        # userdel refuses (8) while a process of the user is still there, a zombie
+        # waiting to be reaped included: give those a moment, or the next test's
+        # useradd finds the name taken.
+        for _ in range(50):
+            done = subprocess.run(["userdel", "--remove", name], capture_output=True)
+            if done.returncode != 8:
+                break
+            time.sleep(0.1)
         subprocess.run(["groupdel", group], check=False, capture_output=True)
 
 
@@ -91,3 +99,31 @@ def public_runtime(aegis_env: dict[str, str]):
         yield shared / "run"
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def built_hooks() -> Path:
+    """The project's hooks library (``make build`` first if need be)."""
+    from aegis_mcp.hooks_lib import find_hooks
+
+    built = find_hooks()
+    if built is None:
+        subprocess.run(["make", "-C", str(REPO), "build"], check=True, capture_output=True)
+        built = find_hooks()
+    if built is None:
+        pytest.skip("the hooks library could not be built (gcc missing?)")
+    return built.path
+
+
+@pytest.fixture
+def hooks_in_roots_home(tmp_path: Path, built_hooks: Path) -> Path:
+    """The built hooks library where ``make install`` as root puts it: ``~/.local/lib``
+    of a home only root can enter (point AEGIS_HOOKS_LIB at it)."""
+    home = tmp_path / "root-home"
+    lib = home / ".local" / "lib"
+    lib.mkdir(parents=True)
+    home.chmod(0o700)
+    target = lib / "libaegis_hooks.so"
+    shutil.copyfile(built_hooks, target)
+    target.chmod(0o755)
+    return target

@@ -54,6 +54,8 @@ KNOWN_ARGS = [
     "holder",
     "holder_pid",
     "count",
+    "max_agents",
+    "max_spawn_depth",
 ]
 # Values the operations give meaning to, so that valid calls are made too.
 MEANINGFUL = [
@@ -94,6 +96,15 @@ json_values = st.recursive(
 )
 arg_names = st.one_of(st.sampled_from(KNOWN_ARGS), st.text(max_size=12))
 arguments = st.dictionaries(arg_names, json_values, max_size=5)
+# Who a request says it comes from: nobody (the user), or an agent id and token that
+# this fuzzer cannot know (a forged claim), either part possibly missing or malformed.
+claims = st.one_of(
+    st.none(),
+    st.tuples(
+        st.one_of(st.none(), st.sampled_from(["primary", "nonesuch"]), st.text(max_size=12)),
+        st.one_of(st.none(), st.text(max_size=40), st.text(alphabet=NASTY_CHARS, max_size=5)),
+    ).filter(lambda claim: claim != (None, None)),
+)
 
 
 def tame(op: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -9,11 +9,14 @@ import os
 import re
 import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,21 @@ WAIT = 30.0
 def deadline(timeout: float) -> float:
     """The monotonic time a wait of ``timeout`` seconds (stretched by ``TIME_SCALE``) ends."""
     return time.monotonic() + timeout * TIME_SCALE
+
+
+def serve_connections(server: socket.socket, handle: Callable[[socket.socket], None]) -> None:
+    """Hand every connection ``server`` accepts to ``handle`` (which closes it), each in
+    a daemon thread of its own, until ``server`` is closed."""
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
 
 
 def start_aegis(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aegis_mcp.agents.command import LaunchOptions, build_argv, restart_args
+from aegis_mcp.agents.command import LaunchOptions, build_argv, headless_task_args, restart_args
 from aegis_mcp.agents.profiles import BUILTIN_PROFILES
 from aegis_mcp.agents.syntax import PromptNotAccepted
 from aegis_mcp.config import ConfigError, load_config
@@ -184,6 +184,8 @@ def test_codex_gets_the_server_inline_and_required():
         "-c", 'mcp_servers.aegis-mcp.command="/opt/aegis-mcp"',
         "-c", 'mcp_servers.aegis-mcp.args=["--mcp-server"]',
         "-c", 'mcp_servers.aegis-mcp.env={AEGIS_MCP_SOCKET = "/run/s"}',
+        # The agent's identity by name: its token stays out of the command line.
+        "-c", 'mcp_servers.aegis-mcp.env_vars=["AEGIS_MCP_AGENT_ID", "AEGIS_MCP_AGENT_TOKEN"]',
         # Else `codex exec` may start its first turn without the server.
         "-c", "mcp_servers.aegis-mcp.required=true",
     ]  # fmt: skip
@@ -241,3 +243,16 @@ def test_the_pinned_cli_versions_agree(tmp_path):
     for pinned in VERIFIED.values():
         package, version = pinned.split()
         assert f"`{package}` {version}" in readme, pinned
+
+
+def test_a_pool_task_started_in_its_own_session_resumes_that_one_again_and_again():
+    # Not --continue: the latest conversation of the directory may be the user's.
+    task = headless_task_args(P["claude"], "do it", 3, "S-1")
+    assert task[-2:] == ["--session-id", "S-1"]
+    once = restart_args(P["claude"], task, "after", "S-1")
+    head = ["-p", "--output-format", "stream-json", "--verbose", "--max-turns", "3"]
+    assert once == [*head, "--resume", "S-1", "after"]
+    assert restart_args(P["claude"], once, "again", "S-1")[-3:] == ["--resume", "S-1", "again"]
+    # A profile that cannot name a session keeps its continue form.
+    codex = headless_task_args(P["codex"], "do it", None, "S-1")
+    assert restart_args(P["codex"], codex, "after", "S-1")[-3:] == ["resume", "--last", "after"]

@@ -6,7 +6,9 @@ hangs, and no exit path prints a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -87,6 +89,49 @@ def test_exit_with_a_pool_database_prints_no_traceback(aegis_env, runtime_dir):
     assert result.returncode == 0
     assert result.stderr == "", result.stderr
     assert list(runtime_dir.iterdir()) == []  # no snapshot written after the files went
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda sig: sig.name
+)
+def test_a_signalled_exit_with_a_pool_database_prints_no_traceback(aegis_env, runtime_dir, sig):
+    from aegis_mcp.pool import PoolStore
+
+    PoolStore.open(Path(aegis_env["AEGIS_MCP_STATE_DIR"])).close()
+    proc = start_aegis(["run", "--no-watchdog", "--", "sleep", "300"], aegis_env)
+    try:
+        sock = runner_socket(runtime_dir)
+        call(sock, "agent_list")  # the pool is open from here on
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, err) == (128 + sig, "")
+    assert list(runtime_dir.iterdir()) == []
+
+
+def test_no_snapshot_is_written_once_the_run_is_over(tmp_path):
+    """The shutdown's order: once closed, neither a pending write nor a new request
+    writes the snapshot (the runner removes it with its other files, then closes the
+    pool store that a write would read)."""
+    from aegis_mcp.runner.state import SNAPSHOT_MIN_INTERVAL, SnapshotWriter
+
+    path = tmp_path / "state-1.json"
+    builds = []
+
+    async def run() -> None:
+        writer = SnapshotWriter(path, lambda: builds.append(1) or {}, None)
+        writer.write_now()  # the next request waits SNAPSHOT_MIN_INTERVAL: pending
+        path.unlink()
+        writer.request()
+        writer.close()
+        writer.request()
+        await asyncio.sleep(2 * SNAPSHOT_MIN_INTERVAL)
+
+    asyncio.run(run())
+    assert not path.exists() and builds == [1]
 
 
 def test_agent_spawn_refuses_directories_the_agent_cannot_work_in(aegis_env, public_runtime):

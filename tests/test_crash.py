@@ -127,9 +127,11 @@ def _host_aliases() -> set[str]:
     return aliases
 
 
-def _cleanup(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+def _cleanup(
+    env: dict[str, str], *args: str, command: tuple[str, ...] = ("cleanup",)
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*AEGIS, "cleanup", *args], env=env, capture_output=True, text=True, timeout=120
+        [*AEGIS, *command, *args], env=env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -180,6 +182,9 @@ def test_killed_runners_leave_nothing_after_cleanup(aegis_env, runtime_dir):
         )
     finally:
         for runner in killed:
+            if runner.proc.poll() is None:
+                # A runner that never got ready is still there: it is not a leftover.
+                runner.kill()
             for pid in (runner.agent, runner.child):
                 if pid and not gone(pid):
                     with contextlib.suppress(ProcessLookupError):
@@ -265,6 +270,17 @@ def test_a_cleanup_dry_run_lists_and_removes_nothing(aegis_env, runtime_dir):
         assert dry.returncode == 0, dry.stderr
         assert f"would remove runtime_files {runtime_dir}/*-{exited.pid}.* " in dry.stdout
         assert f"kept runtime_files {runtime_dir}/*-{live.pid}.*: its runner" in dry.stdout
+        # The old name is an alias: the same sweep, not the namespaces alone.
+        alias = _cleanup(
+            aegis_env,
+            "--dry-run",
+            "--runner",
+            str(exited.pid),
+            "--runner",
+            str(live.pid),
+            command=("netns", "cleanup"),
+        )
+        assert (alias.returncode, alias.stdout) == (0, dry.stdout), alias.stderr
         assert stale.exists()
         done = _cleanup(aegis_env, "--runner", str(exited.pid), "--runner", str(live.pid))
         assert done.returncode == 0, done.stderr

@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +14,20 @@ from typing import Any
 
 import pytest
 
+from aegis_mcp.control.client import ControlClient
+from aegis_mcp.control.protocol import ControlError
 from aegis_mcp.dashboard.app import DashboardApp
-from helpers import AEGIS, WAIT, PtyProcess, call, gone, runner_socket, start_aegis, wait_for
+from helpers import (
+    AEGIS,
+    WAIT,
+    PtyProcess,
+    call,
+    gone,
+    runner_socket,
+    serve_connections,
+    start_aegis,
+    wait_for,
+)
 
 FAST_WATCHDOG = "[watchdog]\nheartbeat_timeout_secs = 1\ncheck_interval_secs = 0.2\n"
 SIZE = (120, 48)
@@ -59,21 +70,17 @@ class TcpServer:
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        serve_connections(self.sock, self._answer)
 
-    def _serve(self) -> None:
-        while True:
+    @staticmethod
+    def _answer(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(2)
             try:
-                conn, _ = self.sock.accept()
+                conn.recv(65536)
+                conn.sendall(b"ok")
             except OSError:
-                return
-            with conn:
-                conn.settimeout(2)
-                try:
-                    conn.recv(65536)
-                    conn.sendall(b"ok")
-                except OSError:
-                    pass
+                pass
 
     def close(self) -> None:
         self.sock.close()
@@ -210,6 +217,39 @@ def test_a_blocked_attempt_shows_in_its_own_colour(dash_env, runtime_dir, monkey
         proc.terminate()
         proc.wait(timeout=30)
         server.close()
+
+
+def test_refused_requests_are_counted_and_logged_and_allowed_ones_stay_out(dash_env, runtime_dir):
+    proc = start_aegis(["run", "--no-watchdog", "--", "sleep", "600"], dash_env, output=False)
+    try:
+        sock = runner_socket(runtime_dir)
+        call(sock, "server_status")  # allowed: an audit event, not a line in the log
+        # A bare agent id, then a wrong token: both refused.
+        for identity in (("primary", None), ("primary", "not-the-token")):
+            with ControlClient(sock, identity=identity) as client, pytest.raises(ControlError):
+                client.call("watchdog_disable")
+
+        async def main() -> None:
+            app = DashboardApp()
+            async with app.run_test(size=SIZE) as pilot:
+                await until(app, "the refusal count", shows(" 2 refused "))
+                log = app.main.query_one("#log")
+                lines: list[str] = []
+
+                def both_refusals(_text: str) -> bool:
+                    lines[:] = [strip.text for strip in log.lines]
+                    return sum("control.refused" in line for line in lines) == 2
+
+                await until(app, "both refusals in the log", both_refusals)
+                assert not any("control.request" in line for line in lines), lines
+                await pilot.press("q")
+
+        asyncio.run(main())
+        events = call(sock, "events", limit=500)["events"]
+        assert any(e["kind"] == "control.request" and e["op"] == "server_status" for e in events)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def _runner(env: dict[str, str], runtime_dir: Path, known: set[int]) -> tuple[Any, int]:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from aegis_mcp.control import protocol
 from aegis_mcp.control.protocol import RequestError, decode_request
-from fuzzing import FUZZ, arguments, json_values, start_runner, tame
+from fuzzing import FUZZ, arguments, claims, json_values, start_runner, tame
 from helpers import call, runner_socket
 
 CLIENT_ERRORS = {
@@ -41,9 +41,9 @@ raw_lines = st.one_of(
     deep,
     huge,
     json_values.map(lambda v: json.dumps(v).encode()),
-    st.dictionaries(st.sampled_from(["v", "id", "op", "args", "activity", "x"]), json_values).map(
-        lambda v: json.dumps(v).encode()
-    ),
+    st.dictionaries(
+        st.sampled_from(["v", "id", "op", "args", "activity", "agent", "token", "x"]), json_values
+    ).map(lambda v: json.dumps(v).encode()),
 ).map(lambda line: line.replace(b"\n", b" "))
 
 
@@ -105,16 +105,21 @@ class Connection:
         return json.loads(reply)
 
 
-def check_reply(reply: dict[str, Any], req_id: Any = None) -> None:
+def check_reply(reply: dict[str, Any], req_id: Any = None, claimed: bool = False) -> None:
+    """A well-formed reply; a client error (``forbidden`` too when the request claimed to
+    be an agent: the fuzzer knows no token, so every claim is refused)."""
     assert reply["v"] == 1
     if req_id is not None:
         assert reply["id"] == req_id
+    if claimed:
+        assert reply["ok"] is False, reply
     if reply["ok"] is True:
         assert "result" in reply
     else:
         assert reply["ok"] is False
         error = reply["error"]
-        assert error["code"] in CLIENT_ERRORS, error
+        allowed = CLIENT_ERRORS | {protocol.FORBIDDEN} if claimed else CLIENT_ERRORS
+        assert error["code"] in allowed, error
         assert isinstance(error["message"], str) and error["message"].strip(), error
 
 
@@ -146,31 +151,45 @@ def test_every_op_of_a_live_runner(aegis_env, runtime_dir, tmp_path):
             assert reply["id"] == 7 and reply["error"]["code"] == code, reply
             assert needle in reply["error"]["message"], reply
         ids = itertools.count(1)
-        requests = st.tuples(st.sampled_from([*ops, "no_such_op"]), arguments, st.booleans())
+        requests = st.tuples(
+            st.sampled_from([*ops, "no_such_op"]), arguments, st.booleans(), claims
+        )
 
         @FUZZ
         @given(requests)
         def one_request(request):
-            op, args, activity = request
+            op, args, activity, claim = request
             req_id = next(ids)
-            line = protocol.make_request(req_id, op, tame(op, args), activity=activity)
-            if op in STREAM_OPS:
+            line = protocol.make_request(req_id, op, tame(op, args), activity, identity=claim)
+            claimed = claim is not None and op in ops
+            if op in STREAM_OPS and not claimed:
                 # A stream takes over its connection: each one gets its own.
                 stream = Connection(sock)
                 check_reply(stream.exchange(line.rstrip(b"\n")), req_id)
                 stream.sock.close()
                 return
-            check_reply(conn.exchange(line.rstrip(b"\n")), req_id)
+            check_reply(conn.exchange(line.rstrip(b"\n")), req_id, claimed)
 
         @FUZZ
         @given(raw_lines.filter(lambda line: line.strip()))
         def one_line(line):
-            check_reply(conn.exchange(line))
+            try:
+                sent = json.loads(line)
+            except (ValueError, RecursionError):
+                sent = None
+            claimed = isinstance(sent, dict) and any(
+                sent.get(field) is not None for field in ("agent", "token")
+            )
+            check_reply(conn.exchange(line), claimed=claimed)
 
         one_request()
         one_line()
         assert proc.poll() is None, "the runner died"
         assert call(sock, "hello")["runner_pid"] == proc.pid
+        # Each forged claim was refused and counted, none let through.
+        audit = call(sock, "server_status")["authority"]
+        assert audit["refused"] > 0
+        assert all(r["who"]["kind"] == "unproven" for r in audit["recent_refusals"])
         conn.sock.close()
     finally:
         proc.terminate()

@@ -95,6 +95,14 @@ def test_every_mcp_tool_through_the_real_client(aegis_env, runtime_dir, tmp_path
         }
         assert len(tools) >= 20 and "restart_claude" in tools and "agent_spawn" in tools
         names = sorted(tools)
+        # Every tool, not only those the fuzzing happens to draw, refuses a name it does
+        # not take and says which it takes.
+        for name in names:
+            result = session.call(name, {"no_such_argument": 1})
+            text = result.content[0].text if result.content else ""
+            assert result.is_error, f"{name} accepted an unknown argument: {text}"
+            assert "unknown argument 'no_such_argument'" in text, text
+            assert all(known in text for known in tools[name]), text
         # Known argument names of the tool often, random ones sometimes.
         calls = st.sampled_from(names).flatmap(
             lambda name: st.tuples(

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import serve_connections
+
 REPO = Path(__file__).resolve().parent.parent
 HOOKS_SRC = REPO / "hooks"
 LIB_NAME = "libaegis_hooks.so"
@@ -32,7 +34,9 @@ STAMP = {
     "BUILD_TIME": "2026-11-24 02:00:00 UTC",
     "GIT_HASH": "t3st123",
 }
-INFO = "AEGIS_HOOKS_INFO version=9.8.7;built=2026-11-24 02:00:00 UTC;git=t3st123"
+INFO = (
+    "AEGIS_HOOKS_INFO version=9.8.7;built=2026-11-24 02:00:00 UTC;git=t3st123;features=first-bytes"
+)
 
 EXPORTED = {
     # version
@@ -255,23 +259,13 @@ def tcp_server(handler: Callable[[socket.socket], None]) -> Iterator[int]:
         with conn, contextlib.suppress(OSError):
             handler(conn)
 
-    def loop() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
+    serve_connections(srv, serve)
     try:
         yield srv.getsockname()[1]
     finally:
         with contextlib.suppress(OSError):
             srv.shutdown(socket.SHUT_RDWR)
         srv.close()
-        thread.join(5)
 
 
 def exchange(n_in: int, n_out: int) -> Callable[[socket.socket], None]:
@@ -343,11 +337,14 @@ def test_makefile_defaults_and_rebuild_on_stamp_change(tmp_path: Path, cc: str) 
     _copy_sources(src)
     lib = src / LIB_NAME
     _make(src)
-    assert _info_strings(lib) == [b"AEGIS_HOOKS_INFO version=0.0.0;built=unknown;git=unknown\x00"]
+    assert _info_strings(lib) == [
+        b"AEGIS_HOOKS_INFO version=0.0.0;built=unknown;git=unknown;features=first-bytes\x00"
+    ]
     assert "Nothing to be done" in _make(src).stdout
     _make(src, "VERSION=1.2.3", "BUILD_TIME=2026-11-24 03:04:05 UTC", "GIT_HASH=feedbee")
     assert _info_strings(lib) == [
-        b"AEGIS_HOOKS_INFO version=1.2.3;built=2026-11-24 03:04:05 UTC;git=feedbee\x00"
+        b"AEGIS_HOOKS_INFO version=1.2.3;built=2026-11-24 03:04:05 UTC;git=feedbee"
+        b";features=first-bytes\x00"
     ]
     _make(src, "VERSION=1.2.3", "BUILD_TIME=2026-11-24 03:04:05 UTC", "GIT_HASH=cafe000")
     assert b"git=cafe000" in _info_strings(lib)[0]
@@ -574,10 +571,15 @@ def test_netmon_counts_exact_bytes(hooks_lib: Path, tmp_path: Path) -> None:
     fd = c["fd"]
     assert total(events, "send", fd=fd, remote_port=port) == n_out
     assert total(events, "recv", fd=fd, remote_port=port) == n_in
-    # 3 MiB in 64 KiB calls: a line each time 1 MiB gathered, each line a delta
+    # 3 MiB in 64 KiB calls: the first call's bytes at once, then a line each time
+    # 1 MiB gathered, each line a delta
     sends = [e for e in events if e["event"] == "send"]
     assert 3 <= len(sends) <= 6
-    assert [e["reason"] for e in sends].count("threshold") >= 3
+    reasons = [e["reason"] for e in sends]
+    assert reasons[0] == "first" and reasons.count("first") == 1
+    assert reasons.count("threshold") >= 2
+    recvs = [e for e in events if e["event"] == "recv"]
+    assert recvs[0]["reason"] == "first"
     closes = [e for e in events if e["event"] == "close"]
     assert len(closes) == 1
     assert closes[0]["bytes_sent"] == n_out

@@ -356,6 +356,75 @@ def test_live_runner_files_are_not_cleaned(aegis_env, runtime_dir):
         first.wait(timeout=30)
 
 
+def test_a_runner_starting_meanwhile_never_takes_a_new_lock_for_a_dead_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aegis_mcp.control.discovery import runner_is_alive
+    from aegis_mcp.paths import RunnerFiles
+    from aegis_mcp.runner import runtime_files
+
+    files = RunnerFiles(tmp_path, os.getpid())
+    take = runtime_files.fcntl.flock
+
+    def flock_after_another_runner_looked(fd: int, operation: int) -> None:
+        # Another runner's start cleans the directory in the moment before we lock.
+        runtime_files.clean_stale(tmp_path, own_pid=1)
+        take(fd, operation)
+
+    monkeypatch.setattr(runtime_files.fcntl, "flock", flock_after_another_runner_looked)
+    lock = runtime_files.RunnerLock(files)
+    monkeypatch.undo()
+    try:
+        assert files.lock.read_text() == f"{os.getpid()}\n"
+        assert runner_is_alive(tmp_path, os.getpid())
+        assert runtime_files.clean_stale(tmp_path, own_pid=1) == 0
+        assert [p.name for p in tmp_path.iterdir()] == [files.lock.name]
+    finally:
+        lock.release()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_socket_name_appears_only_once_it_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio.base_events
+
+    from aegis_mcp.runner.control_server import ControlServer
+
+    path = tmp_path / "runner-1.sock"
+    seen_when_listening: list[bool] = []
+    listen = asyncio.base_events.Server._start_serving
+
+    def start_serving(server: asyncio.base_events.Server) -> None:
+        seen_when_listening.append(path.exists())
+        listen(server)
+
+    monkeypatch.setattr(asyncio.base_events.Server, "_start_serving", start_serving)
+
+    async def main() -> dict:
+        server = ControlServer(path, {os.getuid()})
+
+        async def hello(args: dict, caller: object) -> dict:
+            return {"hi": True}
+
+        server.register("hello", hello)
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            writer.write(b'{"v":1,"id":1,"op":"hello","args":{}}\n')
+            reply = json.loads(await reader.readline())
+            writer.close()
+            return reply
+        finally:
+            await server.close()
+
+    reply = asyncio.run(main())
+    # A client connecting the moment the name appears is never refused.
+    assert seen_when_listening == [False]
+    assert reply["ok"] is True
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_privilege_drop_seen_from_inside(aegis_env, public_runtime, throwaway_user):
     name, group = throwaway_user
     import grp
@@ -364,13 +433,16 @@ def test_privilege_drop_seen_from_inside(aegis_env, public_runtime, throwaway_us
     entry = pwd.getpwnam(name)
     extra_gid = grp.getgrnam(group).gr_gid
     env = dict(aegis_env, SUDO_UID=str(entry.pw_uid), SUDO_GID=str(entry.pw_gid), SUDO_USER=name)
-    # The agent asks the runner for its status through the socket, as its MCP server would.
+    # The agent asks the runner for its status through the socket, as its MCP server
+    # would: with its id and token.
     probe = public_runtime.parent / "probe.py"
     probe.write_text(
-        "import os, socket\n"
+        "import json, os, socket\n"
         "s = socket.socket(socket.AF_UNIX)\n"
         "s.connect(os.environ['AEGIS_MCP_SOCKET'])\n"
-        's.sendall(b\'{"v": 1, "id": 1, "op": "hello"}\\n\')\n'
+        "agent, token = os.environ['AEGIS_MCP_AGENT_ID'], os.environ['AEGIS_MCP_AGENT_TOKEN']\n"
+        "request = {'v': 1, 'id': 1, 'op': 'hello', 'agent': agent, 'token': token}\n"
+        "s.sendall(json.dumps(request).encode() + b'\\n')\n"
         "print('REPLY', s.makefile('rb').readline().decode().strip())\n"
     )
     probe.chmod(0o644)
@@ -394,6 +466,13 @@ def test_privilege_drop_seen_from_inside(aegis_env, public_runtime, throwaway_us
     assert f"HOME={entry.pw_dir} USER={name} LOGNAME={name}" in result.stdout
     reply = json.loads(result.stdout.split("REPLY", 1)[1])
     assert reply["ok"] is True, reply
+    # The user's uid, and the agent it proved to be.
+    assert reply["result"]["caller"] == {
+        "kind": "primary",
+        "agent_id": "primary",
+        "uid": entry.pw_uid,
+        "pid": reply["result"]["caller"]["pid"],
+    }
 
 
 def test_root_without_sudo_user_says_so_and_skips_refused_flag(aegis_env, report):

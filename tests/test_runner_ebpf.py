@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import socket
 import sys
-import threading
 
 import pytest
 
 from aegis_mcp.netmon.ebpf import ebpf_available
-from helpers import call, runner_socket, start_aegis, wait_for
+from helpers import call, runner_socket, serve_connections, start_aegis, wait_for
 
 READY, WHY = ebpf_available()
 pytestmark = pytest.mark.skipif(not READY, reason=f"eBPF unavailable: {WHY}")
@@ -19,19 +18,14 @@ def _server() -> tuple[socket.socket, int, list[int]]:
     server = socket.create_server(("127.0.0.1", 0))
     received: list[int] = []
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                total = 0
-                while chunk := conn.recv(65536):
-                    total += len(chunk)
-                received.append(total)
+    def count(conn: socket.socket) -> None:
+        with conn:
+            total = 0
+            while chunk := conn.recv(65536):
+                total += len(chunk)
+            received.append(total)
 
-    threading.Thread(target=serve, daemon=True).start()
+    serve_connections(server, count)
     return server, server.getsockname()[1], received
 
 

@@ -23,7 +23,7 @@ from aegis_mcp.hooks_lib import find_hooks
 from aegis_mcp.runner.control_server import MAX_STREAM_BUFFER, ControlServer
 from aegis_mcp.runner.feed import StateFeed
 from aegis_mcp.runner.ops import stream_ops
-from helpers import REPO, WAIT, call, runner_socket, start_aegis, wait_for
+from helpers import REPO, WAIT, call, runner_socket, serve_connections, start_aegis, wait_for
 
 
 class Listener:
@@ -82,15 +82,7 @@ def test_a_subscriber_sees_restarts_pool_agents_and_netmon_as_they_happen(
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
 
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            conn.close()
-
-    threading.Thread(target=accept, daemon=True).start()
+    serve_connections(server, socket.socket.close)
     agent = tmp_path / "agent.py"
     # Every start of the agent connects once: the restarted one is seen by netmon.
     agent.write_text(

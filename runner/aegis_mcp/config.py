@@ -10,6 +10,7 @@
 
     [pool]
     max_agents = 4             # background agents at once (default: CPUs, at least 2)
+    max_spawn_depth = 2        # pool agents may spawn agents this many levels deep
 
     [watchdog]
     heartbeat_timeout_secs = 120
@@ -75,7 +76,8 @@ class RunnerSettings:
     restart_limit_burst: int = 5
     """At most this many restarts of the primary agent, whoever asks (a tool, the
     command line, the socket, the watchdog), within ``restart_limit_interval_secs``
-    (systemd's StartLimitBurst); one more is refused and the agent left running."""
+    (systemd's StartLimitBurst); one more is refused and the agent left running. Each
+    pool agent has a limit of its own with these settings."""
     restart_limit_interval_secs: float = 60.0
     """The window of the restart limit (StartLimitIntervalSec); 0 turns the limit off."""
 
@@ -86,6 +88,8 @@ class PoolSettings:
 
     max_agents: int | None = None
     """Agents running at once; None: max(2, number of CPUs)."""
+    max_spawn_depth: int = 2
+    """Levels of agents: the user's or primary agent's are at 1, theirs at 2, ..."""
 
 
 @dataclass(frozen=True)
@@ -263,14 +267,19 @@ def _pool(table: Any, where: str) -> PoolSettings:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
     for key in table:
-        if key != "max_agents":
+        if key not in ("max_agents", "max_spawn_depth"):
             raise ConfigError(f"{where}.{key}: unknown setting")
     value = table.get("max_agents")
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000
-    ):
+    if value is not None and not _whole(value, 1, 1000):
         raise ConfigError(f"{where}.max_agents must be a whole number from 1 to 1000")
-    return PoolSettings(max_agents=value)
+    depth = table.get("max_spawn_depth", 2)
+    if not _whole(depth, 1, 16):
+        raise ConfigError(f"{where}.max_spawn_depth must be a whole number from 1 to 16")
+    return PoolSettings(max_agents=value, max_spawn_depth=depth)
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
 
 
 def _dashboard(table: Any, where: str) -> DashboardSettings:

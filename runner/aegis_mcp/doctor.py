@@ -6,6 +6,7 @@ PATH, imports) and never changes the machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .agents.profiles import BUILTIN_PROFILES
-from .hooks_lib import find_hooks
+from .hooks_lib import find_hooks, load_problem
+from .privileges import PrivilegeError, resolve_agent_user
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,14 @@ def _hooks() -> Check:
             "libaegis_hooks.so not found",
             "--netmon=preload, MCP injection by preload",
         )
-    return Check("hooks library", True, f"{info.path} (v{info.version}, git {info.git})")
+    detail = f"{info.path} (v{info.version}, git {info.git})"
+    with contextlib.suppress(PrivilegeError):
+        user = resolve_agent_user(keep_root=False)
+        problem = load_problem(user, info.path) if user.drop else None
+        if problem is not None:
+            # What the runner does about it at each start (hooks_lib.hooks_for_user).
+            detail += f"; {user.name} cannot load it ({problem}): each run uses a copy"
+    return Check("hooks library", True, detail)
 
 
 def _agents() -> Check:

@@ -1,19 +1,37 @@
-"""Finding ``libaegis_hooks.so`` and reading its build stamp without loading it.
+"""Finding ``libaegis_hooks.so``, reading its build stamp without loading it, and
+making sure the agent's user can load it.
 
 The library embeds ``AEGIS_HOOKS_INFO version=..;built=..;git=..``; reading the
 file's bytes avoids running its constructors inside the runner.
+
+Under sudo the library found may be one the agent's user cannot open (``make
+install`` as root puts it in ``/root/.local/lib``): ``ld.so`` would then print
+"cannot be preloaded ... ignored" and the agent would run unhooked, recording
+nothing. :func:`hooks_for_user` asks the kernel with that user's credentials
+before the start, and copies the library where the user can read it when they
+cannot: into the runner's runtime directory, owned by root and writable by
+root alone, so that the agent cannot swap the code other processes load.
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import write_atomic
+from .privileges import AgentUser, as_user
+
 LIBRARY_NAME = "libaegis_hooks.so"
 _MARKER = b"AEGIS_HOOKS_INFO "
+INSTALL_HINT = "install it where they can read it (`sudo make install PREFIX=/usr/local`)"
+
+
+class HooksUnusable(RuntimeError):
+    """The agent's user cannot load the hooks library, not even a copy; says why."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +42,9 @@ class HooksInfo:
     version: str
     built: str
     git: str
+    features: frozenset[str] = frozenset()
+    """What this build does that older ones did not (``first-bytes``: hooks/netmon.c
+    logs a connection's first bytes each way at once)."""
 
 
 def search_path() -> list[Path]:
@@ -74,6 +95,7 @@ def read_info(path: Path) -> HooksInfo | None:
         version=fields.get("version", "?"),
         built=fields.get("built", "?"),
         git=fields.get("git", "?"),
+        features=frozenset(filter(None, fields.get("features", "").split(","))),
     )
 
 
@@ -92,3 +114,66 @@ def preload_into(env: dict[str, str], hooks: HooksInfo) -> None:
     current = env.get("LD_PRELOAD", "")
     if str(hooks.path) not in current.split():
         env["LD_PRELOAD"] = " ".join(p for p in (str(hooks.path), current) if p)
+
+
+def load_problem(user: AgentUser, path: Path) -> str | None:
+    """Why ``user``'s processes could not preload ``path``, None when they can.
+
+    What ``ld.so`` does, with the user's credentials: open the file (every
+    directory on the way must let them through) and map it executable (a
+    ``noexec`` mount refuses that).
+    """
+
+    def load() -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            length = min(os.fstat(fd).st_size, mmap.PAGESIZE)
+            with mmap.mmap(fd, length, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_EXEC):
+                pass
+        finally:
+            os.close(fd)
+
+    try:
+        as_user(user, load)
+    except OSError as exc:
+        if exc.errno == errno.EPERM:
+            return "its file system is mounted noexec"
+        return exc.strerror or str(exc)
+    except ValueError:  # mmap of an empty file
+        return "it is empty"
+    return None
+
+
+def hooks_for_user(hooks: HooksInfo, user: AgentUser, copy_to: Path) -> HooksInfo:
+    """``hooks`` when ``user`` can load it, else a copy at ``copy_to`` they can load.
+
+    The copy is owned by root, mode 0644, in a directory only root can write
+    (the runtime directory of a root runner). Raises :class:`HooksUnusable` with
+    the reason when neither can be loaded.
+    """
+    problem = load_problem(user, hooks.path)
+    if problem is None:
+        return hooks
+    why = f"{user.name} cannot load the hooks library {hooks.path} ({problem})"
+    try:
+        write_atomic(copy_to, hooks.path.read_bytes(), mode=0o644)
+    except OSError as exc:
+        raise HooksUnusable(f"{why}, and it cannot be copied: {exc.strerror or exc}") from None
+    copied = read_info(copy_to)
+    again = load_problem(user, copy_to) if copied is not None else "not a hooks library"
+    if copied is None or again is not None:
+        copy_to.unlink(missing_ok=True)
+        raise HooksUnusable(f"{why}, nor a copy in {copy_to.parent} ({again}); {INSTALL_HINT}")
+    return copied
+
+
+def find_hooks_for(user: AgentUser, copy_to: Path) -> tuple[HooksInfo | None, str | None]:
+    """The hooks library ``user``'s agents will preload (a copy at ``copy_to`` if need
+    be), or None with the reason when there is one they cannot load."""
+    hooks = find_hooks()
+    if hooks is None:
+        return None, None
+    try:
+        return hooks_for_user(hooks, user, copy_to), None
+    except HooksUnusable as exc:
+        return None, str(exc)

@@ -108,6 +108,12 @@ def config_file() -> Path:
     return Path(xdg) / APP / "config.toml"
 
 
+def pending(path: Path) -> Path:
+    """The private name ``path`` is made under before it is renamed into place, so
+    that nobody who looks for ``path`` sees it half made."""
+    return path.with_name(f".{path.name}.new")
+
+
 @dataclass(frozen=True)
 class RunnerFiles:
     """The runtime files of one runner, named by its pid inside a private directory."""
@@ -143,14 +149,22 @@ class RunnerFiles:
     def netmon_log(self) -> Path:
         return self.directory / f"netmon-{self.pid}.jsonl"
 
+    @property
+    def hooks_copy(self) -> Path:
+        """The hooks library, copied here when the agent's user cannot read the original."""
+        return self.directory / f"hooks-{self.pid}.so"
+
     def all(self) -> list[Path]:
         """Every file this runner may create."""
         return [
             self.socket,
             self.lock,
+            pending(self.socket),
+            pending(self.lock),
             self.snapshot,
             self.events,
             self.overlay,
             self.settings_overlay,
             self.netmon_log,
+            self.hooks_copy,
         ]

@@ -13,15 +13,25 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import platform
 import pwd
 import signal
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
 
 _libc = ctypes.CDLL(None, use_errno=True)
+T = TypeVar("T")
+
+# setgroups, setfsgid, setfsuid: called as raw syscalls, because libc's wrappers of
+# setgroups (and setuid & co.) change the credentials of every thread of the process.
+_FS_CREDENTIAL_SYSCALLS = {"x86_64": (116, 123, 122), "aarch64": (159, 152, 151)}
+_UNCHANGED = -1
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,50 @@ def _prctl(option: int, value: int) -> None:
     if _libc.prctl(option, value, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def as_user(user: AgentUser, action: Callable[[], T]) -> T:
+    """``action()``, with what the kernel lets ``user`` open: their uid, gid and groups.
+
+    The check is the kernel's own (modes of every directory on the way, ACLs, mount
+    options), asked in process: ``action`` runs in a thread of its own whose
+    filesystem uid, gid and groups become the user's. Changing the filesystem uid
+    away from 0 drops the capabilities that bypass file permissions, for that thread
+    only, and the credentials end with the thread. Without a privilege drop,
+    ``action`` runs as it is. Raises what ``action`` raises; OSError when the
+    credentials cannot be taken.
+    """
+    if not user.drop:
+        return action()
+    numbers = _FS_CREDENTIAL_SYSCALLS.get(platform.machine())
+    if numbers is None:
+        raise OSError(f"cannot check files as {user.name} on {platform.machine()}")
+    setgroups, setfsgid, setfsuid = numbers
+    outcome: list[tuple[bool, object]] = []
+
+    def run() -> None:
+        try:
+            groups = (ctypes.c_uint * len(user.groups))(*user.groups)
+            if _libc.syscall(setgroups, len(user.groups), groups) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setgroups: {os.strerror(err)}")
+            # Neither call reports failure: read back what took (an invalid id changes nothing).
+            _libc.syscall(setfsgid, user.gid)
+            _libc.syscall(setfsuid, user.uid)
+            taken = (_libc.syscall(setfsgid, _UNCHANGED), _libc.syscall(setfsuid, _UNCHANGED))
+            if taken != (user.gid, user.uid):
+                raise OSError(f"cannot take the credentials of {user.name}")
+            outcome.append((True, action()))
+        except BaseException as exc:
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="aegis-as-user")
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value  # type: ignore[misc]
+    return value  # type: ignore[return-value]
 
 
 def set_no_new_privs() -> None:

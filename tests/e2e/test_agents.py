@@ -154,11 +154,26 @@ POOL_ANSWER = "pool result 42"
 AIDER_EDIT = "hello.txt\n```\nhello from the pool\n```\n"
 
 
+def allow_aegis_tools(env: dict[str, str]) -> None:
+    """Let a claude that runs without --dangerously-skip-permissions (as root: fact 2)
+    call the aegis-mcp tools, through its user settings."""
+    settings = Path(env["HOME"]) / ".claude" / "settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"permissions": {"allow": ["mcp__aegis-mcp"]}}))
+
+
 @pytest.mark.parametrize("name", [*MCP_AGENTS, "aider"])
 def test_a_pool_agent_completes_a_task(name, agent_env, standin, workdir, runtime_dir):
+    # Under `run -- sleep` (a primary agent that takes no MCP server), an MCP agent in
+    # the pool still gets the aegis-mcp tools, and is known to the runner as itself.
+    script = Script()
+    if name != "aider":
+        script.on(Match(user_says="pool task"), ToolCall("server_status"), name="status")
     answer = Text(AIDER_EDIT if name == "aider" else POOL_ANSWER)
-    server = standin(Script().on(Match(user_says="pool task"), answer, name="task"))
+    when = Match(user_says="pool task") if name == "aider" else Match(after_tool="server_status")
+    server = standin(script.on(when, answer, name="task"))
     env = agent_env(name, server)
+    allow_aegis_tools(env)
     proc = start_aegis(
         ["run", "--no-watchdog", "--", "sleep", "600"], env, cwd=workdir, output=False
     )
@@ -170,11 +185,13 @@ def test_a_pool_agent_completes_a_task(name, agent_env, standin, workdir, runtim
         proc.wait(timeout=30)
     assert done["status"] == "completed", done
     assert done.get("exit_code") == 0, done
-    server.wait_for(lambda r: r.rule == "task", 1, "with the pool task")
+    answered = server.wait_for(lambda r: r.rule == "task", 1, "with the pool task")
     if name == "aider":
         assert (workdir / "hello.txt").read_text() == "hello from the pool\n"
-    else:
-        assert POOL_ANSWER in json.dumps(done), done
+        return
+    assert POOL_ANSWER in json.dumps(done), done
+    caller = tool_json(answered, "server_status")["caller"]
+    assert (caller["kind"], caller["agent_id"]) == ("pool", done["agent_id"]), caller
 
 
 async def _spawn_and_await(env: dict[str, str], name: str, workdir: Path) -> dict[str, Any]:

@@ -82,14 +82,20 @@ def not_runnable(name: str, path: str | None = None) -> str:
     return f"{where}is not executable (no execute permission)"
 
 
-def restart_args(profile: AgentProfile, args: list[str], prompt: str | None) -> list[str]:
+def restart_args(
+    profile: AgentProfile, args: list[str], prompt: str | None, session: str | None = None
+) -> list[str]:
     """The agent's arguments for a restart of the session ``args`` started: its
-    continue form, with ``prompt`` (if given) where the agent reads its prompt
-    (see :func:`aegis_mcp.agents.syntax.restart_args`). A plain command's arguments
-    are never rewritten. Raises PromptNotAccepted where no prompt can go."""
+    continue form (or, for a task started with its own ``session``, the profile's
+    form that resumes that one), with ``prompt`` (if given) where the agent reads its
+    prompt (see :func:`aegis_mcp.agents.syntax.restart_args`). A plain command's
+    arguments are never rewritten. Raises PromptNotAccepted where no prompt can go."""
     if not profile.takes_prompt:
         return list(args)
-    return syntax_restart_args(profile.syntax, args, prompt)
+    resume = None
+    if session is not None and profile.resume_session_args:
+        resume = tuple(a.replace("{session}", session) for a in profile.resume_session_args)
+    return syntax_restart_args(profile.syntax, args, prompt, continue_args=resume)
 
 
 def build_argv(profile: AgentProfile, launch: LaunchOptions, args: list[str]) -> list[str]:
@@ -110,9 +116,14 @@ def build_argv(profile: AgentProfile, launch: LaunchOptions, args: list[str]) ->
     return [*head, *args]
 
 
-def headless_task_args(profile: AgentProfile, task: str, max_iterations: int | None) -> list[str]:
-    """Agent arguments that run ``task`` headless (for pool agents)."""
+def headless_task_args(
+    profile: AgentProfile, task: str, max_iterations: int | None, session: str | None = None
+) -> list[str]:
+    """Agent arguments that run ``task`` headless (for pool agents), in the conversation
+    ``session`` when the profile can name one."""
     args = [a.replace("{task}", task) for a in profile.headless_args]
     if max_iterations is not None:
         args.extend(a.replace("{n}", str(max_iterations)) for a in profile.max_iterations_args)
+    if session is not None:
+        args.extend(a.replace("{session}", session) for a in profile.session_args)
     return args

@@ -79,6 +79,12 @@ class AgentProfile:
     """Arguments that run one task without a terminal; ``{task}`` is the task text."""
     max_iterations_args: tuple[str, ...] = ()
     """Arguments bounding a headless run; ``{n}`` is the limit."""
+    session_args: tuple[str, ...] = ()
+    """Arguments that give a headless task a conversation of its own, ``{session}`` a new
+    UUID, so that its restart resumes that conversation and not the latest one in its
+    directory (which may be the user's session, or another agent's)."""
+    resume_session_args: tuple[str, ...] = ()
+    """What the restart of such a task continues with instead of the continue form."""
     takes_prompt: bool = True
     """False for arbitrary commands (``aegis-mcp run``): their arguments are never rewritten."""
     watch: WatchRules = WatchRules()
@@ -151,6 +157,8 @@ _CLAUDE_LIKE = dict(
     mcp_inject_args=("--mcp-config", "{config}"),
     headless_args=("-p", "{task}", "--output-format", "stream-json", "--verbose"),
     max_iterations_args=("--max-turns", "{n}"),
+    session_args=("--session-id", "{session}"),
+    resume_session_args=("--resume", "{session}"),
 )
 
 # -- Codex CLI ---------------------------------------------------------------------
@@ -292,9 +300,11 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
         syntax=_CODEX,
         permission_args=("--dangerously-bypass-approvals-and-sandbox",),
         # Config overrides are TOML values. Codex gives MCP servers a reduced
-        # environment, so the socket is passed explicitly; `required` makes
-        # `codex exec` wait for the server before its first turn (else a server
-        # slower than about a second to start is missing from the tool list).
+        # environment, so the socket is passed explicitly, and the agent's identity
+        # by name (`env_vars`: its values stay in the environment, out of argv);
+        # `required` makes `codex exec` wait for the server before its first turn
+        # (else a server slower than about a second to start is missing from the
+        # tool list).
         mcp_inject="flag",
         mcp_inject_args=(
             "-c",
@@ -303,6 +313,8 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
             "mcp_servers.aegis-mcp.args={args}",
             "-c",
             "mcp_servers.aegis-mcp.env={env}",
+            "-c",
+            'mcp_servers.aegis-mcp.env_vars=["AEGIS_MCP_AGENT_ID", "AEGIS_MCP_AGENT_TOKEN"]',
             "-c",
             "mcp_servers.aegis-mcp.required=true",
         ),

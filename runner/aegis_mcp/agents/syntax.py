@@ -164,8 +164,14 @@ def parse(root: CommandSyntax, args: list[str]) -> Invocation:
     return inv
 
 
-def restart_args(root: CommandSyntax, args: list[str], prompt: str | None) -> list[str]:
-    """The arguments that continue the session ``args`` started, with ``prompt``.
+def restart_args(
+    root: CommandSyntax,
+    args: list[str],
+    prompt: str | None,
+    continue_args: tuple[str, ...] | None = None,
+) -> list[str]:
+    """The arguments that continue the session ``args`` started, with ``prompt``
+    (``continue_args``, when given, stand for the last level's continue form).
 
     Options that picked a conversation give way to the level's continue form; the
     new prompt replaces the old one where the agent reads it. Without a new prompt an
@@ -198,8 +204,9 @@ def restart_args(root: CommandSyntax, args: list[str], prompt: str | None) -> li
         kept.sort(key=lambda g: _option_name(g[0]) not in level.syntax.variadic_options)
         for group in kept:
             out.extend(group)
-    if last.continue_args and (last.continue_in_headless or not headless):
-        out.extend(last.continue_args)
+    continuing = last.continue_args if continue_args is None else continue_args
+    if continuing and (last.continue_in_headless or not headless):
+        out.extend(continuing)
     for group in carried:
         out.extend(group)
     wanted = prompt if prompt is not None else (inv.prompt if headless else None)

@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from ..control import validate
+from ..control.authority import LOCAL, Caller
 from ..control.boundary import with_codes
 from ..control.protocol import FORBIDDEN, OpHandler
 from .sweep import ROOT_HINT, sweep
@@ -16,7 +17,7 @@ from .sweep import ROOT_HINT, sweep
 def cleanup_ops() -> dict[str, OpHandler]:
     """The handler of netmon_namespace_cleanup."""
 
-    async def cleanup(args: dict[str, Any]) -> dict[str, Any]:
+    async def cleanup(args: dict[str, Any], caller: Caller = LOCAL) -> dict[str, Any]:
         validate.reject_unknown("netmon_namespace_cleanup", args, ())
         if os.geteuid() != 0:
             raise PermissionError(f"removing what dead runners left {ROOT_HINT}")

@@ -1,4 +1,10 @@
-"""Clients of the control socket, for the CLI, the MCP server and the dashboard."""
+"""Clients of the control socket, for the CLI, the MCP server and the dashboard.
+
+A client started by one of a run's agents (its MCP server, ``aegis-mcp status``
+typed in its shell) speaks for that agent: it sends the agent id and token the
+runner put in its environment with every request (:func:`identity_from_env`).
+Anywhere else it speaks for the user, with no token.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import contextlib
 import itertools
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +21,17 @@ from . import protocol
 from .protocol import ControlError
 
 SOCKET_ENV = "AEGIS_MCP_SOCKET"
+AGENT_ID_ENV = "AEGIS_MCP_AGENT_ID"
+TOKEN_ENV = "AEGIS_MCP_AGENT_TOKEN"
+
+
+def identity_from_env(env: Mapping[str, str] | None = None) -> protocol.AgentIdentity | None:
+    """The agent this process speaks for: its id and token from the environment, or None
+    (the user) without a token. An id alone is sent as a bare claim, which the runner
+    refuses: a label is not an identity."""
+    env = os.environ if env is None else env
+    agent, token = env.get(AGENT_ID_ENV) or None, env.get(TOKEN_ENV) or None
+    return (agent, token) if agent or token else None
 
 
 def _unreachable(path: str | os.PathLike[str], exc: OSError) -> ControlError:
@@ -26,9 +43,16 @@ def _unreachable(path: str | os.PathLike[str], exc: OSError) -> ControlError:
 class ControlClient:
     """Blocking client: one connection, requests answered in order."""
 
-    def __init__(self, path: str | os.PathLike[str], timeout: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        timeout: float | None = 30.0,
+        identity: protocol.AgentIdentity | None = None,
+    ) -> None:
+        """``identity``: the agent to speak for (default: this process's, if any)."""
         self.path = str(path)
         self._ids = itertools.count(1)
+        self._identity = identity or identity_from_env()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
@@ -41,7 +65,7 @@ class ControlClient:
     def call(self, op: str, activity: bool = False, **args: Any) -> Any:
         """Send one request and return its result (ControlError on failure)."""
         try:
-            self._sock.sendall(protocol.make_request(next(self._ids), op, args, activity))
+            self._sock.sendall(self._request(op, args, activity))
             line = self._file.readline(protocol.MAX_MESSAGE_BYTES + 1)
         except OSError as exc:
             raise _unreachable(self.path, exc) from None
@@ -53,7 +77,7 @@ class ControlClient:
         """The state stream (see :mod:`.snapshot`): the state message, then every message
         up to the last (``end`` or ``dropped``). The connection serves nothing else after."""
         try:
-            self._sock.sendall(protocol.make_request(next(self._ids), "subscribe", {}))
+            self._sock.sendall(self._request("subscribe", {}))
             yield protocol.decode_reply(self._readline())
             while True:
                 message = protocol.decode_stream(self._readline())
@@ -62,6 +86,9 @@ class ControlClient:
                     return
         except OSError as exc:
             raise _unreachable(self.path, exc) from None
+
+    def _request(self, op: str, args: dict[str, Any], activity: bool = False) -> bytes:
+        return protocol.make_request(next(self._ids), op, args, activity, self._identity)
 
     def _readline(self) -> bytes:
         line = self._file.readline(protocol.MAX_MESSAGE_BYTES + 1)
@@ -91,9 +118,15 @@ class AsyncControlClient:
 
     MAX_IDLE = 4
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        identity: protocol.AgentIdentity | None = None,
+    ) -> None:
+        """``identity``: the agent to speak for (default: this process's, if any)."""
         self.path = str(path)
         self._ids = itertools.count(1)
+        self._identity = identity or identity_from_env()
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -116,7 +149,7 @@ class AsyncControlClient:
         """
         reader, writer = await self._connection()
         try:
-            writer.write(protocol.make_request(next(self._ids), op, args, activity))
+            writer.write(protocol.make_request(next(self._ids), op, args, activity, self._identity))
             await writer.drain()
             line = await reader.readline()
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -154,7 +187,7 @@ async def subscribe(path: str | os.PathLike[str]) -> AsyncIterator[dict[str, Any
     except OSError as exc:
         raise _unreachable(path, exc) from None
     try:
-        writer.write(protocol.make_request(1, "subscribe", {}))
+        writer.write(protocol.make_request(1, "subscribe", {}, identity=identity_from_env()))
         line = await reader.readline()
         if not line:
             raise ControlError(protocol.UNAVAILABLE, "the runner closed the connection")

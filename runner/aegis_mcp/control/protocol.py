@@ -5,8 +5,12 @@ One JSON object per line in each direction. A request is
 ``id`` and either ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "error": {"code": ..., "message": ...}}``. A request may set
 ``"activity": true`` when it is made on behalf of the agent (an MCP tool
-call): the runner's watchdog counts it as a sign of life. This module knows
-the format only, no implementation of any operation.
+call): the runner's watchdog counts it as a sign of life. A request made by
+one of the run's agents carries ``"agent": ID`` and ``"token": SECRET``, the
+pair the runner put in that agent's environment (``AEGIS_MCP_AGENT_ID``,
+``AEGIS_MCP_AGENT_TOKEN``); the user's requests carry neither (see
+:mod:`.authority`). This module knows the format only, no implementation of
+any operation.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ MAX_INT_DIGITS = 20
 MAX_NUMBER_CHARS = 64
 MAX_ID_CHARS = 200
 MAX_OP_CHARS = 100
-REQUEST_FIELDS = ("v", "id", "op", "args", "activity")
+MAX_AGENT_CHARS = 100
+MAX_TOKEN_CHARS = 200
+REQUEST_FIELDS = ("v", "id", "op", "args", "activity", "agent", "token")
 
 # Error codes a reply can carry.
 BAD_REQUEST = "bad_request"
@@ -51,6 +57,7 @@ POOL_OPS = (
     "agent_await",
     "agent_stop",
     "agent_pool_stats",
+    "agent_pool_configure",
     "agent_file_locks",
     "file_lock_acquire",
     "file_lock_release",
@@ -58,10 +65,12 @@ POOL_OPS = (
 NETMON_OPS = ("netmon_status", "netmon_log")
 NAMESPACE_OPS = ("netmon_namespace_list", "netmon_namespace_cleanup")
 
-OpHandler = Callable[[dict[str, Any]], Awaitable[Any]]
-"""An operation implementation: takes the request's ``args``, returns a JSON-able
-result or raises ControlError. Packages that serve operations (pool, netmon)
-export tables of these, served by the runner or in process by the MCP server."""
+OpHandler = Callable[..., Awaitable[Any]]
+"""An operation implementation: takes the request's ``args`` and its caller (an
+:class:`~aegis_mcp.control.authority.Caller`; served in process, it may be left
+out), returns a JSON-able result or raises ControlError. Packages that serve
+operations (pool, netmon) export tables of these, served by the runner or in
+process by the MCP server."""
 
 
 class ControlError(Exception):
@@ -81,6 +90,14 @@ class Request:
     op: str
     args: dict[str, Any] = field(default_factory=dict)
     activity: bool = False
+    agent: str | None = None
+    """The agent id the request says it comes from: a label until ``token`` proves it."""
+    token: str | None = field(default=None, repr=False)
+    """The agent's secret; never logged, never echoed."""
+
+
+AgentIdentity = tuple[str | None, str | None]
+"""``(agent id, token)`` of the agent a client speaks for (a missing part is not sent)."""
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -88,11 +105,22 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
 
 
-def make_request(req_id: int, op: str, args: dict[str, Any], activity: bool = False) -> bytes:
-    """A request line."""
+def make_request(
+    req_id: int,
+    op: str,
+    args: dict[str, Any],
+    activity: bool = False,
+    identity: AgentIdentity | None = None,
+) -> bytes:
+    """A request line (on behalf of the agent ``identity`` when given)."""
     msg: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": req_id, "op": op, "args": args}
     if activity:
         msg["activity"] = True
+    agent, token = identity or (None, None)
+    if agent is not None:
+        msg["agent"] = agent
+    if token is not None:
+        msg["token"] = token
     return encode(msg)
 
 
@@ -269,7 +297,29 @@ def decode_request(line: bytes) -> Request:
         raise RequestError(
             BAD_REQUEST, f"'activity' must be true or false, got {_describe(activity)}", req_id
         )
-    return Request(id=req_id, op=op, args=args, activity=activity)
+    agent = _label("agent", msg.get("agent"), MAX_AGENT_CHARS, req_id)
+    token = _label("token", msg.get("token"), MAX_TOKEN_CHARS, req_id)
+    return Request(id=req_id, op=op, args=args, activity=activity, agent=agent, token=token)
+
+
+def _label(name: str, value: Any, limit: int, req_id: Any) -> str | None:
+    """An optional identity field: a printable string of 1 to ``limit`` characters."""
+    if value is None:
+        return None
+    if isinstance(value, str) and 0 < len(value) <= limit and value.isprintable():
+        return value
+    # Not the value: a token is a secret, even a wrong one.
+    if not isinstance(value, str):
+        shown = type(value).__name__
+    elif not value.isprintable():
+        shown = "a string with unprintable characters"
+    else:
+        shown = f"a string of {len(value)} characters"
+    raise RequestError(
+        BAD_REQUEST,
+        f"{name!r} must be a string of 1 to {limit} printable characters, got {shown}",
+        req_id,
+    )
 
 
 def decode_reply(line: bytes) -> Any:

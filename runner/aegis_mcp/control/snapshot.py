@@ -42,6 +42,7 @@ Section = Literal[
     "netmon_stats",
     "sandbox",
     "system",
+    "authority",
 ]
 SECTIONS: tuple[Section, ...] = get_args(Section)
 """The parts of a :class:`Snapshot` that change messages replace."""
@@ -78,6 +79,8 @@ class RestartRecord(TypedDict):
     """Who asked: ``watchdog``, ``control socket``, ``aegis-mcp restart``, an MCP tool, ..."""
     prompt: str | None
     pid: int
+    caller: str
+    """Who asked, as the runner established it (``primary agent``, ``user (uid N)``, ...)."""
     latency_secs: float
     """From the request to the new agent process."""
 
@@ -151,6 +154,40 @@ class WatchdogStatus(WatchdogSummary, total=False):
     recent_actions: list[dict[str, Any]]
 
 
+class ProcessCoverage(TypedDict):
+    """What the run's netmon sources see of one process of the agent's tree."""
+
+    pid: int
+    comm: str
+    verdict: Literal["full", "partial", "blind", "unknown"]
+    """``full``: its connects and bytes are seen; ``partial``: one of the two; ``blind``:
+    neither; ``unknown``: no traffic to judge by yet."""
+    connects: bool | None
+    bytes: bool | None
+    """False: some of its bytes were not seen, and its byte counts read None."""
+    reason: str | None
+    """Why not (``raw syscalls``, ``statically linked: ...``), None when all is seen."""
+    line: str
+    """``claude: connects seen, bytes not: raw syscalls; use --netmon=ebpf``."""
+    sources: dict[str, str]
+    """Each source's own verdict, by name."""
+
+
+class NetmonCoverage(TypedDict):
+    """Whether the sources see the agent, proved against /proc and the kernel about once
+    a second while it runs (README: Network monitoring)."""
+
+    verdict: Literal["full", "partial", "blind", "unknown"]
+    """The worst of the processes'."""
+    checks: int
+    hint: str | None
+    """What would see what is missed (``use --netmon=ebpf``), None when nothing would."""
+    processes: list[ProcessCoverage]
+    """Newest first."""
+    error: str | None
+    """Why the last look failed, if it did."""
+
+
 class NetmonInfo(TypedDict):
     """How the run is monitored."""
 
@@ -163,6 +200,8 @@ class NetmonInfo(TypedDict):
     log_file: str | None
     ebpf: dict[str, Any] | None
     """The eBPF tiers and counters, when that source runs."""
+    coverage: NetmonCoverage | None
+    """What the sources see of the agent; None until an agent runs with a source."""
 
 
 class WarmInfo(TypedDict):
@@ -216,8 +255,36 @@ class SystemInfo(TypedDict):
     machine: MachineUse
 
 
+class Refusal(TypedDict):
+    """A control request refused for who made it."""
+
+    ts: float
+    who: dict[str, Any]
+    """The caller (``kind`` user/primary/pool, ``agent_id``, ``uid``, ``pid``), or the claim
+    that was not proven (``kind`` ``unproven``, ``claimed``: the agent id it named)."""
+    op: str
+    reason: str
+
+
+class AuthorityInfo(TypedDict):
+    """Who asked for what (see ``aegis_mcp.control.authority``): every request counted, the
+    refusals by caller, the latest refusals. Each request is also a ``control.request`` or
+    ``control.refused`` event."""
+
+    requests: int
+    refused: int
+    refused_by: dict[str, int]
+    """By the caller's label (``pool agent ID``, ``pid N (uid U) claiming agent 'X'``)."""
+    recent_refusals: list[Refusal]
+    """The last 20, oldest first."""
+
+
 class ServerStatus(TypedDict):
-    """What ``server_status`` answers."""
+    """What ``server_status`` answers (to the user and the primary agent; a pool agent
+    gets its own view: the runner, ``agent`` itself with ``spawned_by`` and ``depth``, its
+    own ``watchdog``, the pool's limits and the agents it spawned, ``netmon``). Every
+    answer ends with ``caller``: who asked as the runner established it, and ``may``,
+    what it may do by operation."""
 
     schema_version: int
     runner: RunnerInfo
@@ -228,6 +295,7 @@ class ServerStatus(TypedDict):
     the pool is first used (``{"error": ...}`` while its database cannot be read)."""
     netmon: NetmonInfo
     sandbox: SandboxInfo
+    authority: AuthorityInfo
 
 
 class PoolAgent(TypedDict, total=False):
@@ -245,6 +313,9 @@ class PoolAgent(TypedDict, total=False):
     """In whole seconds while the agent runs (the state is not resent for its clock alone)."""
     exit_code: int | None
     runner_pid: int
+    spawned_by: str | None
+    """``user``, ``primary`` or the id of the pool agent that spawned it."""
+    depth: int
     last_output: list[str]
     """The last lines it wrote (agents of this runner that have started)."""
     output_bytes: int
@@ -287,10 +358,14 @@ class Snapshot(TypedDict):
     netmon_stats: dict[str, Any] | None
     """``netmon_status``: totals, top targets and processes, and ``traffic`` (bytes and
     events per ``bucket_secs`` over the last minutes, oldest first, the last bucket
-    ending at ``until``); None when monitoring is off."""
+    ending at ``until``); None when monitoring is off (also when no source could
+    start). Bytes no source saw are None, not 0: the totals ``bytes_sent``/
+    ``bytes_received`` (``bytes_counted`` keeps what was counted), and the
+    ``bytes_sent``/``bytes_received`` of the processes and targets concerned."""
     sandbox: SandboxInfo
     system: SystemInfo | None
     """None during the run's first second (the first sample is taken then)."""
+    authority: AuthorityInfo
     events: list[RunnerEvent]
     """The last 50."""
     netmon_events: list[dict[str, Any]]

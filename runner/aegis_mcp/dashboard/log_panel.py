@@ -14,6 +14,9 @@ from .panel import Panel, View
 LEVEL_STYLES = {"warning": "yellow", "error": "bold red"}
 LEVEL_MARKS = {"info": "", "warning": "! ", "error": "✗ "}
 """A mark per level, so that warnings and errors stand out without colour too."""
+HIDDEN_KINDS = frozenset({"control.request"})
+"""Every allowed control request is an event (the audit): too many to read here; the
+refused ones (``control.refused``) are shown."""
 
 
 def line(event: dict[str, Any]) -> Text:
@@ -54,6 +57,8 @@ class LogPanel(Panel, RichLog):
         new = min(model.log_total - self._written, len(model.log))
         if new > 0:
             for event in list(model.log)[-new:]:
+                if event.get("kind") in HIDDEN_KINDS:
+                    continue
                 if view.matches(event.get("kind"), event.get("message"), event.get("level")):
                     self.write(line(event))
         self._written = model.log_total

@@ -17,6 +17,8 @@ RECENT = 8
 SHOWN_EVENTS = frozenset({"connect", "accept", "blocked", "dns"})
 """Recent events worth a line (send/recv/close are in the byte counts)."""
 BLOCKED_STYLE = "bold red"
+UNSEEN_STYLE = "yellow"
+"""A process the monitoring source cannot fully see (netmon.coverage)."""
 
 
 def _traffic(stats: dict[str, Any]) -> tuple[list[float], str]:
@@ -74,10 +76,14 @@ class NetworkPanel(Panel, Vertical, can_focus=True):
         tooltip = f"traffic, {unit}, last {len(values) * 10 // 60} min"
         if sparkline.tooltip != tooltip:
             sparkline.tooltip = tooltip
-        put(body, self._body(view, stats))
+        put(body, self._body(view, stats, netmon.get("coverage") or {}))
 
-    def _body(self, view: View, stats: dict[str, Any]) -> Text:
+    def _body(self, view: View, stats: dict[str, Any], coverage: dict[str, Any]) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
+        # What the source says it cannot see, first: the counts below lack it.
+        for process in coverage.get("processes") or []:
+            if process.get("verdict") in ("partial", "blind"):
+                text.append(f"! {process.get('line', '')}\n", style=UNSEEN_STYLE)
         targets = [
             t
             for t in stats.get("top_targets") or []
@@ -85,7 +91,9 @@ class NetworkPanel(Panel, Vertical, can_focus=True):
         ]
         name_width = max(8, self.content_region.width - 18)
         for target in targets[:TOP]:
-            moved = target.get("bytes_sent", 0) + target.get("bytes_received", 0)
+            counts = (target.get("bytes_sent", 0), target.get("bytes_received", 0))
+            # None: bytes the source could not see ("-"), not 0.
+            moved = None if None in counts else sum(counts)
             name = fmt.shorten(fmt.endpoint(target), name_width)
             text.append(
                 f"{name:<{name_width}} {fmt.size(moved):>9} {target.get('connections', 0):>3}c"

@@ -35,6 +35,11 @@ class StatusBar(Static):
         if paused:
             left.append("  ")
             left.append(" PAUSED (p) ", style="bold reverse")
+        refused = (state.get("authority") or {}).get("refused")
+        if refused:
+            # Requests the runner refused for who made them (see the log's control.refused).
+            left.append("  ")
+            left.append(f" {refused} refused ", style="bold reverse")
         if view.filter:
             left.append(f"  filter /{view.filter}", style="italic")
         right = f" {fmt.clock(view.now)} "

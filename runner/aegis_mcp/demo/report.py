@@ -56,6 +56,9 @@ def collect(opts: Options, servers: list[str], error: str | None = None) -> dict
     status = _proc_status()
     no_new_privs = status.get("NoNewPrivs")
     env = {k: v for k, v in os.environ.items() if k.startswith("AEGIS_")}
+    if "AEGIS_MCP_AGENT_TOKEN" in env:
+        # A secret: the report (a file tests read) says it was there, not what it is.
+        env["AEGIS_MCP_AGENT_TOKEN"] = "(set)"
     env.update({k: os.environ[k] for k in _ENV_NAMES if k in os.environ})
     report = {
         "argv": opts.argv,

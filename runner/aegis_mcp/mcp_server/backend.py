@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..control.client import AsyncControlClient, socket_from_env
+from ..control.client import TOKEN_ENV, AsyncControlClient, socket_from_env
 from ..control.protocol import POOL_OPS, UNAVAILABLE, ControlError
 
 NO_RUNNER = (
@@ -76,7 +76,7 @@ class LocalBackend:
                     profiles,
                     reaper,
                     user=resolve_agent_user(keep_root=True),
-                    env_for=lambda agent_id: {**os.environ, "AEGIS_MCP_AGENT_ID": agent_id},
+                    env_for=_local_env,
                     cwd=os.getcwd(),
                 )
             except PoolUnavailable as exc:
@@ -101,6 +101,14 @@ class LocalBackend:
             self._service.close()
         if self._reaper is not None:
             self._reaper.close()
+
+
+def _local_env(agent_id: str) -> dict[str, str]:
+    """An in-process pool agent's environment: this server's, with its own id (and no
+    token: no runner issued one)."""
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    env["AEGIS_MCP_AGENT_ID"] = agent_id
+    return env
 
 
 def make_backend() -> Backend:

@@ -33,6 +33,9 @@ aegis-mcp supervises this coding agent. Use restart_claude/restart_agent after c
 server configuration (the agent comes back with its conversation), watchdog_* to keep the
 lockup detector out of the way during long silent work, agent_* to run background agents on
 tasks, file_lock_* to coordinate edits between agents, and netmon_* to see network activity.
+Every tool acts on the agent that calls it: in a background agent, restart_claude restarts
+that background agent and watchdog_* is its own; it sees and stops only the agents it
+spawned. server_status shows who you are and what you may do ("caller").
 """
 
 LockupAction = Literal["warn", "restart", "restart_with_backoff", "kill", "notify_and_wait"]
@@ -48,7 +51,9 @@ SIMPLE_TOOLS: dict[str, str] = {
     "server_status": (
         "Status of the wrapper and the agent: runner pid and uptime, agent command, "
         "pid, user, restarts (with reasons and times), MCP injection, watchdog summary, netmon "
-        "mode. Use it to check how this session is supervised."
+        "mode, refused requests. Use it to check how this session is supervised. In a "
+        "background agent it shows that agent (its command, restarts, who spawned it, its "
+        "depth). 'caller' says who you are to the runner and what you may do, by tool."
     ),
     "watchdog_status": (
         "Health of the agent as the watchdog sees it: state (Active, Idle, "
@@ -64,11 +69,12 @@ SIMPLE_TOOLS: dict[str, str] = {
         "List the background agents started with agent_spawn, by every runner on "
         "this machine's state directory and by earlier runs, with their id, status (queued, "
         "running, completed, failed, stopped, timed_out; orphaned = still running but its "
-        "runner died; lost = its runner died and it is gone), task and times."
+        "runner died; lost = its runner died and it is gone), task, times, who spawned each "
+        "and at what depth. A background agent sees itself and the agents it spawned."
     ),
     "agent_pool_stats": (
-        "Pool statistics: max agents, active, queued, running, completed, failed, "
-        "stopped, timed out, mean run time."
+        "Pool statistics: max agents, spawn depth limit, active, queued, running, "
+        "completed, failed, stopped, timed out, mean run time."
     ),
     "agent_file_locks": (
         "File locks held by agents: path, holder, since, expiry. Check before "
@@ -77,7 +83,9 @@ SIMPLE_TOOLS: dict[str, str] = {
     "netmon_status": (
         "Network monitoring summary for the agent and everything it started: mode, "
         "connections, failed connects, unique addresses, bytes sent and received, top targets "
-        "with host names where known."
+        "with host names where known, and coverage: what the monitoring source sees of each "
+        "process (full, partial, blind) and why not. Bytes it could not see are null, not 0. "
+        "A background agent sees its own processes' traffic."
     ),
     "netmon_namespace_list": (
         "aegis network namespaces on this machine (aegis-<runner pid>[-agent]) "
@@ -87,7 +95,7 @@ SIMPLE_TOOLS: dict[str, str] = {
         "Remove everything runners that crashed left, as `aegis-mcp cleanup` does: network "
         "namespaces (killing what still runs in them), veths, nft tables, agent cgroups with "
         "their BPF programs, dead runners' agent processes, runtime files. Never a live "
-        "runner's, nor an orphaned pool agent. Needs root."
+        "runner's, nor an orphaned pool agent. Needs root; not open to background agents."
     ),
 }
 
@@ -187,7 +195,9 @@ def build_server(backend: Backend) -> MCPServer:
         "`reason` is recorded; `prompt` replaces the original command-line prompt for the "
         "new start. Returns the restart number. Restarts are limited (by default 5 within "
         "60 s): past the limit the call fails with the reason and the agent keeps running, "
-        "so do not ask again in a loop."
+        "so do not ask again in a loop. Called by a background agent, it "
+        "restarts that background agent (headless, its conversation continued), never the "
+        "user's session."
     )
 
     def restart_tool(by: str) -> Callable[..., Awaitable[dict[str, Any]]]:
@@ -213,7 +223,8 @@ def build_server(backend: Backend) -> MCPServer:
         "counts as unresponsive (0.1 to 604800). lockup_action: what to do after 3 unresponsive "
         "checks — warn, restart (hot reload), restart_with_backoff, kill, notify_and_wait. "
         "max_memory_mb: resident memory limit for the agent's whole process tree, 0 for none. "
-        "Returns the new status."
+        "Returns the new status. A background agent has a watchdog of its own, off until it "
+        "turns it on here with enabled=true."
     )
     async def watchdog_configure(
         enabled: bool | None = None,
@@ -249,7 +260,8 @@ def build_server(backend: Backend) -> MCPServer:
         "timeout_secs stops it after that long. isolation='worktree' runs it in its own git "
         "worktree on a new branch aegis/<agent_id> (kept afterwards; the final status says "
         "where and what changed). sandbox: none (default), netns or container where this "
-        "runner offers them. Follow up with agent_status or agent_await."
+        "runner offers them. Follow up with agent_status or agent_await. A background agent "
+        "may spawn agents of its own down to the pool's spawn depth limit (agent_pool_stats)."
     )
     async def agent_spawn(
         description: Annotated[str, Field(min_length=1, max_length=100_000)],
@@ -269,6 +281,20 @@ def build_server(backend: Backend) -> MCPServer:
             timeout_secs=timeout_secs,
             isolation=isolation,
             sandbox=sandbox,
+        )
+
+    @tool(
+        "Change the pool's limits (only the ones given): max_agents running at once (1 "
+        "to 1024; more start from the queue at once), max_spawn_depth, how many levels of "
+        "background agents may spawn agents (1 to 16). Open to the primary agent (the user's "
+        "session) and the user, not to background agents. Returns the pool statistics."
+    )
+    async def agent_pool_configure(
+        max_agents: Annotated[int | None, Field(ge=1, le=1024)] = None,
+        max_spawn_depth: Annotated[int | None, Field(ge=1, le=16)] = None,
+    ) -> dict[str, Any]:
+        return await call(
+            "agent_pool_configure", max_agents=max_agents, max_spawn_depth=max_spawn_depth
         )
 
     @tool(
@@ -294,7 +320,8 @@ def build_server(backend: Backend) -> MCPServer:
 
     @tool(
         "Stop a background agent (SIGINT, then SIGTERM, then SIGKILL to its whole "
-        "process tree) or drop it from the queue. Returns its final status."
+        "process tree) or drop it from the queue. Returns its final status. A background "
+        "agent may stop only the agents it spawned."
     )
     async def agent_stop(
         agent_id: AgentId,

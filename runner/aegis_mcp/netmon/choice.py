@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..hooks_lib import HooksInfo
+from ..privileges import AgentUser
 from .errors import NetmonUnavailable
 from .netns_view import NetnsView
 from .schema import NetmonMode
@@ -39,8 +40,8 @@ class NetmonPlan:
     agent_id: str
     log_file: Path
     """Where the hooks library writes (the ``preload`` source)."""
-    log_owner: tuple[int, int] | None = None
-    """(uid, gid) the log is made for when the agents run as another user."""
+    user: AgentUser | None = None
+    """The agents' account when the runner drops to it: the log is made theirs."""
     sandboxed: bool = False
     """The agent runs in a netns sandbox, whose view is a source."""
     policy: PolicyLike | None = None
@@ -54,16 +55,21 @@ class Machine:
     hooks: HooksInfo | None
     ebpf_problem: str | None
     """Why eBPF cannot run here, None when it can (as far as can be told before loading)."""
+    hooks_problem: str | None = None
+    """Why there is no hooks library the agents can load, when one was found (None:
+    ``hooks`` is usable, or none was found)."""
 
     @classmethod
-    def probe(cls, hooks: HooksInfo | None, plan: NetmonPlan) -> Machine:
+    def probe(
+        cls, hooks: HooksInfo | None, plan: NetmonPlan, hooks_problem: str | None = None
+    ) -> Machine:
         """Look at what ``plan`` could use (eBPF is checked only when it may be chosen)."""
         if plan.mode not in ("auto", "ebpf"):
-            return cls(hooks=hooks, ebpf_problem="not checked: not asked for")
+            return cls(hooks, "not checked: not asked for", hooks_problem)
         from .ebpf import ebpf_available
 
         ok, reason = ebpf_available()
-        return cls(hooks=hooks, ebpf_problem=None if ok else reason)
+        return cls(hooks, None if ok else reason, hooks_problem)
 
 
 @dataclass
@@ -101,13 +107,13 @@ def choose_sources(plan: NetmonPlan, machine: Machine) -> SourceChoice:
         if machine.hooks is not None:
             sources.append(_preload(plan, machine.hooks))
         else:
-            missing.append(HOOKS_MISSING)
+            missing.append(machine.hooks_problem or HOOKS_MISSING)
     if not missing:
         return SourceChoice(sources)
     using = SourceChoice(sources).mode
-    if missing == [HOOKS_MISSING]:
-        # Asked for preload (or it was the last resort) and it is not there.
-        reason = f"--netmon: {HOOKS_MISSING}; preload monitoring is off"
+    if plan.mode == "preload":
+        # Asked for preload and it is not there.
+        reason = f"--netmon: {missing[0]}; preload monitoring is off"
     else:
         fallback = {"netns": "the sandbox's view", "off": "nothing: monitoring is off"}
         reason = f"--netmon: {'; '.join(missing)}; using {fallback.get(using, using)}"
@@ -139,4 +145,4 @@ def start_sources(plan: NetmonPlan, machine: Machine, stats: NetmonStats) -> Sou
 def _preload(plan: NetmonPlan, hooks: HooksInfo) -> NetmonSource:
     from .preload_log import PreloadSource
 
-    return PreloadSource(plan.log_file, hooks, plan.log_owner)
+    return PreloadSource(plan.log_file, hooks, plan.user)

@@ -8,10 +8,12 @@ nothing of sandboxes; the runner hands the sink to each one it makes.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any
 
+from .coverage import Coverage, ProcessView
 from .source import NetmonSource
 from .stats import NetmonStats
 
@@ -20,6 +22,8 @@ class NetnsView(NetmonSource):
     """Events pushed by the run's netns sandboxes."""
 
     name = "netns"
+    # The namespace's flows, all of them (without telling which process moved them).
+    counts_every_byte = True
 
     def __init__(self) -> None:
         self._stats: NetmonStats | None = None
@@ -41,6 +45,22 @@ class NetnsView(NetmonSource):
             self.events += 1
         stats.ingest(event)
 
+    def check(self, processes: list[ProcessView]) -> list[Coverage]:
+        """A process in a network namespace of its own is watched whole by its sandbox
+        (every flow, whatever syscalls made it); one left in the runner's is not."""
+        ours = _netns("self")
+        found = []
+        for proc in processes:
+            theirs = _netns(str(proc.pid))
+            if theirs is None or ours is None:
+                continue
+            if theirs != ours:
+                found.append(Coverage(proc.pid, proc.comm, True, True))
+            else:
+                reason = "outside the sandbox: in the host's network namespace"
+                found.append(Coverage(proc.pid, proc.comm, False, False, reason))
+        return found
+
     def describe(self) -> dict[str, Any]:
         """How many events the sandboxes pushed."""
         return {"events": self.events, "dropped": self.dropped}
@@ -48,3 +68,11 @@ class NetnsView(NetmonSource):
     def stop(self) -> None:
         """Later events are dropped (counted)."""
         self._stats = None
+
+
+def _netns(pid: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)

@@ -14,12 +14,17 @@ import dataclasses
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
 from ..files import create_new
 from ..hooks_lib import HooksInfo, preload_into
+from ..privileges import AgentUser, as_user
 from ..processes import SpawnSpec
+from .coverage import Coverage, ProcessView
+from .errors import NetmonUnavailable
+from .preload_check import HookedConnections, PreloadCheck
 from .source import NetmonSource
 from .stats import NetmonStats
 
@@ -43,6 +48,8 @@ class PreloadLog:
         self.offset = 0
         self.malformed_lines = 0
         self.lines_read = 0
+        self.connections = HookedConnections()
+        """Bytes per TCP connection, for :class:`~.preload_check.PreloadCheck`."""
         self._identity: tuple[int, int] | None = None
         self._partial = b""
         self._skipping = False  # inside an over-long line: drop up to its newline
@@ -140,6 +147,7 @@ class PreloadLog:
             # ingest() has counted it in the stats already
             self.malformed_lines += 1
             return 0
+        self.connections.note(event)
         return 1
 
     def _malformed(self) -> None:
@@ -152,25 +160,47 @@ class PreloadSource(NetmonSource):
 
     name = "preload"
 
-    def __init__(
-        self, log_file: Path, hooks: HooksInfo, owner: tuple[int, int] | None = None
-    ) -> None:
+    def __init__(self, log_file: Path, hooks: HooksInfo, user: AgentUser | None = None) -> None:
         self.log_file = Path(log_file)
         self.hooks = hooks
-        self.owner = owner
+        self.user = user
+        """The agents' account when the runner drops to it (None: the runner's own)."""
         self.reader: PreloadLog | None = None
+        self._check: PreloadCheck | None = None
+        # The runner's loop polls; the coverage check polls from its worker thread.
+        self._lock = threading.Lock()
 
     def start(self, stats: NetmonStats) -> None:
-        """Make the log, then follow it into ``stats`` (the agents write it once they run)."""
+        """Make the log, then follow it into ``stats`` (the agents write it once they run).
+
+        Raises NetmonUnavailable when the agents' user could not append to it.
+        """
+        user = self.user
         # Made here, for the hooks to append to: the agent's user cannot create
         # names in root's runtime directory, and must not.
-        os.close(create_new(self.log_file, owner=self.owner, replace=True))
+        owner = (user.uid, user.gid) if user is not None else None
+        os.close(create_new(self.log_file, owner=owner, replace=True))
+        if user is not None:
+            try:
+                # As the hooks open it, with the user's credentials.
+                flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+                as_user(user, lambda: os.close(os.open(self.log_file, flags)))
+            except OSError as exc:
+                self.log_file.unlink(missing_ok=True)
+                raise NetmonUnavailable(
+                    f"--netmon=preload: {user.name} cannot write the netmon log "
+                    f"{self.log_file} ({exc.strerror or exc}): its directory must be one they "
+                    "can reach (AEGIS_MCP_RUNTIME_DIR)"
+                ) from None
         self.reader = PreloadLog(self.log_file, stats)
+        first_bytes = "first-bytes" in self.hooks.features
+        self._check = PreloadCheck(self.hooks.path, self.reader.connections, first_bytes)
 
     def poll(self) -> None:
         """Read the lines appended since the last call."""
         if self.reader is not None:
-            self.reader.poll()
+            with self._lock:
+                self.reader.poll()
 
     def prepare(self, spec: SpawnSpec) -> SpawnSpec:
         """The library first in LD_PRELOAD, and the log's path for it to write to."""
@@ -178,6 +208,16 @@ class PreloadSource(NetmonSource):
         preload_into(env, self.hooks)
         env["AEGIS_NETMON_LOG"] = str(self.log_file)
         return dataclasses.replace(spec, env=env)
+
+    def check(self, processes: list[ProcessView]) -> list[Coverage]:
+        """The hooks loaded in each process, and its sockets' bytes in the log
+        (:mod:`.preload_check`); the log is read first, after the kernel's counts."""
+        reader, check = self.reader, self._check
+        if reader is None or check is None:
+            return []
+        with self._lock:
+            reader.poll()
+            return check.check(processes, log_written=reader.lines_read > 0)
 
     def describe(self) -> dict[str, Any]:
         """The log, and how much of it was read."""

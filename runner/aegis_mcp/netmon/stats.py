@@ -14,6 +14,11 @@ that let the sources agree on what a number means:
   ``host``, and later events to that address are credited to it;
 - ``blocked`` events are connections a policy refused.
 
+Bytes a source could not see (:mod:`.coverage` finds them) are unknown, not 0:
+:meth:`NetmonStats.set_unknown` names the processes and endpoints concerned, whose
+byte counts then read None, as do the totals unless a source that counts every
+byte runs; ``bytes_counted`` keeps what was counted.
+
 Everything is bounded: the event ring, and the per-target, per-process and
 host tables (least recently seen entries make way), so a long run cannot grow
 the runner without limit.
@@ -26,7 +31,7 @@ import itertools
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +161,17 @@ class NetmonStats:
         # bucket number (ts // TRAFFIC_BUCKET_SECS) -> [bytes, events], the newest last
         self._traffic: OrderedDict[int, list[int]] = OrderedDict()
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._unknown_pids: frozenset[int] = frozenset()
+        self._unknown_targets: frozenset[str] = frozenset()
+        self._totals_unknown = False
+
+    def set_unknown(self, pids: set[int], targets: set[str], totals: bool) -> None:
+        """Bytes not seen: those of ``pids`` and of ``targets`` (``addr:port``), and the
+        totals when ``totals`` (no source counted them either)."""
+        with self._lock:
+            self._unknown_pids = frozenset(pids)
+            self._unknown_targets = frozenset(targets)
+            self._totals_unknown = totals
 
     def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call ``listener`` with a copy of every event taken in (from the thread that
@@ -327,27 +343,69 @@ class NetmonStats:
         """Every tracked target, busiest first (bytes, then connections)."""
         with self._lock:
             items = sorted(self._targets.values(), key=_busiest, reverse=True)
-            return [t.as_dict() for t in items]
+            return [self._shown(t) for t in items]
 
     def processes(self) -> list[dict[str, Any]]:
         """Every tracked process, busiest first (bytes, then connections)."""
         with self._lock:
             items = sorted(self._processes.values(), key=_busiest, reverse=True)
-            return [p.as_dict() for p in items]
+            return [self._shown(p) for p in items]
 
-    def received_by(self, pids: set[int]) -> int:
-        """Bytes received so far by the processes ``pids`` (those a source attributed)."""
+    def _shown(self, item: TargetStats | ProcessStats) -> dict[str, Any]:
+        shown = item.as_dict()
+        unknown = (
+            item.target in self._unknown_targets
+            if isinstance(item, TargetStats)
+            else item.pid in self._unknown_pids
+        )
+        if unknown:
+            shown["bytes_sent"] = shown["bytes_received"] = None
+        return shown
+
+    def received_by(self, pids: set[int]) -> int | None:
+        """Bytes received so far by the processes ``pids`` (those a source attributed);
+        None when some of theirs went unseen."""
         with self._lock:
+            if self._unknown_pids & pids:
+                return None
             table = self._processes
             return sum(table[pid].bytes_received for pid in pids if pid in table)
 
-    def recent(self, count: int) -> list[dict[str, Any]]:
-        """The last ``count`` events, newest last (copies: callers may change them)."""
+    def recent(self, count: int, pids: Collection[int] | None = None) -> list[dict[str, Any]]:
+        """The last ``count`` events (of the processes ``pids`` only, when given), newest
+        last (copies: callers may change them)."""
         if count <= 0:
             return []
         with self._lock:
-            tail = list(itertools.islice(reversed(self._ring), count))
+            newest_first: Iterable[dict[str, Any]] = reversed(self._ring)
+            if pids is not None:
+                newest_first = (ev for ev in newest_first if ev.get("pid") in pids)
+            tail = list(itertools.islice(newest_first, count))
         return [dict(ev) for ev in reversed(tail)]
+
+    def status_of(self, pids: Collection[int]) -> dict[str, Any]:
+        """The totals of the processes ``pids`` alone (one agent's share): their counters,
+        and the targets of their events still in the ring."""
+        with self._lock:
+            procs = [self._processes[pid] for pid in pids if pid in self._processes]
+            events = [ev for ev in self._ring if ev.get("pid") in pids]
+        targets: Counter[str] = Counter()
+        for ev in events:
+            addr, port = ev.get("remote_addr"), _port(ev.get("remote_port"))
+            if ev.get("event") in _TRAFFIC and isinstance(addr, str) and port is not None:
+                targets[format_endpoint(addr, port)] += 1
+        return {
+            "mode": self.mode,
+            "events": sum(p.events for p in procs),
+            "total_connections": sum(p.connections for p in procs),
+            "failed_connections": sum(p.failed for p in procs),
+            "bytes_sent": sum(p.bytes_sent for p in procs),
+            "bytes_received": sum(p.bytes_received for p in procs),
+            "processes": [p.as_dict() for p in sorted(procs, key=_busiest, reverse=True)],
+            "top_targets": [
+                {"target": target, "events": n} for target, n in targets.most_common(TOP_TARGETS)
+            ],
+        }
 
     def status(self) -> dict[str, Any]:
         """A JSON-able summary: totals, top targets and processes, where the data comes from."""
@@ -370,14 +428,16 @@ class NetmonStats:
                 "blocked_connections": self.blocked,
                 "unique_addresses": len(self._addresses),
                 "unique_addresses_capped": len(self._addresses) >= MAX_UNIQUE_ADDRESSES,
-                "bytes_sent": self.bytes_sent,
-                "bytes_received": self.bytes_received,
+                "bytes_sent": None if self._totals_unknown else self.bytes_sent,
+                "bytes_received": None if self._totals_unknown else self.bytes_received,
+                "bytes_counted": {"sent": self.bytes_sent, "received": self.bytes_received},
+                "bytes_unknown_pids": sorted(self._unknown_pids),
                 "dns_lookups": self.dns_lookups,
                 "hosts_known": len(self._hosts),
                 "target_count": len(self._targets),
-                "top_targets": [t.as_dict() for t in targets],
+                "top_targets": [self._shown(t) for t in targets],
                 "process_count": len(self._processes),
-                "processes": [p.as_dict() for p in procs],
+                "processes": [self._shown(p) for p in procs],
                 "ring_events": len(self._ring),
                 "ring_capacity": self._ring.maxlen,
                 "first_event_ts": self.first_event_ts,

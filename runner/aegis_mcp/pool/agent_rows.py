@@ -84,10 +84,12 @@ def load_active(store: PoolStore, exclude: Identity | None = None) -> list[Agent
     return [from_row(row) for row in rows]
 
 
-SUMMARY_COLUMNS = (
+BASE_SUMMARY_COLUMNS = (
     "agent_id, agent_type, status, substr(description, 1, ?) AS description, "
     "working_directory, log_file, created_at, started_at, ended_at, pid, exit_code, runner_pid"
 )
+"""What a listing shows, in every schema version (a reader that cannot migrate uses it)."""
+SUMMARY_COLUMNS = BASE_SUMMARY_COLUMNS + ", spawned_by, depth"
 
 
 def load_summaries(

@@ -22,3 +22,7 @@ class AgentNotFound(PoolError):
 
 class AgentStuck(PoolUnavailable):
     """An agent survived SIGKILL (a process in uninterruptible sleep)."""
+
+
+class RestartRefused(PoolError):
+    """An agent cannot be restarted now (not running, stopping, already restarting)."""

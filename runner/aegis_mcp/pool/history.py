@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .agent_rows import SUMMARY_COLUMNS
+from .agent_rows import BASE_SUMMARY_COLUMNS
 from .errors import PoolUnavailable
 from .records import DESCRIPTION_PREVIEW_CHARS, AgentRecord, summary_view
 from .store import DB_NAME
@@ -37,7 +37,7 @@ def read_history(directory: Path, limit: int = DEFAULT_LIMIT) -> list[dict[str, 
     try:
         conn.row_factory = sqlite3.Row
         rows = conn.execute(
-            f"SELECT {SUMMARY_COLUMNS} FROM agents ORDER BY created_at DESC LIMIT ?",
+            f"SELECT {BASE_SUMMARY_COLUMNS} FROM agents ORDER BY created_at DESC LIMIT ?",
             (DESCRIPTION_PREVIEW_CHARS + 1, limit),
         ).fetchall()
     except sqlite3.Error as exc:

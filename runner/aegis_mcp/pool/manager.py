@@ -2,7 +2,10 @@
 
 Each agent runs headless in its own session with its output in a private log
 file. A task per running agent waits for it to end (or its timeout), reaps its
-leftovers and records the result; every end frees a slot for the queue. No
+leftovers and records the result; every end frees a slot for the queue. An
+agent may be restarted (:meth:`AgentPool.restart`, its own ``restart_claude``):
+the same task starts it again headless with its profile's continue form and the
+new prompt, in the same slot, log, environment and sandbox. No
 error of an agent (a missing binary, a crash) reaches the host as an
 exception: it becomes the agent's ``failed`` status with an ``error``.
 
@@ -19,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
 import signal
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -36,15 +41,17 @@ from ..agents.command import (
     headless_task_args,
     not_runnable,
     resolve_executable,
+    restart_args,
 )
 from ..agents.profiles import AgentProfile
+from ..agents.syntax import PromptNotAccepted
 from ..control import validate
 from ..files import create_new
 from ..privileges import AgentUser
 from ..processes import AgentProcess, ChildReaper, SpawnSpec
 from ..safe_paths import UnsafeDirectoryError, private_dir
 from . import agent_rows, liveness, orphans
-from .errors import AgentNotFound, AgentStuck, PoolError, PoolUnavailable
+from .errors import AgentNotFound, AgentStuck, PoolError, PoolUnavailable, RestartRefused
 from .records import (
     ACTIVE_STATUSES,
     DESCRIPTION_PREVIEW_CHARS,
@@ -77,8 +84,14 @@ UPKEEP_SECS = 1.0
 FOREIGN_POLL_SECS = 0.5
 """How often ``agent_await`` re-reads an agent of another pool."""
 
+DEFAULT_MAX_DEPTH = 2
+"""Spawn depth: agents of the user or the primary agent are at 1, theirs at 2, and so on."""
+MAX_RESTART_HISTORY = 20
+
 EventSink = Callable[[str, str, str], None]
 """``(kind, message, level)``, the shape of the runner's event log."""
+LaunchFor = Callable[[AgentProfile, LaunchOptions], LaunchOptions]
+"""The host's MCP injection: a profile's launch options with the server added."""
 
 
 @dataclass
@@ -88,9 +101,18 @@ class _Live:
     proc: AgentProcess
     log_fd: int
     scanner: OutputScanner
+    env: dict[str, str]
+    args: list[str]
+    """The agent arguments of the process running now (a restart continues from them)."""
+    on_output: Callable[[bytes], None]
     task: asyncio.Task[None] | None = None
-    stop_task: asyncio.Task[int] | None = None
+    stop_task: asyncio.Task[Any] | None = None
     stop_reason: str | None = None
+    session: str | None = None
+    """The conversation id it was started with, when its profile names one."""
+    restart: dict[str, Any] | None = None
+    """A restart asked for and not carried out yet."""
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def _default_max_agents() -> int:
@@ -122,9 +144,15 @@ class AgentPool:
         store: PoolStore | None = None,
         sandbox_for: SandboxFor | None = None,
         worktrees_dir: Path | None = None,
+        launch_for: LaunchFor | None = None,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        on_output: Callable[[str, bytes], None] | None = None,
     ) -> None:
         """``env_for(agent_id)`` gives the whole environment of a pool agent;
-        ``mcp_config``/``mcp_server`` are the injected MCP server (file and entry).
+        ``mcp_config``/``mcp_server`` are the injected MCP server (file and entry),
+        or ``launch_for`` gives each profile its own injection (it wins).
+        ``max_depth`` bounds how deep agents may spawn agents (see ``ops``);
+        ``on_output(agent_id, data)`` sees every agent's output.
         ``store`` is the pool database (default: a private in-memory one, no history);
         ``sandbox_for`` provides sandboxes (see ``sandbox``); worktrees go in
         ``worktrees_dir`` (default: ``worktrees`` beside the database, or the logs).
@@ -141,6 +169,9 @@ class AgentPool:
         self._env_for = env_for
         self._mcp_config = mcp_config
         self._mcp_server = mcp_server
+        self._launch_for = launch_for
+        self.max_depth = max_depth
+        self._on_output = on_output
         self._inject_env = inject_env
         self.log_dir = Path(log_dir)
         self.default_cwd = default_cwd
@@ -183,11 +214,14 @@ class AgentPool:
         timeout_secs: float | None = None,
         sandbox: str = "none",
         isolation: str = "none",
+        spawned_by: str | None = None,
+        depth: int = 1,
     ) -> dict[str, Any]:
         """Queue a task for a new agent and start it if a slot is free; returns at once.
 
         With ``isolation="worktree"`` the agent gets its own git worktree and
         branch (made here, so that a bad repository is reported to the caller).
+        ``spawned_by`` and ``depth`` record who asked (checked by the caller).
         """
         if self._closing:
             raise PoolUnavailable("the agent pool is shutting down")
@@ -217,8 +251,11 @@ class AgentPool:
             runner_started=self._me.started,
             sandbox=request.sandbox,
             isolation=request.isolation,
+            spawned_by=spawned_by,
+            depth=depth,
         )
-        queued = f"agent {agent_id} ({record.agent_type}) queued"
+        by = f" for {spawned_by}" if spawned_by else ""
+        queued = f"agent {agent_id} ({record.agent_type}) queued{by}"
         tree: Worktree | None = None
         if request.isolation == "worktree":
             tree = await self._git.create(request.working_directory, agent_id, self.worktrees_dir)
@@ -247,6 +284,8 @@ class AgentPool:
             "log_file": record.log_file,
             "sandbox": record.sandbox,
             "isolation": record.isolation,
+            "spawned_by": record.spawned_by,
+            "depth": record.depth,
         }
         if tree is not None:
             reply.update(worktree=tree.path, branch=tree.branch, base_commit=tree.base_commit)
@@ -320,6 +359,91 @@ class AgentPool:
             message = f"agent {agent_id} stopped"
         return {**status_view(record, None), "message": message}
 
+    def restart(
+        self, agent_id: str, reason: str, prompt: str | None, by: str, delay: float = 0.0
+    ) -> dict[str, Any]:
+        """Stop a running agent of this pool (after ``delay``) and start it again headless
+        with its continue form and ``prompt``: its conversation goes on, in the same slot.
+
+        Raises RestartRefused when it is not running here or is already stopping, and
+        ValueError (PromptNotAccepted) when its command line has no place for a prompt.
+        """
+        record = self._lookup(agent_id)
+        live = self._live.get(agent_id)
+        if live is None or not self._owns(record) or record.status != RUNNING:
+            raise RestartRefused(f"agent {agent_id} is {record.status}, not running here")
+        if live.restart is not None:
+            raise RestartRefused(f"a restart of agent {agent_id} is already in progress")
+        if live.stop_task is not None:
+            raise RestartRefused(f"agent {agent_id} is being stopped")
+        profile = self.profiles[record.agent_type]
+        if prompt is not None and not profile.takes_prompt:
+            raise PromptNotAccepted(f"{profile.name} is a plain command: it takes no prompt")
+        restart_args(profile, live.args, prompt, live.session)  # raises where no prompt can go
+        number = record.restarts + 1
+        live.restart = {
+            "number": number,
+            "reason": reason,
+            "prompt": prompt,
+            "by": by,
+            "requested_at": time.time(),
+        }
+        live.stop_task = asyncio.get_running_loop().create_task(
+            self._stop_after(live, delay), name=f"pool-restart-{agent_id}"
+        )
+        self._emit("pool.restart_requested", f"agent {agent_id}: restart requested by {by}")
+        return {
+            "restarting": True,
+            "agent_id": agent_id,
+            "restart_number": number,
+            "reason": reason,
+            "prompt": prompt,
+            "continue_args": (
+                [a.replace("{session}", live.session) for a in profile.resume_session_args]
+                if live.session is not None and profile.resume_session_args
+                else list(profile.syntax.continue_args)
+            ),
+            "message": (
+                "This background agent will be stopped and started again headless, "
+                "continuing its conversation."
+            ),
+        }
+
+    async def _stop_after(self, live: _Live, delay: float) -> None:
+        # The delay lets the restart tool's reply reach the agent before it is stopped.
+        if delay:
+            await asyncio.sleep(delay)
+        await live.proc.stop(self._stop_grace, (signal.SIGINT, signal.SIGTERM))
+
+    def process(self, agent_id: str) -> AgentProcess | None:
+        """The process a running agent of this pool runs in now (None otherwise)."""
+        live = self._live.get(agent_id)
+        if live is None or live.restart is not None:
+            return None
+        return live.proc
+
+    def restart_history(self, agent_id: str) -> list[dict[str, Any]]:
+        """The restarts of a running agent of this pool, oldest first."""
+        live = self._live.get(agent_id)
+        return list(live.history) if live is not None else []
+
+    def command(self, agent_id: str) -> list[str] | None:
+        """The command line a running agent of this pool runs with now."""
+        live = self._live.get(agent_id)
+        return list(live.proc.spec.argv) if live is not None else None
+
+    def record(self, agent_id: str) -> AgentRecord:
+        """The record of ``agent_id`` (this pool's, else the database's)."""
+        return self._lookup(agent_id)
+
+    def configure(self, max_agents: int | None = None, max_depth: int | None = None) -> None:
+        """Change the pool's limits; more room starts queued agents at once."""
+        if max_agents is not None:
+            self.max_agents = max_agents
+        if max_depth is not None:
+            self.max_depth = max_depth
+        self._dispatch()
+
     def stats(self) -> dict[str, Any]:
         """Counts by status over the whole database, this pool's share, and the mean
         run time of the agents that ended."""
@@ -341,6 +465,7 @@ class AgentPool:
         mine = [r.status for r in self._records.values()]
         return {
             "max_agents": self.max_agents,
+            "max_spawn_depth": self.max_depth,
             "active": counts[QUEUED] + counts[RUNNING],
             **counts,
             "total": sum(counts.values()),
@@ -435,7 +560,7 @@ class AgentPool:
         while self._queue and len(self._live) < self.max_agents and not self._closing:
             self._start(self._records[self._queue.popleft()])
 
-    def _argv(self, profile: AgentProfile, record: AgentRecord, env: dict[str, str]) -> list[str]:
+    def _launch(self, profile: AgentProfile, env: dict[str, str]) -> LaunchOptions:
         search = env.get("PATH", os.environ.get("PATH", os.defpath))
         executable = resolve_executable(profile.command[0], search)
         if executable is None:
@@ -449,12 +574,28 @@ class AgentPool:
             mcp_server=self._mcp_server,
             skip_permissions=profile.skips_permissions(self._user.is_root),
         )
+        return self._launch_for(profile, launch) if self._launch_for is not None else launch
+
+    def _task_args(
+        self, profile: AgentProfile, record: AgentRecord, session: str | None
+    ) -> list[str]:
         # A task starting with "-" (a Markdown list) would be read as an option;
         # a leading space changes nothing for the model and everything for the parser.
         task = (
             " " + record.description if record.description.startswith("-") else record.description
         )
-        return build_argv(profile, launch, headless_task_args(profile, task, record.max_iterations))
+        return headless_task_args(profile, task, record.max_iterations, session)
+
+    def _spec(self, record: AgentRecord, argv: list[str], env: dict[str, str]) -> SpawnSpec:
+        spec = SpawnSpec(
+            argv=argv,
+            env=env,
+            cwd=record.working_directory,
+            user=self._user,
+            use_pty=False,
+            stdin_devnull=True,
+        )
+        return in_sandbox(record.sandbox, record.agent_id, spec, self._sandbox_for)
 
     def _open_log(self, record: AgentRecord) -> int:
         try:
@@ -474,26 +615,15 @@ class AgentPool:
             if self._inject_env is not None:
                 # Agents that take the server through their environment (gemini).
                 self._inject_env(profile, env)
-            argv = self._argv(profile, record, env)
+            # Its own conversation: its restart must resume this one, never the latest
+            # in the directory (the user's, or another agent's).
+            session = str(uuid.uuid4()) if profile.session_args else None
+            args = self._task_args(profile, record, session)
+            argv = build_argv(profile, self._launch(profile, env), args)
             scanner = OutputScanner()
             record.last_output = scanner.tail
-            agent_id = record.agent_id
-
-            def on_output(data: bytes) -> None:
-                scanner.feed(data)
-                record.output_bytes = scanner.bytes_seen
-                # Saved by the upkeep task: a write per chunk would cost more than the agent.
-                self._writer.dirty.add(agent_id)
-
-            spec = SpawnSpec(
-                argv=argv,
-                env=env,
-                cwd=record.working_directory,
-                user=self._user,
-                use_pty=False,
-                stdin_devnull=True,
-            )
-            spec = in_sandbox(record.sandbox, record.agent_id, spec, self._sandbox_for)
+            on_output = self._output_sink(record, scanner)
+            spec = self._spec(record, argv, env)
             proc = AgentProcess(spec, self._reaper, on_output, stdout_fd=log_fd, stderr_fd=log_fd)
         except Exception as exc:
             error = f"failed to start: {exc}"
@@ -504,10 +634,16 @@ class AgentPool:
             self._finish(record, FAILED, error)
             return
         record.status = RUNNING
-        record.pid = proc.pid
-        record.pid_started = liveness.process_start(proc.pid)
-        record.started_at = proc.started_at
-        live = _Live(proc=proc, log_fd=log_fd, scanner=scanner)
+        self._started(record, proc)
+        live = _Live(
+            proc=proc,
+            log_fd=log_fd,
+            scanner=scanner,
+            env=env,
+            args=args,
+            on_output=on_output,
+            session=session,
+        )
         self._live[record.agent_id] = live
         live.task = asyncio.get_running_loop().create_task(
             self._supervise(record, live), name=f"pool-agent-{record.agent_id}"
@@ -517,21 +653,70 @@ class AgentPool:
         self._emit("pool.start", message)
         self._ensure_upkeep()
 
+    def _output_sink(self, record: AgentRecord, scanner: OutputScanner) -> Callable[[bytes], None]:
+        agent_id = record.agent_id
+
+        def on_output(data: bytes) -> None:
+            scanner.feed(data)
+            record.output_bytes = scanner.bytes_seen
+            # Saved by the upkeep task: a write per chunk would cost more than the agent.
+            self._writer.dirty.add(agent_id)
+            if self._on_output is not None:
+                self._on_output(agent_id, data)
+
+        return on_output
+
+    @staticmethod
+    def _started(record: AgentRecord, proc: AgentProcess) -> None:
+        record.pid = proc.pid
+        record.pid_started = liveness.process_start(proc.pid)
+        if record.started_at is None:
+            record.started_at = proc.started_at
+
+    def _relaunch(self, record: AgentRecord, live: _Live, restart: dict[str, Any]) -> None:
+        """Start the agent again, continuing its conversation with the restart's prompt."""
+        profile = self.profiles[record.agent_type]
+        args = restart_args(profile, live.args, restart["prompt"], live.session)
+        argv = build_argv(profile, self._launch(profile, live.env), args)
+        note = f"aegis-mcp: restart #{restart['number']}: {restart['reason']}\n"
+        with contextlib.suppress(OSError):
+            os.write(live.log_fd, note.encode())
+        proc = AgentProcess(
+            self._spec(record, argv, live.env),
+            self._reaper,
+            live.on_output,
+            stdout_fd=live.log_fd,
+            stderr_fd=live.log_fd,
+        )
+        live.proc, live.args, live.stop_task = proc, args, None
+        record.restarts = restart["number"]
+        self._started(record, proc)
+        entry = {
+            "number": restart["number"],
+            "ts": time.time(),
+            "reason": restart["reason"],
+            "by": restart["by"],
+            "prompt": restart["prompt"],
+            "pid": proc.pid,
+            "latency_secs": round(time.time() - restart["requested_at"], 4),
+        }
+        live.history = [*live.history, entry][-MAX_RESTART_HISTORY:]
+        message = f"agent {record.agent_id} restarted (#{entry['number']}, pid {proc.pid})"
+        self._save(record, ("pool.restarted", message, "info"))
+        self._emit("pool.restarted", message)
+
     async def _supervise(self, record: AgentRecord, live: _Live) -> None:
-        """Wait for the agent to end, enforce its timeout, record how it went."""
+        """Wait for the agent to end, enforce its timeout, record how it went; start it
+        again when it was stopped for a restart."""
         status, error = FAILED, "the pool lost track of the agent"
         try:
-            timeout = record.timeout_secs
-            if timeout is not None and not await live.proc.wait_for_exit(timeout):
-                self._request_stop(record.agent_id, TIMED_OUT)
-            record.exit_code = await live.proc.wait()
-            await live.proc.cleanup()
-            if live.stop_task is not None:
-                await asyncio.gather(live.stop_task, return_exceptions=True)
+            relaunch_error = await self._run_until_done(record, live)
             live.scanner.finish()
             outcome = live.scanner.outcome()
             record.result = outcome.text
-            if live.stop_reason == TIMED_OUT:
+            if relaunch_error is not None:
+                status, error = FAILED, relaunch_error
+            elif live.stop_reason == TIMED_OUT:
                 status, error = TIMED_OUT, _timed_out_error(record)
             elif live.stop_reason is not None:
                 status, error = live.stop_reason, None
@@ -548,12 +733,35 @@ class AgentPool:
             self._finish(record, status, error)
             self._dispatch()
 
+    async def _run_until_done(self, record: AgentRecord, live: _Live) -> str | None:
+        """Wait for the agent's process to end (stopping it at its timeout), starting it
+        again for each restart; returns why a restart could not start it, if so."""
+        timeout = record.timeout_secs
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left is not None and not await live.proc.wait_for_exit(left):
+                self._request_stop(record.agent_id, TIMED_OUT)
+            record.exit_code = await live.proc.wait()
+            await live.proc.cleanup()
+            if live.stop_task is not None:
+                await asyncio.gather(live.stop_task, return_exceptions=True)
+            restart, live.restart = live.restart, None
+            if restart is None or live.stop_reason is not None or self._closing:
+                return None
+            try:
+                self._relaunch(record, live, restart)
+            except Exception as exc:
+                return f"failed to restart: {exc}"
+
     def _request_stop(self, agent_id: str, reason: str) -> None:
         """Begin stopping a running agent once; the first reason given is the one kept."""
         live = self._live.get(agent_id)
-        if live is None or live.stop_task is not None:
+        if live is None or live.stop_reason is not None:
             return
         live.stop_reason = reason
+        if live.stop_task is not None:
+            return  # stopping for a restart already: it will not start again
         live.stop_task = asyncio.get_running_loop().create_task(
             live.proc.stop(self._stop_grace, (signal.SIGINT, signal.SIGTERM)),
             name=f"pool-stop-{agent_id}",

@@ -69,6 +69,14 @@ class AgentRecord:
     """What the agent left in its worktree: commits ahead of the base, uncommitted files."""
     note: str | None = None
     """Why an agent is orphaned or lost, and what can still be done about it."""
+    spawned_by: str | None = None
+    """Who asked for it: ``user``, ``primary`` or the pool agent's id (None: before
+    callers were told apart)."""
+    depth: int = 1
+    """1 for an agent the user or the primary agent spawned, one more per pool agent
+    in between."""
+    restarts: int = 0
+    """Times it was restarted (``restart_claude`` of its own), its conversation continued."""
 
     @property
     def finished(self) -> bool:
@@ -102,6 +110,8 @@ def summary_view(record: AgentRecord) -> dict[str, Any]:
         "run_secs": None if run_secs is None else round(run_secs, 3),
         "exit_code": record.exit_code,
         "runner_pid": record.runner_pid,
+        "spawned_by": record.spawned_by,
+        "depth": record.depth,
     }
 
 
@@ -121,6 +131,7 @@ def status_view(record: AgentRecord, queue_position: int | None = None) -> dict[
         note=record.note,
         sandbox=record.sandbox,
         isolation=record.isolation,
+        restarts=record.restarts,
     )
     if record.isolation == "worktree":
         view.update(

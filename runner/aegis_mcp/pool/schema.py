@@ -72,6 +72,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX events_by_agent ON events (agent_id)",
     ),
+    # 2: who spawned each agent (what a pool agent may act on), at what depth, and
+    # how often it restarted itself.
+    (
+        "ALTER TABLE agents ADD COLUMN spawned_by TEXT",
+        "ALTER TABLE agents ADD COLUMN depth INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE agents ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

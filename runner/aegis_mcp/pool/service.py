@@ -19,7 +19,7 @@ from ..control.protocol import OpHandler
 from ..privileges import AgentUser
 from ..processes import ChildReaper
 from .locks import FileLocks
-from .manager import STOP_GRACE_SECS, AgentPool, EventSink
+from .manager import DEFAULT_MAX_DEPTH, STOP_GRACE_SECS, AgentPool, EventSink, LaunchFor
 from .ops import pool_ops
 from .sandbox import SandboxFor
 from .store import PoolStore
@@ -60,6 +60,9 @@ def open_pool(
     stop_grace: float = STOP_GRACE_SECS,
     sandbox_for: SandboxFor | None = None,
     worktrees_dir: Path | None = None,
+    launch_for: LaunchFor | None = None,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    on_output: Callable[[str, bytes], None] | None = None,
 ) -> PoolService:
     """Open the pool on ``state_dir``'s database; its locks are on paths under ``cwd``.
 
@@ -83,6 +86,9 @@ def open_pool(
         store=store,
         worktrees_dir=worktrees_dir,
         sandbox_for=sandbox_for,
+        launch_for=launch_for,
+        max_depth=max_depth,
+        on_output=on_output,
     )
     locks = FileLocks(cwd, store)
     return PoolService(pool, locks, pool_ops(pool, locks))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +26,15 @@ from .errors import ConfinementError
 from .plan import RunPlan
 
 if TYPE_CHECKING:
-    from ..netmon.choice import NetmonPlan
+    import psutil
+
+    from ..netmon.choice import Machine, NetmonPlan
     from ..netmon.source import NetmonSource
     from ..netmon.stats import NetmonStats
     from ..sandbox.base import Sandbox
     from ..sandbox.policy import Policy
     from ..sandbox.warm import WarmPool
+    from .netmon_check import SourceCheck
 
 
 class Confinement:
@@ -43,11 +47,14 @@ class Confinement:
         files: RunnerFiles,
         hooks: HooksInfo | None,
         say: Callable[[str], None],
+        hooks_problem: str | None = None,
     ) -> None:
         self.runner_pid = runner_pid
         self.plan = plan
         self.files = files
         self.hooks = hooks
+        self.hooks_problem = hooks_problem
+        """Why there is no hooks library the agent's user can load, when there is not."""
         self._say = say
         self.stats: NetmonStats | None = None
         self.sources: list[NetmonSource] = []
@@ -56,6 +63,10 @@ class Confinement:
         self.sandboxes: dict[str, Sandbox] = {}
         self.warm: WarmPool | None = None
         """Netns sandboxes made ahead for pool agents (from the first that asks for one)."""
+        self.check: SourceCheck | None = None
+        """Whether the sources see the agent (:mod:`.netmon_check`), once it runs."""
+        self._check_task: asyncio.Task[None] | None = None
+        self._machine: Machine | None = None
 
     @property
     def mode(self) -> str:
@@ -90,7 +101,7 @@ class Confinement:
             runner_pid=self.runner_pid,
             agent_id=PRIMARY_AGENT_ID,
             log_file=self.files.netmon_log,
-            log_owner=(plan.user.uid, plan.user.gid) if plan.user.drop else None,
+            user=plan.user if plan.user.drop else None,
             sandboxed=plan.sandbox == "netns",
             policy=self._policy() if policy_needs_ebpf else None,
         )
@@ -101,7 +112,7 @@ class Confinement:
         from ..netmon.stats import NetmonStats
 
         stats = NetmonStats()
-        machine = await asyncio.to_thread(Machine.probe, self.hooks, netmon)
+        machine = await asyncio.to_thread(Machine.probe, self.hooks, netmon, self.hooks_problem)
         try:
             # The programs are loaded here (compiled first on a new kernel, 1.5-3 s): the
             # agent must not start before they are attached, or its first connects are missed.
@@ -109,8 +120,38 @@ class Confinement:
         except NetmonUnavailable as exc:
             raise ConfinementError(str(exc)) from exc
         self.stats, self.sources, self.netmon_reason = stats, choice.sources, choice.reason
+        self._machine = machine
         if choice.reason:
             self._say(choice.reason)
+
+    def start_checks(
+        self,
+        tree: Callable[[], list[psutil.Process] | None],
+        emit: Callable[..., object],
+    ) -> None:
+        """Prove, while the agent runs, that the sources see its tree (``tree()``: its
+        processes, None between two); what they cannot see is said and emitted."""
+        if not self.sources or self.stats is None:
+            return
+        from .netmon_check import SourceCheck
+
+        def tell(line: str) -> None:
+            self._say(line)
+            emit("netmon.coverage", line, "warning")
+
+        self.check = SourceCheck(self.sources, self.stats, tree, self._coverage_hint(), tell)
+        self._check_task = asyncio.create_task(self.check.run())
+
+    def _coverage_hint(self) -> str | None:
+        """What would see what these sources miss."""
+        if self.source("ebpf") is not None:
+            return None
+        if os.geteuid() != 0:
+            return "--netmon=ebpf as root sees every byte"
+        problem = self._machine.ebpf_problem if self._machine is not None else None
+        if problem is None or self.plan.netmon not in ("auto", "ebpf"):
+            return "use --netmon=ebpf"
+        return f"eBPF would see it but is unavailable here: {problem}"
 
     def _policy(self) -> Policy:
         from ..sandbox.policy import Policy
@@ -153,9 +194,10 @@ class Confinement:
         return sandbox.wrap(spec) if sandbox is not None else spec
 
     def sandbox_for(self, kind: str, agent_id: str, spec: SpawnSpec) -> SpawnSpec:
-        """The pool's hook: a pool agent's spec, in a sandbox of ``kind`` (a netns one made
-        ahead of time when one is ready: see :mod:`aegis_mcp.sandbox.warm`)."""
-        if kind != "none":
+        """The pool's hook: a pool agent's spec, in a new sandbox of ``kind`` (a netns one made
+        ahead of time when one is ready: see :mod:`aegis_mcp.sandbox.warm`; the one it has
+        already when it is restarted)."""
+        if kind != "none" and agent_id not in self.sandboxes:
             from ..sandbox.errors import PolicyError, SandboxError, SandboxUnavailable
 
             try:
@@ -185,10 +227,11 @@ class Confinement:
             await asyncio.to_thread(sandbox.teardown)
 
     def current_stats(self) -> NetmonStats | None:
-        """The run's statistics, with every source read up to now (None when off)."""
+        """The run's statistics, with every source read up to now (None when off, also
+        when no source could start: zeros would read as "no traffic")."""
         for source in self.sources:
             source.poll()
-        return self.stats
+        return self.stats if self.sources else None
 
     def describe(self) -> dict[str, Any]:
         """Sandbox part of the runner's status."""
@@ -206,7 +249,8 @@ class Confinement:
         return described
 
     def describe_netmon(self) -> dict[str, Any]:
-        """Netmon part of the runner's status: the sources, and why they are these."""
+        """Netmon part of the runner's status: the sources, why they are these, and
+        what they see of the agent."""
         sources = {s.name: _safe_describe(s) for s in self.sources}
         return {
             "mode": self.mode,
@@ -214,10 +258,22 @@ class Confinement:
             "sources": sources,
             "log_file": sources.get("preload", {}).get("log_file"),
             "ebpf": sources.get("ebpf"),
+            "coverage": self.coverage(),
         }
 
+    def coverage(self) -> dict[str, Any] | None:
+        """What the sources see of the agent's processes (None until it is checked)."""
+        return self.check.status() if self.check is not None else None
+
     async def close(self) -> None:
-        """Stop the sources and tear every sandbox down (idempotent)."""
+        """Stop the checks and the sources, and tear every sandbox down (idempotent)."""
+        if self._check_task is not None:
+            self._check_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._check_task
+            self._check_task = None
+        if self.check is not None:
+            self.check.close()
         for source in self.sources:
             await asyncio.to_thread(source.stop)
         if self.warm is not None:

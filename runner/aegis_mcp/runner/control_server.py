@@ -26,10 +26,18 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..control import protocol
+from .. import paths
+from ..control import authority, protocol
+from ..control.authority import Caller
 from ..control.protocol import ControlError, OpHandler, Request, RequestError
+from .identity import AgentTokens, Identifier, Peer
 
-Handler = Callable[[Request], Awaitable[Any]]
+Handler = Callable[[Request, Caller], Awaitable[Any]]
+"""An operation of the runner: the request, and who made it."""
+Audit = Callable[[Request, Caller | None, Peer, bool, str | None], None]
+"""Told of every request that names a served operation: the request, its caller
+(None when its claim to be an agent was refused), the peer, whether it was
+allowed, and the refusal's message."""
 MAX_STREAM_BUFFER = 4 << 20
 """Bytes a stream client may leave unread (beyond the socket's own buffer)."""
 DROP_GRACE_SECS = 5.0
@@ -132,11 +140,15 @@ class ControlServer:
         path: Path,
         allowed_uids: set[int],
         owner: tuple[int, int] | None = None,
-        on_request: Callable[[Request], None] | None = None,
+        on_request: Audit | None = None,
+        identifier: Identifier | None = None,
     ) -> None:
+        """``identifier`` tells the callers apart (default: a runner of this process
+        that issued no agent tokens: every caller is the user)."""
         self.path = path
         self.allowed_uids = allowed_uids | {0}
         self._owner = owner
+        self.identifier = identifier or Identifier(os.getpid(), AgentTokens())
         self._handlers: dict[str, Handler] = {}
         self._streams: dict[str, StreamOpener] = {}
         self._on_request = on_request
@@ -165,13 +177,13 @@ class ControlServer:
         table: dict[str, OpHandler] | None = None
 
         def serving(op: str) -> Handler:
-            async def serve(request: Request) -> Any:
+            async def serve(request: Request, caller: Caller) -> Any:
                 nonlocal table
                 if ready is not None:
                     await ready.wait()
                 if table is None:
                     table = factory()
-                return await table[op](request.args)
+                return await table[op](request.args, caller)
 
             return serve
 
@@ -184,13 +196,20 @@ class ControlServer:
         return sorted([*self._handlers, *self._streams])
 
     async def start(self) -> None:
-        """Bind and listen; the socket is private before it can accept anyone."""
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        """Bind and listen; the socket is private before it can accept anyone.
+
+        It is made under a private name and renamed into place once it listens
+        and has its owner: a client that connects the moment the name appears
+        (another runner, the dashboard, the agent's MCP server) is never refused.
+        """
+        pending = paths.pending(self.path)
+        for path in (pending, self.path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         old_umask = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(
-                self._serve, path=str(self.path), limit=protocol.MAX_MESSAGE_BYTES + 2
+                self._serve, path=str(pending), limit=protocol.MAX_MESSAGE_BYTES + 2
             )
         finally:
             os.umask(old_umask)
@@ -198,7 +217,8 @@ class ControlServer:
         # descriptor: lchown, which never follows a link, in the checked runtime
         # directory that nobody else can write to.
         if self._owner is not None:
-            os.chown(self.path, *self._owner, follow_symlinks=False)
+            os.chown(pending, *self._owner, follow_symlinks=False)
+        os.rename(pending, self.path)
 
     async def close(self) -> None:
         """Stop listening and remove the socket file."""
@@ -212,9 +232,9 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
         try:
-            _, uid, _ = peer_credentials(sock)
+            pid, uid, _ = peer_credentials(sock)
         except OSError:
-            uid = -1
+            pid, uid = 0, -1
         if uid not in self.allowed_uids:
             self.rejected_peers += 1
             writer.write(
@@ -226,6 +246,7 @@ class ControlServer:
                 await writer.drain()
             writer.close()
             return
+        connection = _Connection(Peer(pid, uid), self.identifier)
         try:
             while True:
                 try:
@@ -245,11 +266,11 @@ class ControlServer:
                 if not line.strip():
                     continue
                 sink = self._stream_for(line, writer)
-                if sink is not None and await self._stream(line, reader, writer, sink):
+                if sink is not None and await self._stream(line, connection, reader, writer, sink):
                     break
                 if sink is not None:
                     continue
-                writer.write(await self._answer(line))
+                writer.write((await self._outcome(line, connection))[0])
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
@@ -257,7 +278,7 @@ class ControlServer:
             writer.close()
 
     def _stream_for(self, line: bytes, writer: asyncio.StreamWriter) -> StreamSink | None:
-        """A sink when ``line`` asks for a stream op (decoded again by ``_answer``)."""
+        """A sink when ``line`` asks for a stream op (decoded again by ``_outcome``)."""
         try:
             request = protocol.decode_request(line)
         except ControlError:
@@ -269,12 +290,13 @@ class ControlServer:
     async def _stream(
         self,
         line: bytes,
+        connection: _Connection,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         sink: StreamSink,
     ) -> bool:
         """Serve a stream op until its stream ends; False when it was refused."""
-        reply, ok = await self._outcome(line, sink)
+        reply, ok = await self._outcome(line, connection, sink)
         writer.write(reply)
         if not ok:
             await writer.drain()
@@ -291,10 +313,9 @@ class ControlServer:
                 sink.end("end", "the client closed the connection")
         return True
 
-    async def _answer(self, line: bytes) -> bytes:
-        return (await self._outcome(line))[0]
-
-    async def _outcome(self, line: bytes, sink: StreamSink | None = None) -> tuple[bytes, bool]:
+    async def _outcome(
+        self, line: bytes, connection: _Connection, sink: StreamSink | None = None
+    ) -> tuple[bytes, bool]:
         """The reply line to ``line``, and whether it is a success."""
         self.requests += 1
         try:
@@ -305,20 +326,61 @@ class ControlServer:
         if sink is not None:
             opener = self._streams[request.op]
 
-            async def handler(request: Request) -> Any:
+            async def handler(request: Request, caller: Caller) -> Any:
                 return await opener(request, sink)
 
         if handler is None:
             message = f"unknown operation {request.op!r}"
             return protocol.error_reply(request.id, protocol.UNKNOWN_OP, message), False
-        if self._on_request is not None:
-            self._on_request(request)
+        caller: Caller | None = None
         try:
-            result = await handler(request)
+            caller = connection.caller(request)
+            authority.check(request.op, caller)
         except ControlError as exc:
+            self._audit(connection, request, caller, False, exc.message)
+            return protocol.error_reply(request.id, exc.code, exc.message), False
+        try:
+            result = await handler(request, caller)
+        except ControlError as exc:
+            # The operation itself may refuse what lies outside the caller's scope.
+            refused = exc.code == protocol.FORBIDDEN
+            self._audit(connection, request, caller, not refused, exc.message if refused else None)
             return protocol.error_reply(request.id, exc.code, exc.message), False
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
             message = f"{type(exc).__name__}: {exc}"
+            self._audit(connection, request, caller, True, None)
             return protocol.error_reply(request.id, protocol.INTERNAL, message), False
+        self._audit(connection, request, caller, True, None)
         return protocol.ok_reply(request.id, result), True
+
+    def _audit(
+        self,
+        connection: _Connection,
+        request: Request,
+        caller: Caller | None,
+        allowed: bool,
+        reason: str | None,
+    ) -> None:
+        if self._on_request is not None:
+            self._on_request(request, caller, connection.peer, allowed, reason)
+
+
+class _Connection:
+    """One client connection: its peer, and who its requests without a token are from
+    (established on the first such request, for the connection's life)."""
+
+    def __init__(self, peer: Peer, identifier: Identifier) -> None:
+        self.peer = peer
+        self._identifier = identifier
+        self._tokenless: Caller | ControlError | None = None
+
+    def caller(self, request: Request) -> Caller:
+        """The proven caller of ``request``; FORBIDDEN for an unproven claim."""
+        if request.agent is not None or request.token is not None:
+            return self._identifier.claimed(request, self.peer)
+        if self._tokenless is None:
+            self._tokenless = self._identifier.tokenless(self.peer)
+        if isinstance(self._tokenless, ControlError):
+            raise self._tokenless
+        return self._tokenless

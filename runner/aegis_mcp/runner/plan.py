@@ -58,6 +58,8 @@ class RunPlan:
     config: Config
     watchdog: WatchdogConfig
     inject_mcp: bool
+    """Whether the run's agents get the aegis-mcp MCP server (each the way its profile
+    takes it, if it does)."""
     netmon: NetmonMode | None
     sandbox: SandboxKind
     use_pty: bool
@@ -137,7 +139,8 @@ def make_plan(request: RunRequest, config: Config) -> RunPlan:
         user=user,
         config=config,
         watchdog=watchdog,
-        inject_mcp=request.inject_mcp and profile.mcp_inject != "none",
+        # Also when the primary agent takes none (a plain command): its pool agents may.
+        inject_mcp=request.inject_mcp,
         netmon=request.netmon,
         sandbox=sandbox,
         use_pty=is_terminal(sys.stdin.fileno()) and is_terminal(sys.stdout.fileno()),

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..control.discovery import runner_is_alive, runner_pids
 from ..files import create_new
 from ..leftovers import Leftover
-from ..paths import RunnerFiles, runtime_dir
+from ..paths import RunnerFiles, pending, runtime_dir
 
 KIND = "runtime_files"
 
@@ -27,15 +27,22 @@ class RunnerLock:
 
     def __init__(self, files: RunnerFiles, owner: tuple[int, int] | None = None) -> None:
         self.files = files
-        # No live runner has our pid: a lock file under our name is a dead one's.
-        # The agent's user must be able to open it to tell we are alive.
-        self._fd = create_new(files.lock, owner=owner, flags=os.O_RDWR, replace=True)
+        # The lock is taken under a name no other runner looks at, then renamed into
+        # place: a runner starting at the same moment must never find our lock file
+        # unlocked, take us for dead and remove our files. The rename replaces a dead
+        # runner's file under our (reused) pid; a planted symlink is replaced, never
+        # followed. The agent's user must be able to open it to tell we are alive.
+        new = pending(files.lock)
+        self._fd = create_new(new, owner=owner, flags=os.O_RDWR, replace=True)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(self._fd, f"{os.getpid()}\n".encode())
+            os.rename(new, files.lock)
         except OSError:
             os.close(self._fd)
+            with contextlib.suppress(OSError):
+                os.unlink(new)
             raise
-        os.write(self._fd, f"{os.getpid()}\n".encode())
 
     def release(self) -> None:
         """Remove this runner's files and drop the lock."""

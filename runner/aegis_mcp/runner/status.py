@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
 from ..agents.injection import McpInjection
+from ..control import authority
+from ..control.authority import Caller
 from ..control.protocol import PRIMARY_AGENT_ID
 from ..control.snapshot import (
     MAX_EVENTS,
@@ -26,6 +28,7 @@ from ..paths import RunnerFiles
 from ..processes import AgentProcess
 from ..watchdog.monitor import Watchdog
 from ..watchdog.restart_limit import RestartLimit
+from .audit import RequestAudit
 from .confinement import Confinement
 from .plan import RunPlan
 from .resources import ResourceSampler
@@ -34,6 +37,7 @@ from .state import EventLog
 if TYPE_CHECKING:
     from ..pool import AgentPool
     from ..pool.service import PoolService
+    from .pool_agents import PoolAgent as PoolAgentSelf
 
 TAIL_LINES = 10
 """Output lines of each running pool agent in the state (the pool keeps more)."""
@@ -59,6 +63,48 @@ class RunView(Protocol):
     events: EventLog
     pool_service: PoolService | None
     resources: ResourceSampler
+    audit: RequestAudit
+
+
+def caller_view(caller: Caller) -> dict[str, Any]:
+    """Who asked, as the runner established it, and what that caller may do (by op)."""
+    return {
+        **caller.record(),
+        "may": {op: authority.grant(op, caller) for op in authority.AUTHORITY},
+    }
+
+
+def _runner_info(run: RunView) -> dict[str, Any]:
+    return {
+        "pid": run.pid,
+        "version": __version__,
+        "started_at": run.started_at,
+        "uptime_secs": round(time.time() - run.started_at, 1),
+        "socket": str(run.files.socket),
+        "snapshot": str(run.files.snapshot),
+        "event_log": str(run.files.events),
+        "hooks_library": str(run.hooks.path) if run.hooks else None,
+    }
+
+
+def pool_agent_status(run: RunView, agent: PoolAgentSelf) -> dict[str, Any]:
+    """``server_status`` as a pool agent sees it: the runner, and itself (its command,
+    restarts, watchdog and traffic share); not the primary agent."""
+    service = run.pool_service
+    pool = service.pool if service is not None else None
+    mine = [a for a in pool.list() if a.get("spawned_by") == agent.agent_id] if pool else []
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "runner": _runner_info(run),
+        "agent": agent.status(),
+        "watchdog": agent.watchdog_summary(),
+        "pool": {
+            "max_agents": pool.max_agents if pool else None,
+            "max_spawn_depth": pool.max_depth if pool else None,
+            "spawned": [a["agent_id"] for a in mine],
+        },
+        "netmon": run.confinement.describe_netmon(),
+    }
 
 
 def status_data(run: RunView) -> ServerStatus:
@@ -69,16 +115,7 @@ def status_data(run: RunView) -> ServerStatus:
     service = run.pool_service
     return {
         "schema_version": SCHEMA_VERSION,
-        "runner": {
-            "pid": run.pid,
-            "version": __version__,
-            "started_at": run.started_at,
-            "uptime_secs": round(now - run.started_at, 1),
-            "socket": str(run.files.socket),
-            "snapshot": str(run.files.snapshot),
-            "event_log": str(run.files.events),
-            "hooks_library": str(run.hooks.path) if run.hooks else None,
-        },
+        "runner": _runner_info(run),  # type: ignore[typeddict-item]
         "agent": {
             "id": PRIMARY_AGENT_ID,
             "profile": plan.profile.name,
@@ -115,6 +152,7 @@ def status_data(run: RunView) -> ServerStatus:
         "pool": _pool_stats(service.pool) if service is not None else None,
         "netmon": run.confinement.describe_netmon(),
         "sandbox": run.confinement.describe(),
+        "authority": run.audit.summary(),  # type: ignore[typeddict-item]
     }
 
 
@@ -137,7 +175,8 @@ def snapshot_data(run: RunView) -> Snapshot:
         "schema_version": SCHEMA_VERSION,
         "runner": status["runner"],
         "agent": status["agent"],
-        "watchdog": run.watchdog.status(),  # type: ignore[typeddict-item]
+        # The watchdog in full, over the summary's fields (its action and timeout).
+        "watchdog": {**status["watchdog"], **run.watchdog.status()},  # type: ignore[typeddict-item]
         "pool": status["pool"],
         "pool_agents": pool_agents,
         "locks": locks,
@@ -145,6 +184,7 @@ def snapshot_data(run: RunView) -> Snapshot:
         "netmon_stats": stats.status() if stats is not None else None,
         "sandbox": status["sandbox"],
         "system": run.resources.section(run.agent),
+        "authority": status["authority"],
         "events": list(run.events.recent)[-MAX_EVENTS:],  # type: ignore[typeddict-item]
         "netmon_events": stats.recent(MAX_NETMON_EVENTS) if stats is not None else [],
         "written_at": time.time(),

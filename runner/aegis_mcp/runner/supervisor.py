@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..agents.command import LaunchOptions, build_argv, restart_args
 from ..agents.injection import McpInjection
+from ..control.authority import POOL, Caller
 from ..control.client import SOCKET_ENV
 from ..control.protocol import (
     NAMESPACE_OPS,
@@ -35,20 +36,23 @@ from ..control.protocol import (
     OpHandler,
     Request,
 )
-from ..hooks_lib import find_hooks
+from ..hooks_lib import find_hooks_for
 from ..paths import RunnerFiles, UnsafeDirectoryError, runtime_dir, state_dir
 from ..privileges import become_subreaper
 from ..processes import AGENT_ID_ENV, RUNNER_PID_ENV, AgentProcess, ChildReaper, SpawnSpec
 from ..terminal import RawMode, get_winsize, set_winsize, winsize_tuple
 from ..watchdog.monitor import Watchdog
 from ..watchdog.restart_limit import RestartLimit
+from .audit import RequestAudit
 from .confinement import Confinement
 from .control_server import ControlServer
 from .errors import ConfinementError, RestartRefused
 from .feed import StateFeed
+from .identity import AgentTokens, Identifier, Peer
 from .input import InputForwarder
 from .ops import runner_ops, stream_ops
 from .plan import RunPlan
+from .pool_agents import PoolAgent, PoolAgents
 from .resources import ResourceSampler
 from .runtime_files import RunnerLock, clean_stale
 from .state import EventLog, SnapshotWriter
@@ -75,10 +79,7 @@ class Supervisor:
         self.status = "starting"
         self.exit_code: int | None = None
         self.restarts: list[dict[str, Any]] = []
-        runner = plan.config.runner
-        self.restart_limit = RestartLimit(
-            runner.restart_limit_burst, runner.restart_limit_interval_secs
-        )
+        self.restart_limit = self._new_restart_limit()
         """Every restart of the primary agent passes it, whoever asks."""
         self._restart_request: dict[str, Any] | None = None
         self._shutdown_signal: int | None = None
@@ -88,7 +89,8 @@ class Supervisor:
         self.watchdog: Watchdog
         self.snapshot: SnapshotWriter
         self.server: ControlServer
-        self.hooks = find_hooks()
+        # Checked (and copied if need be) for the agent's user before any start.
+        self.hooks, hooks_problem = find_hooks_for(user, self.files.hooks_copy)
         self.injection = McpInjection(
             plan.profile,
             LaunchOptions(plan.executable, skip_permissions=plan.skip_permissions),
@@ -103,8 +105,13 @@ class Supervisor:
             settings_overlay=self.files.settings_overlay,
             user_env=plan.user.env() if plan.user.drop else {},
         )
-        self.confinement = Confinement(self.pid, plan, self.files, self.hooks, self._say)
+        self.confinement = Confinement(
+            self.pid, plan, self.files, self.hooks, self._say, hooks_problem=hooks_problem
+        )
         self.pool_service: PoolService | None = None
+        self.tokens = AgentTokens()
+        self.audit: RequestAudit
+        self.pool_agents: PoolAgents
         self.resources = ResourceSampler()
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -136,8 +143,20 @@ class Supervisor:
             rules=self.plan.profile.watch if self.plan.use_pty else None,
             terminal_size=winsize_tuple(get_winsize(sys.stdout.fileno())),
         )
+        self.audit = RequestAudit(self.events.emit)
+        self.pool_agents = PoolAgents(
+            lambda: self.pool_service.pool if self.pool_service is not None else None,
+            self.events.emit,
+            self.confinement.current_stats,
+            self.plan.watchdog,
+            self._new_restart_limit,
+        )
         self.server = ControlServer(
-            self.files.socket, {self.plan.user.uid, os.geteuid()}, self.owner, self._on_request
+            self.files.socket,
+            {self.plan.user.uid, os.geteuid()},
+            self.owner,
+            self._on_request,
+            Identifier(self.pid, self.tokens),
         )
         for op, handler in runner_ops(self, lambda: self.server.ops).items():
             self.server.register(op, handler)
@@ -145,11 +164,13 @@ class Supervisor:
             self.server.register_stream(op, opener)
         await self.server.start()
         self.injection.write_overlay()
-        self.server.register_lazy(POOL_OPS, lambda: self._pool_ops(reaper))
-        self.server.register_lazy(NAMESPACE_OPS, _namespace_ops)
         # Served from the start, answered once monitoring is set up (a BPF compile
-        # may take a while): its mode is known from then on.
+        # may take a while): the netmon mode is known from then on, and a pool agent
+        # spawned meanwhile would start unseen by the sources (and outside the cgroup
+        # an egress policy is enforced on).
         monitoring_ready = asyncio.Event()
+        self.server.register_lazy(POOL_OPS, lambda: self._pool_ops(reaper), monitoring_ready)
+        self.server.register_lazy(NAMESPACE_OPS, _namespace_ops)
         self.server.register_lazy(NETMON_OPS, self._netmon_ops, monitoring_ready)
         # Earlier runs may have left pool history (perhaps orphans): take it
         # over soon after the agent has started rather than on the first pool
@@ -165,6 +186,7 @@ class Supervisor:
             if self.confinement.stats is not None:
                 self.confinement.stats.add_listener(self.feed.netmon_event)
             monitoring_ready.set()
+            self.confinement.start_checks(self.watchdog_tree, self.events.emit)
             if raw is not None:
                 raw.enter()
                 forwarder = InputForwarder(loop, sys.stdin.fileno(), self.watchdog.user_input)
@@ -181,6 +203,7 @@ class Supervisor:
             monitoring_ready.set()
             watchdog_task.cancel()
             self.watchdog.close()
+            self.pool_agents.close()
             take_over.cancel()
             if self.pool_service is not None:
                 await self.pool_service.shutdown()
@@ -260,9 +283,11 @@ class Supervisor:
             # What was launched becomes the base for the next restart.
             self.agent_args = restart_args(plan.profile, self.agent_args, prompt)
         argv = build_argv(plan.profile, self.injection.launch, self.agent_args)
+        env = self._agent_env()
+        self.injection.env_for(plan.profile, env)
         spec = SpawnSpec(
             argv=argv,
-            env=self._agent_env(),
+            env=env,
             cwd=plan.cwd,
             user=plan.user,
             use_pty=plan.use_pty,
@@ -281,6 +306,7 @@ class Supervisor:
                 "ts": time.time(),
                 "reason": restart["reason"],
                 "by": restart["by"],
+                "caller": restart["caller"],
                 "prompt": prompt,
                 "pid": agent.pid,
                 "latency_secs": round(time.time() - restart["requested_at"], 4),
@@ -299,7 +325,23 @@ class Supervisor:
     def _netmon_ops(self) -> dict[str, OpHandler]:
         from ..netmon.ops import netmon_ops
 
-        return netmon_ops(self.confinement.current_stats, self.confinement.mode)
+        confinement = self.confinement
+        return netmon_ops(
+            confinement.current_stats,
+            confinement.mode,
+            self._pids_of,
+            lambda: {"reason": confinement.netmon_reason, "coverage": confinement.coverage()},
+        )
+
+    def _pids_of(self, caller: Caller) -> set[int] | None:
+        """The processes whose traffic ``caller`` may see (None: all of the run's)."""
+        if caller.kind != POOL:
+            return None
+        return self.pool_agent(caller.agent_id or "").pids()
+
+    def pool_agent(self, agent_id: str) -> PoolAgent:
+        """A running pool agent of this runner, as it acts on itself."""
+        return self.pool_agents.get(agent_id)
 
     def _pool_ops(self, reaper: ChildReaper) -> dict[str, OpHandler]:
         """The background agent pool, made on first use; its agents get the primary
@@ -320,9 +362,10 @@ class Supervisor:
                 env_for=self._agent_env,
                 cwd=plan.cwd,
                 max_agents=plan.config.pool.max_agents,
-                mcp_config=self.injection.launch.mcp_config,
-                mcp_server=self.injection.launch.mcp_server,
-                inject_env=self.injection.pool_agent_env,
+                max_depth=plan.config.pool.max_spawn_depth,
+                launch_for=self.injection.launch_for,
+                inject_env=self.injection.env_for,
+                on_output=self._pool_output,
                 on_event=lambda kind, message, level: self.events.emit(kind, message, level),
                 stop_grace=plan.config.runner.stop_grace_secs,
                 worktrees_dir=self._worktrees_dir(),
@@ -332,11 +375,20 @@ class Supervisor:
             # Called eagerly at start: report it; the next pool call tries again.
             self.events.emit("pool.unavailable", str(exc), "error")
             raise ControlError(UNAVAILABLE, str(exc)) from None
-        service.pool.add_listener(
-            lambda record: self._background(self.confinement.agent_ended(record.agent_id))
-        )
+        service.pool.add_listener(lambda record: self._pool_agent_ended(record.agent_id))
         self.pool_service = service
         return service.ops
+
+    def _pool_agent_ended(self, agent_id: str) -> None:
+        # What its processes left behind speaks for nobody from now on.
+        self.tokens.revoke(agent_id)
+        self.pool_agents.ended(agent_id)
+        self._background(self.confinement.agent_ended(agent_id))
+
+    def _pool_output(self, agent_id: str, data: bytes) -> None:
+        agent = self.pool_agents.known(agent_id)
+        if agent is not None:
+            agent.output(data)
 
     def _background(self, coro: Any) -> None:
         # The loop keeps only weak references to tasks: hold them until done.
@@ -361,20 +413,35 @@ class Supervisor:
         return Path(self.plan.user.home) / ".local" / "state" / "aegis-mcp" / "worktrees"
 
     def _agent_env(self, agent_id: str = PRIMARY_AGENT_ID) -> dict[str, str]:
+        """An agent's environment: the runner's, its user's, and who it is (its id and
+        its token, which nothing else carries); its MCP injection adds the rest."""
         env = dict(os.environ)
         env.update(self.plan.user.env() if self.plan.user.drop else {})
         env[SOCKET_ENV] = str(self.files.socket)
         env[RUNNER_PID_ENV] = str(self.pid)
         env[AGENT_ID_ENV] = agent_id
-        self.injection.agent_env(env)
+        # Always set: an outer run's token (aegis-mcp under aegis-mcp) is replaced.
+        self.tokens.into(env, agent_id)
         return env
 
     # -- restarts and stopping -----------------------------------------------
 
+    def _new_restart_limit(self) -> RestartLimit:
+        """A start limit of ``[runner] restart_limit_*``: the primary agent's, each pool
+        agent's."""
+        runner = self.plan.config.runner
+        return RestartLimit(runner.restart_limit_burst, runner.restart_limit_interval_secs)
+
     def request_restart(
-        self, reason: str, prompt: str | None, by: str, delay: float = 0.0
+        self,
+        reason: str,
+        prompt: str | None,
+        by: str,
+        delay: float = 0.0,
+        caller: str | None = None,
     ) -> dict[str, Any]:
-        """Stop the agent (after ``delay``) and start it again with continue."""
+        """Stop the agent (after ``delay``) and start it again with continue; ``caller``
+        names who asked, for the record."""
         if self.agent is None or not self.agent.running:
             raise RestartRefused("no agent is running")
         if self._shutdown_signal is not None:
@@ -395,6 +462,7 @@ class Supervisor:
             "reason": reason,
             "prompt": prompt,
             "by": by,
+            "caller": caller or by,
             "requested_at": time.time(),
         }
         self.watchdog.cancel_pending()
@@ -495,8 +563,23 @@ class Supervisor:
 
     # -- the control socket and the agent's output ----------------------------
 
-    def _on_request(self, request: Request) -> None:
-        if request.activity:
+    def _on_request(
+        self,
+        request: Request,
+        caller: Caller | None,
+        peer: Peer,
+        allowed: bool,
+        reason: str | None,
+    ) -> None:
+        self.audit.record(request, caller, peer, allowed, reason)
+        if not (request.activity and allowed and caller is not None):
+            return
+        # A tool call is a sign of life of the agent that made it.
+        if caller.kind == POOL:
+            agent = self.pool_agents.known(caller.agent_id or "")
+            if agent is not None:
+                agent.tool_call()
+        else:
             self.watchdog.activity("tool_call")
 
     def _on_output(self, data: bytes) -> None:

@@ -43,6 +43,9 @@ class Connection:
     last_recv_ms: int
     """Since data last arrived (since the connection was set up if it never did)."""
     last_send_ms: int
+    local_port: int = 0
+    unread: int = 0
+    """Bytes received that the process has not read yet (the receive queue)."""
 
     @property
     def awaiting_reply(self) -> bool:
@@ -161,6 +164,8 @@ class SocketWatcher:
                 bytes_sent=info.get("tcpi_bytes_sent") or info.get("tcpi_bytes_acked") or 0,
                 last_recv_ms=info.get("tcpi_last_data_recv") or 0,
                 last_send_ms=info.get("tcpi_last_data_sent") or 0,
+                local_port=msg.get("idiag_sport") or 0,
+                unread=msg.get("idiag_rqueue") or 0,
             )
             connections.append(conn)
             # A connection first seen after the baseline is new: all its bytes are news.

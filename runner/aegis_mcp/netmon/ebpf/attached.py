@@ -19,6 +19,7 @@ import platform
 
 BPF_PROG_DETACH = 9
 BPF_PROG_GET_FD_BY_ID = 13
+BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_PROG_QUERY = 16
 ATTACH_TYPES = range(64)
 """Every ``enum bpf_attach_type`` value a kernel may have: a cgroup answers EINVAL
@@ -75,6 +76,17 @@ def query(cgroup_fd: int, attach_type: int) -> list[int]:
         raise
     count = int.from_bytes(attr.raw[24:28], "little")
     return list(ids[: min(count, MAX_PROGRAMS)])
+
+
+def program_id(prog_fd: int) -> int:
+    """The kernel's id of the program behind ``prog_fd``."""
+    info = ctypes.create_string_buffer(16)  # struct bpf_prog_info: type, id, ...
+    # struct { bpf_fd, info_len; u64 info }
+    _bpf(
+        BPF_OBJ_GET_INFO_BY_FD,
+        _attr((0, 4, prog_fd), (4, 4, len(info)), (8, 8, ctypes.addressof(info))),
+    )
+    return int.from_bytes(info.raw[4:8], "little")
 
 
 def attached(cgroup_fd: int) -> list[tuple[int, int]]:

@@ -244,6 +244,12 @@ class Table:
         return self.Leaf(total)
 
 
+def detach_cgroup_program(cgroup_fd: int, prog_fd: int, attach_type: int) -> None:
+    """Detach the program ``prog_fd`` from the cgroup ``cgroup_fd`` (``attach_type``)."""
+    attr = _attr((0, "I", cgroup_fd), (4, "I", prog_fd), (8, "I", attach_type))
+    _bpf(BPF_PROG_DETACH, attr, "detaching a program from the cgroup")
+
+
 class LoadedObject:
     """The maps of one compiled object, created for this run, and its programs as they are
     loaded and attached. :meth:`close` detaches and releases everything (so does the kernel
@@ -335,6 +341,12 @@ class LoadedObject:
         attr = _attr((0, "I", cgroup_fd), (4, "I", fd), (8, "I", kind), (12, "I", flags))
         _bpf(BPF_PROG_ATTACH, attr, f"attaching {function} to the cgroup")
         self._cgroup_links.append((cgroup_fd, fd, kind))
+
+    def cgroup_attachments(self) -> list[tuple[str, int, int]]:
+        """(function, program descriptor, attach type) of each program attached to a cgroup
+        by :meth:`attach_cgroup`, in that order."""
+        names = {fd: name for name, fd in self._prog_fds.items()}
+        return [(names[prog_fd], prog_fd, kind) for _cgroup, prog_fd, kind in self._cgroup_links]
 
     def attach_tracepoint(self, function: str, tracefs: str, category: str, event: str) -> None:
         """Load ``function`` and attach it to the tracepoint ``category:event``."""
@@ -428,11 +440,7 @@ class LoadedObject:
         """Detach everything and release every descriptor (idempotent)."""
         for cgroup_fd, prog_fd, kind in self._cgroup_links:
             with contextlib.suppress(LoadError):
-                _bpf(
-                    BPF_PROG_DETACH,
-                    _attr((0, "I", cgroup_fd), (4, "I", prog_fd), (8, "I", kind)),
-                    "",
-                )
+                detach_cgroup_program(cgroup_fd, prog_fd, kind)
         self._cgroup_links.clear()
         for fd in self._perf_fds:
             _libc.ioctl(fd, PERF_EVENT_IOC_DISABLE, 0)  # no more records from here on

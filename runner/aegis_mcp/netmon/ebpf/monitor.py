@@ -26,6 +26,7 @@ from ..stats import NetmonStats
 from . import events as ev
 from . import policy as pol
 from . import programs
+from .attach_check import missing_programs
 from .availability import (
     cgroup2_mount,
     ebpf_available,
@@ -174,6 +175,14 @@ class EbpfMonitor:
                 "kernel_entries": len(self._policy_keys),
             },
         }
+
+    def attach_problems(self) -> list[str]:
+        """The cgroup programs the kernel does not show attached to the agent's cgroup
+        (:mod:`.attach_check`); empty when all are."""
+        if self.closed:
+            return ["the monitor is closed"]
+        attached = self._bpf.cgroup_attachments() if self._bpf is not None else []
+        return missing_programs(self._cgroup_fd, attached)
 
     def cgroup_pids(self) -> list[int]:
         """Processes in the agent's cgroup now (leftovers, after the agent exited)."""

@@ -7,9 +7,11 @@ import dataclasses
 from typing import Any
 
 from ...processes import AGENT_ID_ENV, SpawnSpec
+from ..coverage import Coverage, ProcessView
 from ..source import NetmonSource
 from ..stats import NetmonStats
 from . import policy as pol
+from .attach_check import in_cgroup
 from .monitor import EbpfMonitor
 
 
@@ -17,6 +19,7 @@ class EbpfSource(NetmonSource):
     """Every connection and byte of the processes in the run's cgroup, seen by the kernel."""
 
     name = "ebpf"
+    counts_every_byte = True
 
     def __init__(self, runner_pid: int, agent_id: str, policy: pol.PolicyLike | None) -> None:
         self.runner_pid = runner_pid
@@ -40,6 +43,29 @@ class EbpfSource(NetmonSource):
             return spec
         steps = self.monitor.confine_agent(spec.env.get(AGENT_ID_ENV))
         return dataclasses.replace(spec, confine=(*spec.confine, *steps))
+
+    def check(self, processes: list[ProcessView]) -> list[Coverage]:
+        """Every process in the agent's cgroup is seen whole, while the kernel shows
+        the programs attached to that cgroup (:mod:`.attach_check`)."""
+        monitor = self.monitor
+        if monitor is None or monitor.closed:
+            return []
+        missing = monitor.attach_problems()
+        cgroup = monitor.cgroup
+        found = []
+        for proc in processes:
+            inside = in_cgroup(proc.pid, cgroup.path, cgroup.parent.parent)
+            if inside is None:
+                continue
+            if missing:
+                reason = f"BPF programs not attached to its cgroup: {', '.join(missing)}"
+            elif not inside:
+                reason = "outside the agent's cgroup"
+            else:
+                found.append(Coverage(proc.pid, proc.comm, True, True))
+                continue
+            found.append(Coverage(proc.pid, proc.comm, False, False, reason))
+        return found
 
     def describe(self) -> dict[str, Any]:
         """The monitor's tiers and counters."""

@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 
 from ...control import validate
+from ...control.authority import LOCAL, Caller
 from ...control.protocol import OpHandler
 from . import namespaces
 
@@ -21,7 +22,7 @@ def namespace_ops() -> dict[str, OpHandler]:
 
     # It imports pyroute2 (130 ms) and reads /proc: done in a thread so that
     # the runner's event loop keeps serving the agent meanwhile.
-    async def namespace_list(args: dict[str, Any]) -> dict[str, Any]:
+    async def namespace_list(args: dict[str, Any], caller: Caller = LOCAL) -> dict[str, Any]:
         validate.reject_unknown("netmon_namespace_list", args, ())
         found = await asyncio.to_thread(namespaces.list_namespaces)
         return {"namespaces": found, "count": len(found)}
