@@ -27,7 +27,7 @@ plain JSON.
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict, get_args
+from typing import Any, Literal, TypedDict, get_args
 
 SCHEMA_VERSION = 1
 
@@ -222,8 +222,8 @@ class SandboxInfo(TypedDict):
     sandboxes: dict[str, dict[str, Any]]
     """Every sandbox of the run by agent id (``primary`` and pool agents), each its backend's
     description with ``kind`` first."""
-    warm_namespaces: NotRequired[WarmInfo]
-    """Netns sandboxes kept ready for pool agents, once the first one asked for one."""
+    warm_namespaces: WarmInfo | None
+    """Netns sandboxes kept ready for pool agents; None until the first one asks for one."""
 
 
 class TreeUse(TypedDict):

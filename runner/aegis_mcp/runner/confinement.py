@@ -242,6 +242,7 @@ class Confinement:
                 for agent, sandbox in self.sandboxes.items()
                 if sandbox.kind != "none"
             },
+            "warm_namespaces": None,
         }
         if self.warm is not None:
             warm = {"size": self.warm.size, "ready": self.warm.ready}
