@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,24 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import REPO
 
 
+@pytest.fixture(scope="session", autouse=True)
+def aegis_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One cache directory for the whole session (the MCP handshake's record, compiled BPF
+    programs), for the runs the tests start and for the code they run in process: made once,
+    as on a user's machine, then reused; never the machine's own."""
+    path = tmp_path_factory.mktemp("cache")
+    saved = os.environ.get("AEGIS_MCP_CACHE_DIR")
+    os.environ["AEGIS_MCP_CACHE_DIR"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("AEGIS_MCP_CACHE_DIR", None)
+    else:
+        os.environ["AEGIS_MCP_CACHE_DIR"] = saved
+
+
 @pytest.fixture
-def aegis_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for an aegis-mcp run isolated in ``tmp_path``."""
+def aegis_env(tmp_path: Path, aegis_cache: Path) -> dict[str, str]:
+    """Environment for an aegis-mcp run isolated in ``tmp_path`` (the cache is the session's)."""
     env = dict(os.environ)
     for key in list(env):
         if key.startswith(("AEGIS_", "SUDO_")):
@@ -29,6 +45,7 @@ def aegis_env(tmp_path: Path) -> dict[str, str]:
         AEGIS_MCP_RUNTIME_DIR=str(runtime),
         AEGIS_MCP_STATE_DIR=str(tmp_path / "state"),
         AEGIS_MCP_CONFIG=str(tmp_path / "config.toml"),
+        AEGIS_MCP_CACHE_DIR=str(aegis_cache),
         AEGIS_DEMO_HOME=str(tmp_path / "demo"),
         AEGIS_DEMO_REPORT=str(tmp_path / "report.jsonl"),
         PYTHONPATH=str(REPO / "runner"),

@@ -105,6 +105,9 @@ class SandboxSettings:
     pool: str = "10.213.0.0/16"
     """Private range the sandboxes' subnets are cut from."""
     prefixlen: int = 30
+    warm_namespaces: int = 1
+    """Namespaces kept ready for pool agents' ``sandbox="netns"`` (0: none), from the first one
+    on."""
     policy: dict[str, Any] = field(default_factory=dict)
     """The ``[policy]`` table (``default``, ``allow``, ``deny``), checked at load."""
 
@@ -313,8 +316,11 @@ def _sandbox(table: Any, where: str) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
     for key in table:
-        if key not in ("pool", "prefixlen"):
+        if key not in ("pool", "prefixlen", "warm_namespaces"):
             raise ConfigError(f"{where}.{key}: unknown setting")
+    warm = table.get("warm_namespaces", 1)
+    if isinstance(warm, bool) or not isinstance(warm, int) or not 0 <= warm <= 8:
+        raise ConfigError(f"{where}.warm_namespaces must be a whole number from 0 to 8")
     from .sandbox.errors import SandboxError
     from .sandbox.netns.pool import DEFAULT_POOL, AddressPool
 

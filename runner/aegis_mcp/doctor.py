@@ -78,7 +78,8 @@ def _cgroup_v2() -> Check:
 
 
 def _bcc() -> Check:
-    from .netmon.ebpf.availability import BccMissing, bcc_version
+    from .netmon.ebpf._bcc import BccMissing
+    from .netmon.ebpf.availability import bcc_version
 
     try:
         detail = f"BCC {bcc_version()} importable"

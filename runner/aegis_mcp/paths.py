@@ -4,8 +4,11 @@ Runtime files (control socket, state snapshot, overlay, netmon log) live in a
 directory nobody else can write to: ``$XDG_RUNTIME_DIR/aegis-mcp`` for users,
 ``/run/aegis-mcp`` for root, else a ``0700`` directory under the user's cache.
 Durable state (pool, locks, history) lives under ``$XDG_STATE_HOME/aegis-mcp``.
-``AEGIS_MCP_RUNTIME_DIR``, ``AEGIS_MCP_STATE_DIR`` and ``AEGIS_MCP_CONFIG``
-override the defaults (tests and unusual set-ups use them).
+Caches that can be rebuilt at any time (the MCP handshake's recorded replies,
+compiled BPF programs) live under ``$XDG_CACHE_HOME/aegis-mcp`` (root:
+``/var/cache/aegis-mcp``).
+``AEGIS_MCP_RUNTIME_DIR``, ``AEGIS_MCP_STATE_DIR``, ``AEGIS_MCP_CACHE_DIR`` and
+``AEGIS_MCP_CONFIG`` override the defaults (tests and unusual set-ups use them).
 """
 
 from __future__ import annotations
@@ -74,6 +77,26 @@ def state_dir() -> Path:
     from platformdirs import user_state_dir
 
     return _private(Path(user_state_dir(APP)), "state directory", variable)
+
+
+def cache_dir(name: str) -> Path:
+    """The private cache directory ``name`` (created on demand), for files that are
+    rebuilt when missing: nothing in it is ever the only copy of anything."""
+    variable = "AEGIS_MCP_CACHE_DIR"
+    override = os.environ.get(variable)
+    if override:
+        base = Path(override)
+    elif os.geteuid() == 0:
+        # Root's, wherever sudo left HOME: BPF objects from here are loaded into the kernel.
+        base = Path("/var/cache") / APP
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+        # platformdirs' rule on Linux, without its import on the MCP server's fast path
+        base = (Path(xdg) if xdg else Path.home() / ".cache") / APP
+    # Root's is shared with what the agents' users must reach (the agent CLIs the set-up
+    # installs there): searchable by all, writable by root alone; each cache in it is private.
+    _private(base, "cache directory", variable, 0o755 if os.geteuid() == 0 else 0o700)
+    return _private(base / name, "cache directory", variable)
 
 
 def config_file() -> Path:

@@ -43,6 +43,40 @@ def exit_code_of(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
+def close_detached(fds: list[int]) -> None:
+    """Close ``fds`` without waiting for what the kernel does on their last close.
+
+    Releasing some descriptors waits in the kernel: the last perf event of a tracepoint that a
+    BPF program is attached to waits for RCU grace periods (~50 ms here), and a process exits
+    only once its descriptors are released. So a child process takes them: it closes
+    everything else it inherited (it must hold no PTY, pipe or socket open), then these, and
+    exits; the caller's copies are closed at once. Whatever happens to the caller, the child's
+    exit finishes the release; the runner's reaper (or init) collects it.
+    """
+    if not fds:
+        return
+    keep = sorted(set(fds))
+    top = max(os.sysconf("SC_OPEN_MAX"), keep[-1] + 1)
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = -1
+    if pid == 0:  # the child: plain system calls only, then out
+        try:
+            low = 0
+            for fd in keep:
+                os.closerange(low, fd)
+                low = fd + 1
+            os.closerange(low, top)
+            for fd in keep:
+                os.close(fd)
+        finally:
+            os._exit(0)
+    for fd in keep:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 class ChildReaper:
     """Reaps every child of the runner; futures report the ones we track.
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..netmon.stats import NetmonStats
     from ..sandbox.base import Sandbox
     from ..sandbox.policy import Policy
+    from ..sandbox.warm import WarmPool
     from .netmon_check import SourceCheck
 
 
@@ -61,6 +62,8 @@ class Confinement:
         """Why the sources are not what was asked for (said once at start)."""
         self.sandboxes: dict[str, Sandbox] = {}
         self._container_netns: bool | None = None
+        self.warm: WarmPool | None = None
+        """Netns sandboxes made ahead for pool agents (from the first that asks for one)."""
         self.check: SourceCheck | None = None
         """Whether the sources see the agent (:mod:`.netmon_check`), once it runs."""
         self._check_task: asyncio.Task[None] | None = None
@@ -129,8 +132,8 @@ class Confinement:
         stats = NetmonStats()
         machine = await asyncio.to_thread(Machine.probe, self.hooks, netmon, self.hooks_problem)
         try:
-            # BCC compiles the programs here (1.5-3 s): the agent must not
-            # start before they are attached, or its first connects are missed.
+            # The programs are loaded here (compiled first on a new kernel, 1.5-3 s): the
+            # agent must not start before they are attached, or its first connects are missed.
             choice = await asyncio.to_thread(start_sources, netmon, machine, stats)
         except NetmonUnavailable as exc:
             raise ConfinementError(str(exc)) from exc
@@ -229,13 +232,18 @@ class Confinement:
             raise ConfinementError(f"cannot start the agent's {self.plan.sandbox}: {exc}") from None
 
     def sandbox_for(self, kind: str, agent_id: str, spec: SpawnSpec) -> SpawnSpec:
-        """The pool's hook: a pool agent's spec, in a new sandbox of ``kind`` (the one it
-        has already when it is restarted)."""
+        """The pool's hook: a pool agent's spec, in a new sandbox of ``kind`` (a netns one made
+        ahead of time when one is ready: see :mod:`aegis_mcp.sandbox.warm`; the one it has
+        already when it is restarted)."""
         if kind != "none" and agent_id not in self.sandboxes:
             from ..sandbox.errors import PolicyError, SandboxError, SandboxUnavailable
 
             try:
-                self.sandboxes[agent_id] = self._make(kind, agent_id, self._agent_kind(spec))
+                warm = self._warm_pool() if kind == "netns" else None
+                sandbox = warm.claim(agent_id) if warm is not None else None
+                self.sandboxes[agent_id] = sandbox or self._make(  # type: ignore[assignment]
+                    kind, agent_id, self._agent_kind(spec)
+                )
             except SandboxUnavailable:
                 raise
             except (SandboxError, PolicyError) as exc:
@@ -247,6 +255,16 @@ class Confinement:
         if spec.argv and spec.argv[0] == self.plan.executable:
             return self.plan.profile.name
         return os.path.basename(spec.argv[0]) if spec.argv else "agent"
+
+    def _warm_pool(self) -> WarmPool | None:
+        """The pool of netns sandboxes made ahead, started at the first pool agent that asks
+        for one (a run whose pool agents ask for none pays nothing for it)."""
+        size = self.plan.config.sandbox.warm_namespaces
+        if self.warm is None and size > 0:
+            from ..sandbox.warm import WarmPool
+
+            self.warm = WarmPool(lambda name: self._make("netns", name, "agent"), size)  # type: ignore[arg-type,return-value]
+        return self.warm
 
     async def agent_ended(self, agent_id: str) -> None:
         """Tear down a pool agent's sandbox once the agent is gone."""
@@ -263,14 +281,19 @@ class Confinement:
 
     def describe(self) -> dict[str, Any]:
         """Sandbox part of the runner's status."""
-        return {
+        described: dict[str, Any] = {
             "kind": self.plan.sandbox,
             "sandboxes": {
                 agent: _safe_describe(sandbox)
                 for agent, sandbox in self.sandboxes.items()
                 if sandbox.kind != "none"
             },
+            "warm_namespaces": None,
         }
+        if self.warm is not None:
+            warm = {"size": self.warm.size, "ready": self.warm.ready}
+            described["warm_namespaces"] = {**warm, "failures": self.warm.failures[-3:]}
+        return described
 
     def describe_netmon(self) -> dict[str, Any]:
         """Netmon part of the runner's status: the sources, why they are these, and
@@ -302,6 +325,9 @@ class Confinement:
             self._check_task = None
         if self.check is not None:
             self.check.close()
+        if self.warm is not None:
+            for error in await asyncio.to_thread(self.warm.close):
+                self._say(f"sandbox teardown: {error}")
         sandboxes, self.sandboxes = list(self.sandboxes.values()), {}
         for sandbox in sandboxes:
             errors = await asyncio.to_thread(sandbox.teardown)

@@ -28,7 +28,8 @@ class EbpfSource(NetmonSource):
         self.monitor: EbpfMonitor | None = None
 
     def start(self, stats: NetmonStats) -> None:
-        """Compile, load and attach the programs (1.5-3 s); EbpfUnavailable says why not."""
+        """Load and attach the programs (compiled first on a new kernel: 1.5-3 s);
+        EbpfUnavailable says why not."""
         self.monitor = EbpfMonitor(self.runner_pid, self.agent_id, stats, policy=self.policy)
 
     def poll(self) -> None:
