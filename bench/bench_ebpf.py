@@ -5,7 +5,8 @@ Rows (run by bench/run.py, which finds ``BENCHES`` here):
   ebpf-bulk      1 GiB over loopback (128 MiB with --quick) from a client in the monitored
                  cgroup, against the same transfer from outside it; throughput ratio
   ebpf-pingpong  64-byte request/response, 100k round trips (10k with --quick);
-                 round-trip rate ratio
+                 round-trip rate ratio, and the same under empty cgroup_skb programs only
+                 (what any per-packet program costs, whatever it does)
   ebpf-events    connections opened and closed as fast as one process can: records per
                  second read by the runner's thread, and how many were lost
 
@@ -29,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,10 +238,13 @@ def _alternate(argv: list[str], monitor, runs: int) -> tuple[float, float]:
     return statistics.median(on), statistics.median(off)
 
 
-def _program_cost(argv: list[str], monitor) -> str:
-    """The skb programs' own run time per packet, from the kernel's BPF statistics
-    (kernel.bpf_stats_enabled, read with bpftool) over one more monitored run: a figure
-    the noise of a shared machine does not move, unlike wall-clock ratios."""
+SKB_PROGRAMS = ("aegis_egress", "aegis_ingress")
+
+
+def _program_cost(argv: list[str], monitor, names: tuple[str, ...] = SKB_PROGRAMS) -> str:
+    """The skb programs' (``names``) own run time per packet, from the kernel's BPF
+    statistics (kernel.bpf_stats_enabled, read with bpftool) over one more monitored run: a
+    figure the noise of a shared machine does not move, unlike wall-clock ratios."""
     bpftool = shutil.which("bpftool")
     if bpftool is None:
         return "install bpftool for the programs' own cost"
@@ -252,15 +257,13 @@ def _program_cost(argv: list[str], monitor) -> str:
     finally:
         knob.write_text(before)
     progs = [
-        p
-        for p in json.loads(shown.stdout or "[]")
-        if p.get("name") in ("aegis_egress", "aegis_ingress") and p.get("run_cnt")
+        p for p in json.loads(shown.stdout or "[]") if p.get("name") in names and p.get("run_cnt")
     ]
     runs = sum(p["run_cnt"] for p in progs)
     if not runs:
         return "no program statistics"
     spent = sum(p["run_time_ns"] for p in progs)
-    return f"skb programs {spent / runs:.0f} ns/packet, {spent / 1e6:.1f} ms in {runs} packets"
+    return f"{'/'.join(names)} {spent / runs:.0f} ns/packet, {spent / 1e6:.1f} ms in {runs} packets"
 
 
 def bench_bulk(tmp: Path, quick: bool) -> list[Row]:
@@ -289,17 +292,53 @@ def bench_bulk(tmp: Path, quick: bool) -> list[Row]:
     ]
 
 
+# mov r0, 1; exit: a cgroup_skb program that lets every packet through and does nothing else.
+EMPTY_PROGRAM = bytes.fromhex("b7000000010000009500000000000000")
+EMPTY_NAME = "aegis_bench_nop"
+
+
+@contextlib.contextmanager
+def _empty_skb_cgroup(tmp: Path) -> Iterator[Any]:
+    """A cgroup of its own with an empty cgroup_skb program on ingress and egress: the floor
+    any per-packet program pays (the kernel's run-filter path), whatever it does."""
+    from aegis_mcp.netmon.ebpf.cgroup import AgentCgroup, cgroup2_mount
+    from aegis_mcp.netmon.ebpf.loader import LoadedObject
+    from aegis_mcp.netmon.ebpf.monitor import BPF_F_ALLOW_MULTI
+    from aegis_mcp.netmon.ebpf.objects import CompiledObject, Program
+
+    root = cgroup2_mount()
+    assert root is not None  # _unavailable() checked it
+    cgroup = AgentCgroup(root, os.getpid(), "bench-empty-skb")
+    empty = CompiledObject(EMPTY_NAME, (), {EMPTY_NAME: Program(EMPTY_PROGRAM, ())})
+    loaded = LoadedObject(empty)
+    fd = cgroup.open_fd()
+    try:
+        for attach in ("CGROUP_INET_EGRESS", "CGROUP_INET_INGRESS"):
+            loaded.attach_cgroup(EMPTY_NAME, "CGROUP_SKB", attach, fd, BPF_F_ALLOW_MULTI)
+        yield cgroup
+    finally:
+        loaded.close()
+        os.close(fd)
+        cgroup.remove()
+
+
 def bench_pingpong(tmp: Path, quick: bool) -> list[Row]:
-    """64-byte ping-pong: round trips per second monitored / unmonitored."""
+    """64-byte ping-pong: round trips per second monitored / unmonitored, and under an empty
+    cgroup_skb program (the floor of per-packet counting) in the same run."""
     name = "ebpf-pingpong"
     reason = _unavailable()
     if reason:
         return _skipped(name, reason)
     trips = 10_000 if quick else 100_000
+    runs = 3 if quick else 7
     with _monitored(tmp, "pingpong") as (gen, monitor), _server(gen, "pingpong", 64) as port:
         argv = [gen, "pingpong", port, str(trips), "64"]
-        on, off = _alternate(argv, monitor, 3 if quick else 7)
+        on, off = _alternate(argv, monitor, runs)
         cost = _program_cost(argv, monitor)
+        with _empty_skb_cgroup(tmp) as empty:
+            nop = SimpleNamespace(confine=(empty.join_step(),))
+            floor, floor_off = _alternate(argv, nop, runs)
+            floor_cost = _program_cost(argv, nop, (EMPTY_NAME,))
     return [
         (
             f"{name}: 64 B round trips x{trips}, monitored cgroup (median)",
@@ -308,6 +347,12 @@ def bench_pingpong(tmp: Path, quick: bool) -> list[Row]:
             f"x{off / on:.3f} rate (target >= 0.98)",
         ),
         (f"{name}: programs' own cost (bpf_stats)", cost, f"run: {on:.3f} s", ""),
+        (
+            f"{name}: empty cgroup_skb programs only (the floor, same run)",
+            f"{trips / floor:,.0f} rt/s",
+            f"unmonitored: {trips / floor_off:,.0f} rt/s",
+            f"x{floor_off / floor:.3f} rate; {floor_cost}",
+        ),
     ]
 
 

@@ -9,6 +9,10 @@
               the host's CPU per agent to start them (CPU figures are counted
               in clock ticks of 10 ms: a quick run shows 0.00 below one tick)
 
+  pool-netns  through a runner (root): agent_spawn -> the agent running, with
+              sandbox="netns" (a namespace kept ready is claimed) against
+              sandbox="none", alternating, medians; target netns <= none + 5 ms
+
 The scale host is this file run as a script (``bench_pool.py host STATE N``), so
 that its own CPU and memory are measured, not the benchmark driver's.
 """
@@ -227,7 +231,68 @@ async def _host(state: Path, count: int) -> None:
     store.close()
 
 
-BENCHES = {"pool-spawn": bench_pool_spawn, "pool-scale": bench_pool_scale}
+def _spawn_running(client, report: Path, sandbox: str) -> float:
+    """agent_spawn through the runner's socket until the agent wrote its start-up report."""
+    before = _lines(report)
+    t0 = time.perf_counter()
+    spawned = client.call("agent_spawn", description=QUIET, agent_type="demo", sandbox=sandbox)
+    _wait(lambda: _lines(report) > before)
+    elapsed = time.perf_counter() - t0
+    client.call("agent_stop", agent_id=spawned["agent_id"])
+    return elapsed
+
+
+def bench_pool_netns(tmp: Path, quick: bool) -> list[Row]:
+    """A pool agent's start in a netns sandbox against its start on the host."""
+    name = "pool-netns: agent_spawn(sandbox=netns) -> agent running"
+    if os.geteuid() != 0:
+        return [(name, "skipped", "needs root", "run `sudo make bench`")]
+    from aegis_mcp.control.client import ControlClient
+    from run import _start_runner
+
+    env = _env(tmp)
+    report = tmp / "report.jsonl"
+    env["AEGIS_DEMO_REPORT"] = str(report)
+    runs = 6 if quick else 25
+    runner, sock = _start_runner(
+        ["demo", "--no-watchdog", "--no-inject-mcp", "--scenario", "quiet"], env, tmp
+    )
+    host, netns = [], []
+    try:
+        _wait(lambda: _lines(report) >= 1)
+        with ControlClient(sock) as client:
+
+            def warm_ready() -> bool:
+                status = client.call("server_status")["sandbox"]
+                return status.get("warm_namespaces", {}).get("ready", 0) >= 1
+
+            _spawn_running(client, report, "netns")  # the first starts the warm pool
+            for _ in range(runs):
+                _wait(warm_ready)
+                time.sleep(0.2)  # the last agent's teardown and the refill are done
+                netns.append(_spawn_running(client, report, "netns"))
+                time.sleep(0.2)
+                host.append(_spawn_running(client, report, "none"))
+    finally:
+        runner.terminate()
+        runner.wait()
+    med_netns, med_host = statistics.median(netns), statistics.median(host)
+    delta = med_netns - med_host
+    return [
+        (
+            f"{name} (median of {runs} pairs)",
+            _ms(med_netns),
+            f'sandbox="none" (host spawn): {_ms(med_host)}',
+            f"+{_ms(delta)} (target <= +5 ms: {'met' if delta <= 0.005 else 'NOT met'})",
+        )
+    ]
+
+
+BENCHES = {
+    "pool-spawn": bench_pool_spawn,
+    "pool-scale": bench_pool_scale,
+    "pool-netns": bench_pool_netns,
+}
 
 if __name__ == "__main__" and sys.argv[1:2] == ["host"]:
     asyncio.run(_host(Path(sys.argv[2]), int(sys.argv[3])))

@@ -8,11 +8,11 @@ Helpers shared with them: ``_env``, ``_start_runner``, ``_wait``, ``_median_time
 
 Rows (each a measurement, the baseline it is compared with, and their ratio
 or difference):
-  start      `aegis-mcp run -- true` vs plain `true` (median wall time)
+  start...   (bench_start.py) agent run start costs against srt and the plain run
   restart    restart request -> new stand-in agent process running, vs the
              stand-in agent's own cold start
   mcp-init   `aegis-mcp --mcp-server` start to initialize reply, vs the bare
-             `import mcp` of the same interpreter
+             `import mcp` of the same interpreter (alternating, median ratio)
   mcp-rtt    server_status round trips through MCP stdio and through the
              control socket (p50, p99)
   idle-cpu   the runner's CPU while watching one idle agent (percent of a core)
@@ -45,6 +45,8 @@ def _env(tmp: Path) -> dict[str, str]:
         AEGIS_MCP_RUNTIME_DIR=str(tmp / "run"),
         AEGIS_MCP_STATE_DIR=str(tmp / "state"),
         AEGIS_MCP_CONFIG=str(tmp / "config.toml"),
+        # The bench's own caches, warmed by its first runs (as a user's are by theirs).
+        AEGIS_MCP_CACHE_DIR=str(tmp / "cache"),
         AEGIS_DEMO_HOME=str(tmp / "demo"),
         PYTHONPATH=str(REPO / "runner"),
     )
@@ -64,32 +66,6 @@ def _median_time(argv: list[str], env: dict[str, str], runs: int) -> float:
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
-
-
-def bench_start(tmp: Path, quick: bool) -> list[Row]:
-    """Wrapper start cost: `aegis-mcp run -- true` against `true`."""
-    env = _env(tmp)
-    runs = 5 if quick else 20
-    script = str(Path(sys.executable).parent / "aegis-mcp")
-    wrapper = [script] if os.path.exists(script) else AEGIS
-    base = _median_time(["true"], env, runs)
-    wrapped = _median_time([*wrapper, "run", "--no-watchdog", "--", "true"], env, runs)
-    # The floor for any asyncio program on this machine, to read the figure against.
-    floor = _median_time([sys.executable, "-c", "import asyncio"], env, runs)
-    return [
-        (
-            "start: aegis-mcp run -- true",
-            _ms(wrapped),
-            f"true: {_ms(base)}",
-            f"+{_ms(wrapped - base)} (target <= 150 ms)",
-        ),
-        (
-            "start: python -c 'import asyncio'",
-            _ms(floor),
-            f"true: {_ms(base)}",
-            f"+{_ms(floor - base)} (interpreter + asyncio alone)",
-        ),
-    ]
 
 
 def _wait(predicate: Callable[[], object], timeout: float = 30.0) -> object:
@@ -154,21 +130,53 @@ def bench_restart(tmp: Path, quick: bool) -> list[Row]:
     ]
 
 
-async def _mcp_bench(env: dict[str, str], n: int) -> tuple[float, list[float]]:
+INITIALIZE = (
+    b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18",'
+    b'"capabilities":{"roots":{"listChanged":true}},"clientInfo":{"name":"bench","version":"1"}}}\n'
+)
+
+
+def _mcp_initialize(env: dict[str, str]) -> float:
+    """Start the server, send initialize as Codex and Gemini do, time the reply."""
+    t0 = time.perf_counter()
+    server = subprocess.Popen(
+        [*AEGIS, "--mcp-server"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    server.stdin.write(INITIALIZE)  # type: ignore[union-attr]
+    server.stdin.flush()  # type: ignore[union-attr]
+    server.stdout.readline()  # type: ignore[union-attr]
+    elapsed = time.perf_counter() - t0
+    server.stdin.close()  # type: ignore[union-attr]
+    server.wait()
+    return elapsed
+
+
+async def _mcp_round_trips(env: dict[str, str], n: int) -> list[float]:
     from mcp.client import Client
     from mcp.client.stdio import StdioServerParameters
 
     params = StdioServerParameters(command=AEGIS[0], args=[*AEGIS[1:], "--mcp-server"], env=env)
-    t0 = time.perf_counter()
     async with Client(params) as client:
-        init = time.perf_counter() - t0
+        # The first calls wait for the SDK's import: the steady state is what is measured.
+        for _ in range(20):
+            await client.call_tool("server_status", {})
+        # The measuring client's own garbage collections (its SDK's objects) are not the
+        # server's round trip: kept out of the figures, as the server keeps its own out.
+        import gc
+
+        gc.collect()
+        gc.freeze()
         times = []
         for _ in range(n):
             t = time.perf_counter()
             result = await client.call_tool("server_status", {})
             times.append(time.perf_counter() - t)
             assert not result.is_error
-    return init, times
+    return times
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -177,21 +185,25 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def bench_mcp(tmp: Path, quick: bool) -> list[Row]:
-    """MCP server start-to-initialize and round trips through stdio and the socket."""
+    """MCP server start-to-initialize against a bare `import mcp`, and round trips through
+    stdio and the socket."""
     from aegis_mcp.control.client import ControlClient
 
     env = _env(tmp)
-    n = 100 if quick else 1000
+    n = 200 if quick else 2000
+    pairs = 5 if quick else 15
     runner, sock = _start_runner(["run", "--no-watchdog", "--", "sleep", "3600"], env, tmp)
     try:
         env["AEGIS_MCP_SOCKET"] = str(sock)
-        inits = []
-        for _ in range(1 if quick else 5):
-            init, stdio = asyncio.run(_mcp_bench(env, n))
-            inits.append(init)
-        import_mcp = _median_time(
-            [sys.executable, "-c", "import mcp.server.mcpserver"], env, 3 if quick else 5
-        )
+        _mcp_initialize(env)  # the first start records the SDK's replies (the cache is the bench's)
+        time.sleep(1.5)
+        inits, imports = [], []
+        for _ in range(pairs):
+            inits.append(_mcp_initialize(env))
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import mcp"], env=env, check=True)
+            imports.append(time.perf_counter() - t0)
+        stdio = asyncio.run(_mcp_round_trips(env, n))
         direct = []
         with ControlClient(sock) as client:
             for _ in range(n):
@@ -201,19 +213,23 @@ def bench_mcp(tmp: Path, quick: bool) -> list[Row]:
     finally:
         runner.terminate()
         runner.wait()
-    init = statistics.median(inits)
+    ratios = sorted(a / b for a, b in zip(inits, imports, strict=True))
+    ratio = statistics.median(ratios)
+    p50, p99 = _percentile(stdio, 0.5), _percentile(stdio, 0.99)
+    met = "met" if p50 <= 0.002 and p99 <= 0.010 else "NOT met"
     return [
         (
-            "mcp-init: start -> initialize reply",
-            _ms(init),
-            f"python -c 'import mcp': {_ms(import_mcp)}",
-            f"+{_ms(init - import_mcp)} (target <= 700 ms total)",
+            f"mcp-init: start -> initialize reply (median of {pairs} pairs)",
+            _ms(statistics.median(inits)),
+            f"python -c 'import mcp': {_ms(statistics.median(imports))}",
+            f"x{ratio:.3f} [x{ratios[0]:.3f}-x{ratios[-1]:.3f}] "
+            f"(target <= x0.40: {'met' if ratio <= 0.4 else 'NOT met'})",
         ),
         (
             f"mcp-rtt: server_status via MCP stdio (n={n})",
-            f"p50 {_ms(_percentile(stdio, 0.5))}, p99 {_ms(_percentile(stdio, 0.99))}",
+            f"p50 {_ms(p50)}, p99 {_ms(p99)}",
             f"socket p50 {_ms(_percentile(direct, 0.5))}, p99 {_ms(_percentile(direct, 0.99))}",
-            f"x{_percentile(stdio, 0.5) / _percentile(direct, 0.5):.1f} (p50)",
+            f"target p50 <= 2 ms, p99 <= 10 ms: {met}",
         ),
     ]
 
@@ -248,7 +264,6 @@ def bench_idle_cpu(tmp: Path, quick: bool) -> list[Row]:
 
 
 BENCHES: dict[str, Callable[[Path, bool], list[Row]]] = {
-    "start": bench_start,
     "restart": bench_restart,
     "mcp": bench_mcp,
     "idle-cpu": bench_idle_cpu,

@@ -53,4 +53,11 @@ install_venv
 # The real agent CLIs for tests/e2e/: a failed install skips those tests, with the reason.
 "$ROOT/scripts/install_agents.sh" || say "some agent CLIs could not be installed: their end-to-end tests skip"
 make -C "$ROOT" --no-print-directory build VENV="$VENV" >/dev/null
+# Containers too (podman, docker.io, the rootless test user, the base image): without
+# them the container tests skip and say why; in CI (CI=true) they must run, so a failed
+# set-up fails here.
+if ! "$ROOT/scripts/setup_containers.sh" "$VENV"; then
+    case "${CI:-}" in true | 1) say "CI=true: the container set-up must succeed"; exit 1 ;; esac
+    say "container set-up incomplete: see above"
+fi
 say "ready: $VENV/bin/aegis-mcp"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,24 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import REPO
 
 
+@pytest.fixture(scope="session", autouse=True)
+def aegis_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One cache directory for the whole session (the MCP handshake's record, compiled BPF
+    programs), for the runs the tests start and for the code they run in process: made once,
+    as on a user's machine, then reused; never the machine's own."""
+    path = tmp_path_factory.mktemp("cache")
+    saved = os.environ.get("AEGIS_MCP_CACHE_DIR")
+    os.environ["AEGIS_MCP_CACHE_DIR"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("AEGIS_MCP_CACHE_DIR", None)
+    else:
+        os.environ["AEGIS_MCP_CACHE_DIR"] = saved
+
+
 @pytest.fixture
-def aegis_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for an aegis-mcp run isolated in ``tmp_path``."""
+def aegis_env(tmp_path: Path, aegis_cache: Path) -> dict[str, str]:
+    """Environment for an aegis-mcp run isolated in ``tmp_path`` (the cache is the session's)."""
     env = dict(os.environ)
     for key in list(env):
         if key.startswith(("AEGIS_", "SUDO_")):
@@ -29,6 +45,7 @@ def aegis_env(tmp_path: Path) -> dict[str, str]:
         AEGIS_MCP_RUNTIME_DIR=str(runtime),
         AEGIS_MCP_STATE_DIR=str(tmp_path / "state"),
         AEGIS_MCP_CONFIG=str(tmp_path / "config.toml"),
+        AEGIS_MCP_CACHE_DIR=str(aegis_cache),
         AEGIS_DEMO_HOME=str(tmp_path / "demo"),
         AEGIS_DEMO_REPORT=str(tmp_path / "report.jsonl"),
         PYTHONPATH=str(REPO / "runner"),
@@ -110,3 +127,77 @@ def hooks_in_roots_home(tmp_path: Path, built_hooks: Path) -> Path:
     shutil.copyfile(built_hooks, target)
     target.chmod(0o755)
     return target
+
+
+# -- container engines (tests/engines.py) ----------------------------------------------
+
+
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
+"""CI (root, its set-up run) has every engine: a missing one fails there, never skips."""
+
+
+def _engine_missing(reason: str):
+    if IN_CI:
+        pytest.fail(f"CI=true, yet {reason}: scripts/setup_containers.sh should have set it up")
+    pytest.skip(reason)
+
+
+def _engine_or_skip(start):
+    try:
+        return start()
+    except Exception as exc:  # the reason the engine is missing, as the skip's
+        _engine_missing(f"container engine unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def podman_engine():
+    """Rootful podman through its API, started for the session."""
+    from engines import TestEngine, build_image, podman_service
+
+    if os.geteuid() != 0:
+        _engine_missing("rootful podman needs root")
+    if shutil.which("podman") is None:
+        _engine_missing("podman is not installed (scripts/setup_containers.sh installs it)")
+    directory = Path(tempfile.mkdtemp(prefix="aegis-podman-"))
+    service = _engine_or_skip(lambda: podman_service(directory))
+    try:
+        build_image(service.url)
+        yield TestEngine("podman", service.url, "podman", rootless=False)
+    finally:
+        service.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """Debian's Docker Engine (dockerd) on a private socket, started for the session."""
+    from engines import Dockerd, TestEngine, build_image
+
+    if os.geteuid() != 0:
+        _engine_missing("dockerd needs root")
+    if shutil.which("dockerd") is None:
+        _engine_missing("dockerd is not installed (scripts/setup_containers.sh installs docker.io)")
+    daemon = _engine_or_skip(Dockerd)
+    try:
+        build_image(daemon.url)
+        yield TestEngine("docker", daemon.url, "docker", rootless=False)
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def rootless_engine():
+    """The rootless test user's own podman, started as that user for the session."""
+    from engines import TestEngine, build_image, podman_service, rootless_user
+
+    if os.geteuid() != 0:
+        _engine_missing("starting another user's rootless podman needs root")
+    user = rootless_user()
+    if user is None:
+        _engine_missing("no rootless test user (scripts/setup_containers.sh makes aegis-rootless)")
+    service = _engine_or_skip(lambda: podman_service(Path(f"/run/user/{user.pw_uid}"), user))
+    try:
+        build_image(service.url)
+        yield TestEngine("rootless", service.url, "podman", rootless=True, user=user)
+    finally:
+        service.stop()

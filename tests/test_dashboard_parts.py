@@ -133,8 +133,13 @@ def test_traffic_is_kept_per_bucket_over_the_last_minutes():
     assert sum(traffic["bytes"]) == 150 and stats.status()["bytes_sent"] == 107
 
 
+def test_resources_are_not_sampled_in_the_first_second():
+    sampler = ResourceSampler(first_after=60)
+    assert sampler.section(None) is None
+
+
 def test_resources_are_sampled_at_most_once_a_second():
-    sampler = ResourceSampler(min_interval=60)
+    sampler = ResourceSampler(min_interval=60, first_after=0)
     first = sampler.section(None)
     assert first["agent_tree"] is None
     machine = first["machine"]

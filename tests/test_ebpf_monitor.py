@@ -531,7 +531,7 @@ def kprobe_bytes(monitor: EbpfMonitor, kind: str, **match: Any) -> int:
 
 def kp_entries(monitor: EbpfMonitor, pid: int) -> list[Any]:
     """The kp_bytes map's entries of process ``pid`` now: (key, value) pairs."""
-    return [(k, v) for k, v in monitor._bpf[b"kp_bytes"].items() if k.tgid == pid]
+    return [(k, v) for k, v in monitor._bpf.table("kp_bytes").items() if k.tgid == pid]
 
 
 FORK_CLIENT = """

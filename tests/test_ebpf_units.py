@@ -360,11 +360,15 @@ def test_blocked_records_say_eperm() -> None:
 # ---- availability and fallback -------------------------------------------------------------------
 
 
-def test_bcc_missing_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bcc_missing_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "bcc", None)  # makes `import bcc` fail
     monkeypatch.setattr(sys, "path", list(sys.path))
     with pytest.raises(_bcc.BccMissing, match="python3-bpfcc"):
         _bcc.import_bcc()
+    # The availability check looks for BCC's package without importing it: none anywhere.
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])
+    monkeypatch.setattr(_bcc, "SYSTEM_DIST_PACKAGES", str(tmp_path))
+    assert _bcc.find_bcc() is None
     if os.geteuid() == 0 and availability.cgroup2_mount() is not None:
         ok, reason = availability.ebpf_available()
         assert not ok and "python3-bpfcc" in reason

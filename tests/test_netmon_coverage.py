@@ -198,11 +198,12 @@ def test_ebpf_proves_its_programs_are_attached_to_the_agents_cgroup() -> None:
                 "outside the agent's cgroup",
             )
             # Detached behind the monitor's back: the kernel's answer is what counts.
-            from aegis_mcp.netmon.ebpf._bcc import import_bcc
+            from aegis_mcp.netmon.ebpf.loader import detach_cgroup_program
 
-            fn, attach_type = monitor._attached[0]
-            import_bcc().BPF.detach_func(fn, monitor._cgroup_fd, attach_type)
-            assert monitor.attach_problems() == [fn.name.decode()]
+            assert monitor._bpf is not None
+            name, prog_fd, attach_type = monitor._bpf.cgroup_attachments()[0]
+            detach_cgroup_program(monitor._cgroup_fd, prog_fd, attach_type)
+            assert monitor.attach_problems() == [name]
             (again, _) = source.check(views)
             assert again.verdict == "blind" and "not attached" in again.reason
             os.kill(inside, signal.SIGKILL)

@@ -92,6 +92,7 @@ def test_the_readme_config_block_loads(tmp_path):
     assert myagent.is_headless(["run", "x"]) and myagent.is_headless(["--task", "x"])
     assert restart_args(myagent, ["--task", "a"], "b") == ["--continue", "--task", "b"]
     assert config.sandbox.policy["allow"] == ["api.anthropic.com:443"]
+    assert config.container.memory == 4 << 30 and config.container.mounts == ("~/.gitconfig:ro",)
     assert config.watchdog.restart_limit_burst == 5
     assert config.watchdog.net_floor_bytes_per_sec == 64
     assert config.profiles["myagent"].watch.prompt == ("^myagent> ",)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network sandboxes nee
 
 def _namespaces(pid: int) -> list[str]:
     try:
-        return [n for n in os.listdir(NETNS_DIR) if n.startswith(f"aegis-{pid}")]
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(f"aegis-{pid}"))
     except FileNotFoundError:
         return []
 
@@ -102,10 +102,30 @@ def test_status_and_netmon_report_the_sandbox(aegis_env, runtime_dir, report):
             )
         )
         assert pool_report["netns"] not in (first["netns"], _own_netns())
-        wait_for(lambda: _namespaces(proc.pid) == [f"aegis-{proc.pid}"])
+        # From the first pool agent on, one more namespace is kept ready, and the next pool
+        # agent starts in it, with its own id on it.
+        warm = f"aegis-{proc.pid}-warm-1"
+        wait_for(lambda: _namespaces(proc.pid) == sorted([f"aegis-{proc.pid}", warm]))
+        second = call(
+            sock, "agent_spawn", description="/scenario sleep:1", agent_type="demo", sandbox="netns"
+        )
+        boxes = call(sock, "server_status")["sandbox"]["sandboxes"]
+        assert boxes[second["agent_id"]]["name"] == warm
+        assert boxes[second["agent_id"]]["agent_id"] == second["agent_id"]
+        assert (
+            call(sock, "agent_await", agent_id=second["agent_id"], timeout_secs=60)["status"]
+            == "completed"
+        )
+        # The claimed one goes with its agent; the pool made the next.
+        wait_for(
+            lambda: (
+                _namespaces(proc.pid) == sorted([f"aegis-{proc.pid}", f"aegis-{proc.pid}-warm-2"])
+            )
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    # Nothing of the run is left, the namespace kept ready included.
     wait_for(lambda: _namespaces(proc.pid) == [])
 
 
@@ -153,3 +173,39 @@ def test_bad_policy_specs_are_usage_errors(aegis_env, argv, message):
         [*AEGIS, *argv], env=aegis_env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_the_namespace_kept_ready_of_a_killed_runner_goes_with_the_cleanup(
+    aegis_env, runtime_dir, report
+):
+    proc = start_aegis(
+        ["demo", "--no-watchdog", "--no-inject-mcp", "--scenario", "quiet"], aegis_env, output=False
+    )
+    try:
+        sock = runner_socket(runtime_dir)
+        wait_reports(report, 1)
+        spawned = call(
+            sock,
+            "agent_spawn",
+            description="/scenario sleep:60",
+            agent_type="demo",
+            sandbox="netns",
+        )
+        warm = f"aegis-{proc.pid}-warm-1"
+        wait_for(lambda: warm in _namespaces(proc.pid))
+        assert f"aegis-{proc.pid}-{spawned['agent_id']}" in _namespaces(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        for pid in [r["pid"] for r in _all_reports(report)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: all(gone(r["pid"]) for r in _all_reports(report)))
+        result = subprocess.run(
+            [*AEGIS, "netns", "cleanup"], env=aegis_env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        assert _namespaces(proc.pid) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

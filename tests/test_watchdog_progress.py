@@ -26,9 +26,10 @@ from helpers import (
 )
 
 TIMEOUT = 1.0
+CHECK_SECS = 0.2
 FAST = (
     "[runner]\nstop_grace_secs = 0.5\n"
-    f"[watchdog]\nheartbeat_timeout_secs = {TIMEOUT}\ncheck_interval_secs = 0.2\n"
+    f"[watchdog]\nheartbeat_timeout_secs = {TIMEOUT}\ncheck_interval_secs = {CHECK_SECS}\n"
 )
 
 
@@ -53,12 +54,20 @@ def statuses_while(pty: PtyProcess, sock: Path, until: str) -> list[dict]:
 
 
 def settled(pty: PtyProcess, runtime_dir: Path) -> Path:
-    """Wait until the agent's MCP server has started and a check has seen that (the
-    imports of its start are file I/O, which counts); returns the runner's socket."""
+    """Wait until the agent's MCP server has started and gone quiet: it answers the agent
+    before it imports the MCP SDK, and that import is file I/O, which counts; returns the
+    runner's socket."""
     pty.read_until(r"connected \(\d+ tools\)\r\n> ")
     sock = runner_socket(runtime_dir)
     checks = status(sock)["checks"]
     wait_for(lambda: status(sock)["checks"] >= checks + 2)
+    # Then two checks in a row that saw the tree's file I/O below the floor.
+    quiet = 0
+    while quiet < 2:
+        before = status(sock)["checks"]
+        wait_for(lambda before=before: status(sock)["checks"] > before)
+        io = status(sock)["signals"]["io"]
+        quiet = quiet + 1 if io["chars_last_check"] / CHECK_SECS < io["floor_bytes_per_sec"] else 0
     return sock
 
 

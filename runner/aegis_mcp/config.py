@@ -19,6 +19,11 @@
     [sandbox]                  # --sandbox=netns
     pool = "10.213.0.0/16"     # private range for the sandboxes' /30s
 
+    [container]                # --sandbox=container (see sandbox/container/settings.py)
+    engine = "unix:///run/podman/podman.sock"   # default: discovered
+    mounts = ["~/.gitconfig:ro"]
+    memory = "4g"
+
     [policy]                   # egress policy of sandboxed agents (default allow)
     deny = ["169.254.169.254", "10.0.0.0/8"]
     allow = ["api.anthropic.com:443"]
@@ -60,6 +65,7 @@ from typing import Any, get_args
 
 from .agents.profiles import BUILTIN_PROFILES, AgentProfile, McpInject, WatchRules
 from .agents.syntax import CommandSyntax
+from .sandbox.container.settings import ContainerSettings, SettingsError
 from .watchdog.config import WatchdogConfig, WatchdogConfigError, validate_changes
 
 
@@ -99,6 +105,9 @@ class SandboxSettings:
     pool: str = "10.213.0.0/16"
     """Private range the sandboxes' subnets are cut from."""
     prefixlen: int = 30
+    warm_namespaces: int = 1
+    """Namespaces kept ready for pool agents' ``sandbox="netns"`` (0: none), from the first one
+    on."""
     policy: dict[str, Any] = field(default_factory=dict)
     """The ``[policy]`` table (``default``, ``allow``, ``deny``), checked at load."""
 
@@ -124,6 +133,7 @@ class Config:
     pool: PoolSettings = field(default_factory=PoolSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    container: ContainerSettings = field(default_factory=ContainerSettings)
     profiles: dict[str, AgentProfile] = field(default_factory=lambda: dict(BUILTIN_PROFILES))
     path: Path | None = None
 
@@ -306,8 +316,11 @@ def _sandbox(table: Any, where: str) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
     for key in table:
-        if key not in ("pool", "prefixlen"):
+        if key not in ("pool", "prefixlen", "warm_namespaces"):
             raise ConfigError(f"{where}.{key}: unknown setting")
+    warm = table.get("warm_namespaces", 1)
+    if isinstance(warm, bool) or not isinstance(warm, int) or not 0 <= warm <= 8:
+        raise ConfigError(f"{where}.warm_namespaces must be a whole number from 0 to 8")
     from .sandbox.errors import SandboxError
     from .sandbox.netns.pool import DEFAULT_POOL, AddressPool
 
@@ -321,6 +334,15 @@ def _sandbox(table: Any, where: str) -> dict[str, Any]:
     except SandboxError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return dict(table)
+
+
+def _container(table: Any, where: str) -> ContainerSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    try:
+        return ContainerSettings.from_table(table)
+    except SettingsError as exc:
+        raise ConfigError(f"{where}.{exc}") from None
 
 
 def _policy(table: Any, where: str) -> dict[str, Any]:
@@ -363,6 +385,7 @@ def load_config(path: Path) -> Config:
     pool = PoolSettings()
     sandbox: dict[str, Any] = {}
     policy: dict[str, Any] = {}
+    container = ContainerSettings()
     watchdog = WatchdogConfig()
     dashboard = DashboardSettings()
     profiles = dict(BUILTIN_PROFILES)
@@ -378,6 +401,8 @@ def load_config(path: Path) -> Config:
             policy = _policy(table, where)
         elif section == "dashboard":
             dashboard = _dashboard(table, where)
+        elif section == "container":
+            container = _container(table, where)
         elif section == "watchdog":
             if not isinstance(table, dict):
                 raise ConfigError(f"{where} must be a table")
@@ -398,6 +423,7 @@ def load_config(path: Path) -> Config:
         pool=pool,
         sandbox=SandboxSettings(**sandbox, policy=policy),
         dashboard=dashboard,
+        container=container,
         profiles=profiles,
         path=path,
     )

@@ -78,7 +78,8 @@ def _cgroup_v2() -> Check:
 
 
 def _bcc() -> Check:
-    from .netmon.ebpf.availability import BccMissing, bcc_version
+    from .netmon.ebpf._bcc import BccMissing
+    from .netmon.ebpf.availability import bcc_version
 
     try:
         detail = f"BCC {bcc_version()} importable"
@@ -117,18 +118,18 @@ def _nftables() -> Check:
     return Check("nftables", ok, detail, "" if ok else "--sandbox=netns and its egress policy")
 
 
-def _container_engine() -> Check:
-    podman = shutil.which("podman")
-    if podman:
-        return Check("container engine", True, f"podman at {podman}")
-    docker = shutil.which("docker")
-    # The docker CLI alone is no engine: the daemon's socket must be there.
-    if docker and Path("/var/run/docker.sock").exists():
-        return Check("container engine", True, f"docker at {docker} (daemon socket present)")
-    detail = (
-        f"docker client at {docker} but no daemon socket" if docker else "neither podman nor docker"
-    )
-    return Check("container engine", False, detail, "--sandbox=container")
+def _container_engine() -> list[Check]:
+    from .config import ConfigError, load_config
+    from .paths import config_file
+    from .sandbox.container.doctor import engine_checks
+    from .sandbox.container.settings import ContainerSettings
+
+    try:
+        settings = load_config(config_file()).container
+    except ConfigError:
+        settings = ContainerSettings()
+    checks = engine_checks(settings.engine, settings.image)
+    return [Check(name, ok, detail, disables) for name, ok, detail, disables in checks]
 
 
 def _hooks() -> Check:
@@ -169,7 +170,6 @@ CHECKS: list[Callable[[], Check]] = [
     _bcc,
     _kernel_headers,
     _nftables,
-    _container_engine,
     _hooks,
     _agents,
 ]
@@ -177,7 +177,7 @@ CHECKS: list[Callable[[], Check]] = [
 
 def run_checks() -> list[Check]:
     """All checks, in display order."""
-    return [check() for check in CHECKS] + _ebpf_tiers()
+    return [check() for check in CHECKS] + _container_engine() + _ebpf_tiers()
 
 
 def print_report() -> int:

@@ -10,7 +10,9 @@ instead of redirecting it), gets its mode and owner through its descriptor
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import stat
 from pathlib import Path
 
 _NEW = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -66,3 +68,23 @@ def write_atomic(
         raise
     os.close(fd)
     os.replace(tmp, path)
+
+
+def read_own_json(path: Path, limit: int = 1 << 24) -> object | None:
+    """The JSON in ``path`` if it is a regular file of this process's user that nobody else
+    can write (a cache whose content is trusted as is); None when it is missing, someone
+    else's, open to others' writes, or not JSON. A symlink is not followed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022 or not stat.S_ISREG(info.st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return json.loads(file.read(limit))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)

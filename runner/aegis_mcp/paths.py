@@ -4,8 +4,11 @@ Runtime files (control socket, state snapshot, overlay, netmon log) live in a
 directory nobody else can write to: ``$XDG_RUNTIME_DIR/aegis-mcp`` for users,
 ``/run/aegis-mcp`` for root, else a ``0700`` directory under the user's cache.
 Durable state (pool, locks, history) lives under ``$XDG_STATE_HOME/aegis-mcp``.
-``AEGIS_MCP_RUNTIME_DIR``, ``AEGIS_MCP_STATE_DIR`` and ``AEGIS_MCP_CONFIG``
-override the defaults (tests and unusual set-ups use them).
+Caches that can be rebuilt at any time (the MCP handshake's recorded replies,
+compiled BPF programs) live under ``$XDG_CACHE_HOME/aegis-mcp`` (root:
+``/var/cache/aegis-mcp``).
+``AEGIS_MCP_RUNTIME_DIR``, ``AEGIS_MCP_STATE_DIR``, ``AEGIS_MCP_CACHE_DIR`` and
+``AEGIS_MCP_CONFIG`` override the defaults (tests and unusual set-ups use them).
 """
 
 from __future__ import annotations
@@ -76,6 +79,26 @@ def state_dir() -> Path:
     return _private(Path(user_state_dir(APP)), "state directory", variable)
 
 
+def cache_dir(name: str) -> Path:
+    """The private cache directory ``name`` (created on demand), for files that are
+    rebuilt when missing: nothing in it is ever the only copy of anything."""
+    variable = "AEGIS_MCP_CACHE_DIR"
+    override = os.environ.get(variable)
+    if override:
+        base = Path(override)
+    elif os.geteuid() == 0:
+        # Root's, wherever sudo left HOME: BPF objects from here are loaded into the kernel.
+        base = Path("/var/cache") / APP
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+        # platformdirs' rule on Linux, without its import on the MCP server's fast path
+        base = (Path(xdg) if xdg else Path.home() / ".cache") / APP
+    # Root's is shared with what the agents' users must reach (the agent CLIs the set-up
+    # installs there): searchable by all, writable by root alone; each cache in it is private.
+    _private(base, "cache directory", variable, 0o755 if os.geteuid() == 0 else 0o700)
+    return _private(base / name, "cache directory", variable)
+
+
 def config_file() -> Path:
     """The user's config file (it need not exist)."""
     override = os.environ.get("AEGIS_MCP_CONFIG")
@@ -127,6 +150,24 @@ class RunnerFiles:
         return self.directory / f"netmon-{self.pid}.jsonl"
 
     @property
+    def container_passwd(self) -> Path:
+        """The ``/etc/passwd`` its containers get (their user's entry)."""
+        return self.directory / f"passwd-{self.pid}"
+
+    @property
+    def container_group(self) -> Path:
+        return self.directory / f"group-{self.pid}"
+
+    @property
+    def engine_socket(self) -> Path:
+        """A private podman service's socket, when the run started one."""
+        return self.directory / f"podman-{self.pid}.sock"
+
+    @property
+    def engine_log(self) -> Path:
+        return self.directory / f"podman-{self.pid}.log"
+
+    @property
     def hooks_copy(self) -> Path:
         """The hooks library, copied here when the agent's user cannot read the original."""
         return self.directory / f"hooks-{self.pid}.so"
@@ -143,5 +184,9 @@ class RunnerFiles:
             self.overlay,
             self.settings_overlay,
             self.netmon_log,
+            self.container_passwd,
+            self.container_group,
+            self.engine_socket,
+            self.engine_log,
             self.hooks_copy,
         ]

@@ -43,6 +43,40 @@ def exit_code_of(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
+def close_detached(fds: list[int]) -> None:
+    """Close ``fds`` without waiting for what the kernel does on their last close.
+
+    Releasing some descriptors waits in the kernel: the last perf event of a tracepoint that a
+    BPF program is attached to waits for RCU grace periods (~50 ms here), and a process exits
+    only once its descriptors are released. So a child process takes them: it closes
+    everything else it inherited (it must hold no PTY, pipe or socket open), then these, and
+    exits; the caller's copies are closed at once. Whatever happens to the caller, the child's
+    exit finishes the release; the runner's reaper (or init) collects it.
+    """
+    if not fds:
+        return
+    keep = sorted(set(fds))
+    top = max(os.sysconf("SC_OPEN_MAX"), keep[-1] + 1)
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = -1
+    if pid == 0:  # the child: plain system calls only, then out
+        try:
+            low = 0
+            for fd in keep:
+                os.closerange(low, fd)
+                low = fd + 1
+            os.closerange(low, top)
+            for fd in keep:
+                os.close(fd)
+        finally:
+            os._exit(0)
+    for fd in keep:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 class ChildReaper:
     """Reaps every child of the runner; futures report the ones we track.
 
@@ -109,6 +143,15 @@ class SpawnSpec:
     """``(pid, signal)``: where else a signal for the agent must go. The runner
     signals the process it started (and its session); a sandbox whose agent runs
     outside that session (in a container, through its engine) passes it on."""
+    pass_fds: tuple[int, ...] = ()
+    """Descriptors the process inherits (a container's attach connection)."""
+    tree: Callable[[], list[int]] | None = None
+    """The pids of the agent's processes that are not the started process's
+    descendants (a container's, which its engine started): the watchdog counts them."""
+    cgroup: str | None = None
+    """A cgroup v2 path (as ``/proc/PID/cgroup`` names it) that the agent must live
+    under, for a sandbox whose agent is not the started process (a container's
+    cgroup is made a child of it); the confine steps put the started process there."""
 
 
 def _child_setup(spec: SpawnSpec) -> Callable[[], None]:
@@ -267,6 +310,7 @@ class AgentProcess:
             cwd=spec.cwd,
             start_new_session=True,
             close_fds=True,
+            pass_fds=spec.pass_fds,
             preexec_fn=_child_setup(spec),
         )
         self._pumps: list[OutputPump] = []
@@ -331,14 +375,23 @@ class AgentProcess:
         return session_members(self.pid)
 
     def tree(self) -> list[psutil.Process]:
-        """The agent and its descendants (for resource sampling)."""
+        """The agent and its descendants, and the processes its sandbox names (for sampling)."""
         import psutil
 
         try:
             root = psutil.Process(self.pid)
-            return [root, *root.children(recursive=True)]
+            found = [root, *root.children(recursive=True)]
         except psutil.Error:
             return []
+        if self.spec.tree is not None:
+            seen = {p.pid for p in found}
+            with contextlib.suppress(Exception):
+                for pid in self.spec.tree():
+                    if pid not in seen:
+                        with contextlib.suppress(psutil.Error):
+                            found.append(psutil.Process(pid))
+                            seen.add(pid)
+        return found
 
     async def wait_for_exit(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; True when the process exited."""

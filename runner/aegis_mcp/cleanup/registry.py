@@ -3,7 +3,7 @@
 To add one: a :class:`aegis_mcp.leftovers.LeftoverSource` in that package, and one
 :class:`Kind` below. Sources are made (and their modules imported) only when a
 sweep gets to them; :meth:`~aegis_mcp.leftovers.LeftoverSource.possible` must stay
-cheap, since every root runner asks it at start.
+cheap, since every root runner asks it at start (unless the kind says ``at_start=False``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ class Kind:
     """What it covers, for messages: ``network namespaces, veths, ...``."""
     needs_root: bool
     source: Callable[[], LeftoverSource]
+    at_start: bool = True
+    """Whether a runner's start sweeps it (``quick``): not where finding them is costly."""
 
 
 def _cgroups() -> LeftoverSource:
@@ -35,6 +37,24 @@ def _netns() -> LeftoverSource:
     from ..sandbox.netns.leftovers import NetnsLeftovers
 
     return NetnsLeftovers()
+
+
+def _containers() -> LeftoverSource:
+    from ..sandbox.container.leftovers import ContainerLeftovers
+
+    return ContainerLeftovers()
+
+
+def _podman_services() -> LeftoverSource:
+    from ..sandbox.container.host_leftovers import EngineServiceLeftovers
+
+    return EngineServiceLeftovers()
+
+
+def _container_cgroups() -> LeftoverSource:
+    from ..sandbox.container.host_leftovers import CgroupParentLeftovers
+
+    return CgroupParentLeftovers()
 
 
 def _strays() -> LeftoverSource:
@@ -58,7 +78,19 @@ KINDS: tuple[Kind, ...] = (
         True,
         _netns,
     ),
-    # After those two: what runs outside any namespace or cgroup.
+    # Every engine is asked (a private podman started if need be): a container run's
+    # backend removes those of its own engine when it starts, off the start-up path.
+    Kind(
+        "containers",
+        "containers of dead runners in every engine found",
+        False,
+        _containers,
+        at_start=False,
+    ),
+    Kind("podman_services", "private podman services of dead runners", False, _podman_services),
+    # After the containers, whose cgroups are inside.
+    Kind("container_cgroups", "cgroup v1 parents of containers", True, _container_cgroups),
+    # After those: what runs outside any namespace or cgroup.
     Kind("processes", "processes of dead runners' agents", False, _strays),
     Kind("runtime_files", "runtime files", False, _runtime_files),
 )

@@ -61,8 +61,8 @@ def sweep(
     """Remove (or with ``dry_run`` list) what dead runners left, kind by kind.
 
     ``quick``: skip a kind whose source says nothing of a dead runner can be there,
-    without listing the live ones (a runner's start). ``runners``: only what these
-    runner pids left.
+    without listing the live ones, and every kind not swept at start (a runner's start).
+    ``runners``: only what these runner pids left.
     """
     report = Report(dry_run)
     root = os.geteuid() == 0
@@ -71,6 +71,8 @@ def sweep(
             report.skipped.append({"kind": kind.name, "what": kind.what, "reason": ROOT_HINT})
             continue
         try:
+            if quick and not kind.at_start:
+                continue
             source = kind.source()
             if quick and not source.possible():
                 continue

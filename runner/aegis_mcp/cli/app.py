@@ -24,6 +24,7 @@ Wrapper options (anywhere before `--`; everything else goes to the agent):
   --netmon[=ebpf|preload|netns]  record the agent's network connections
                             (plain --netmon: the best mode this machine offers)
   --sandbox=netns           run the agent in its own network namespace (root)
+  --sandbox=container       run the agent in a container (podman or Docker, rootless too)
   --allow SPEC, --deny SPEC egress policy: HOST or CIDR, optional :PORT
   --no-inject-mcp           do not give the agent the aegis-mcp MCP server
   --keep-root               under sudo, do not drop to the invoking user
@@ -132,9 +133,10 @@ def cleanup(
     dry_run: Annotated[bool, DRY_RUN] = False, runner: Annotated[list[int] | None, RUNNER] = None
 ) -> None:
     """Remove everything runners that died left: network namespaces, veths, nft tables,
-    cgroups with their BPF programs, the processes still in them or still running
-    for a dead runner's agent, runtime files, markers. Never a live runner's, nor an
-    orphaned pool agent. Needs root for namespaces and cgroups."""
+    cgroups with their BPF programs, containers (in every engine found) and private
+    podman services, the processes still in them or still running for a dead runner's
+    agent, runtime files, markers. Never a live runner's, nor an orphaned pool agent.
+    Needs root for namespaces and cgroups."""
     from ..cleanup.sweep import sweep
 
     report = sweep(dry_run, runners=set(runner) if runner else None)
@@ -172,3 +174,43 @@ def netns_cleanup(
 ) -> None:
     """Same as `aegis-mcp cleanup`: everything dead runners left, namespaces included."""
     cleanup(dry_run, runner)
+
+
+image_app = typer.Typer(help="The container image of --sandbox=container.")
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("build")
+def image_build(
+    engine: Annotated[
+        str | None, typer.Option(help="engine URL (default: the one a run would use)")
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option(help="build into this user's rootless podman (root only)")
+    ] = None,
+    suite: Annotated[str, typer.Option(help="Debian suite for debootstrap")] = "bookworm",
+    mirror: Annotated[
+        str, typer.Option(help="Debian mirror for debootstrap")
+    ] = "http://deb.debian.org/debian",
+) -> None:
+    """Build the base image from Debian's packages (no registry); cached, says how long it took."""
+    from ..config import ConfigError, load_config
+    from ..paths import config_file
+    from ..sandbox.container.build import build_image, engine_for_build
+    from ..sandbox.errors import SandboxError
+
+    try:
+        settings = load_config(config_file()).container
+        connected = engine_for_build(engine, user, settings.engine)
+    except (ConfigError, SandboxError) as exc:
+        _fail(str(exc))
+    try:
+        print(f"building {settings.image} in {connected.product()} at {connected.url}")
+        report = build_image(
+            connected, settings.image, suite=suite, mirror=mirror, say=lambda s: print(s)
+        )
+    except SandboxError as exc:
+        _fail(str(exc))
+    finally:
+        connected.close()
+    print("\n".join(report.lines()))

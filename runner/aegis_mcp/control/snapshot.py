@@ -204,6 +204,16 @@ class NetmonInfo(TypedDict):
     """What the sources see of the agent; None until an agent runs with a source."""
 
 
+class WarmInfo(TypedDict):
+    """The pool of netns sandboxes made ahead (``[sandbox] warm_namespaces``)."""
+
+    size: int
+    ready: int
+    """Made and not given to an agent yet."""
+    failures: list[str]
+    """Why the last ones could not be made (the agents' starts then make their own)."""
+
+
 class SandboxInfo(TypedDict):
     """Where the agents run."""
 
@@ -212,6 +222,8 @@ class SandboxInfo(TypedDict):
     sandboxes: dict[str, dict[str, Any]]
     """Every sandbox of the run by agent id (``primary`` and pool agents), each its backend's
     description with ``kind`` first."""
+    warm_namespaces: WarmInfo | None
+    """Netns sandboxes kept ready for pool agents; None until the first one asks for one."""
 
 
 class TreeUse(TypedDict):
@@ -351,7 +363,8 @@ class Snapshot(TypedDict):
     ``bytes_received`` (``bytes_counted`` keeps what was counted), and the
     ``bytes_sent``/``bytes_received`` of the processes and targets concerned."""
     sandbox: SandboxInfo
-    system: SystemInfo
+    system: SystemInfo | None
+    """None during the run's first second (the first sample is taken then)."""
     authority: AuthorityInfo
     events: list[RunnerEvent]
     """The last 50."""

@@ -25,13 +25,15 @@ class SystemPanel(Panel, Static, can_focus=True):
         self.border_title = "System"
 
     def show(self, view: View) -> None:
-        system: dict[str, Any] = view.state.get("system") or {}
-        machine: dict[str, Any] = system.get("machine") or {}
-        tree: dict[str, Any] | None = system.get("agent_tree")
+        system: dict[str, Any] | None = view.state.get("system")
+        machine: dict[str, Any] = (system or {}).get("machine") or {}
+        tree: dict[str, Any] | None = (system or {}).get("agent_tree")
         cpus = max(1, int(machine.get("cpus") or 1))
         total_mb = float(machine.get("memory_total_mb") or 0.0)
         text = Text(no_wrap=True, overflow="ellipsis")
-        if tree is None:
+        if system is None:
+            text.append("agent      not sampled yet\n\n", style="dim")
+        elif tree is None:
             text.append("agent      no agent process\n\n", style="dim")
         else:
             cpu = float(tree.get("cpu_percent", 0.0))

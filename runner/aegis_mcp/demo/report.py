@@ -2,7 +2,7 @@
 
 Tests of the supervisor read it to check what the agent really got: arguments, process
 group and session, credentials after privilege dropping, capabilities, network
-namespace, terminal, environment. Several starts (hot reloads) append to one file, so
+namespaces, terminal, environment. Several starts (hot reloads) append to one file, so
 each line is a single ``os.write`` to an ``O_APPEND`` descriptor.
 """
 
@@ -16,6 +16,7 @@ from aegis_mcp.demo.cli import Options
 from aegis_mcp.demo.output import append_json_line
 
 _ENV_NAMES = ("HOME", "USER", "LOGNAME", "SHELL", "LD_PRELOAD", "IS_SANDBOX")
+_NAMESPACES = ("net", "mnt", "pid", "cgroup", "user")
 
 
 def _proc_status() -> dict[str, str]:
@@ -74,6 +75,7 @@ def collect(opts: Options, servers: list[str], error: str | None = None) -> dict
         "cap_eff": status.get("CapEff"),
         "no_new_privs": int(no_new_privs) if no_new_privs and no_new_privs.isdigit() else None,
         "netns": _safe(os.readlink, "/proc/self/ns/net"),
+        "namespaces": {kind: _safe(os.readlink, f"/proc/self/ns/{kind}") for kind in _NAMESPACES},
         "cwd": _safe(os.getcwd),
         "isatty": {"stdin": _isatty(0), "stdout": _isatty(1), "stderr": _isatty(2)},
         "term_size": _term_size(),

@@ -5,14 +5,15 @@ and the file-lock tools). Each tool is a thin call into a backend (the runner
 over its control socket, or an in-process pool); results come back as JSON
 objects, errors as MCP tool errors whose text says what to change. Nothing but
 protocol is written to stdout.
+
+This module imports the SDK. ``aegis-mcp --mcp-server`` starts in :mod:`.front`, which
+answers the client's opening requests before it imports this.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
@@ -25,7 +26,7 @@ from pydantic import ConfigDict, Field, ValidationError
 from .. import __version__
 from ..control.protocol import PRIMARY_AGENT_ID, ControlError
 from ..sandbox.kinds import SandboxKind
-from .backend import Backend, make_backend
+from .backend import Backend
 
 INSTRUCTIONS = """\
 aegis-mcp supervises this coding agent. Use restart_claude/restart_agent after changing MCP
@@ -93,8 +94,9 @@ SIMPLE_TOOLS: dict[str, str] = {
     "netmon_namespace_cleanup": (
         "Remove everything runners that crashed left, as `aegis-mcp cleanup` does: network "
         "namespaces (killing what still runs in them), veths, nft tables, agent cgroups with "
-        "their BPF programs, dead runners' agent processes, runtime files. Never a live "
-        "runner's, nor an orphaned pool agent. Needs root; not open to background agents."
+        "their BPF programs, containers and private podman services, dead runners' agent "
+        "processes, runtime files. Never a live runner's, nor an orphaned pool agent. Needs "
+        "root; not open to background agents."
     ),
 }
 
@@ -387,20 +389,12 @@ def _forwarding(
     return tool
 
 
-def serve() -> int:
-    """Run the MCP server on stdio until the client goes away."""
-    # Logs must never reach stdout, which carries the protocol.
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
-    import anyio
+async def run_on(server: MCPServer, stdin: Any, stdout: Any) -> None:
+    """Serve ``server`` over the given line streams (:mod:`.wire`'s), as ``run_stdio_async``
+    does over the process's own stdin and stdout."""
+    from mcp.server.stdio import stdio_server
 
-    backend = make_backend()
-    server = build_server(backend)
-
-    async def main() -> None:
-        try:
-            await server.run_stdio_async()
-        finally:
-            await backend.close()
-
-    anyio.run(main)
-    return 0
+    # What MCPServer.run_stdio_async does, with streams it does not take.
+    lowlevel = server._lowlevel_server
+    async with stdio_server(stdin, stdout) as (read_stream, write_stream):
+        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..netmon.stats import NetmonStats
     from ..sandbox.base import Sandbox
     from ..sandbox.policy import Policy
+    from ..sandbox.warm import WarmPool
     from .netmon_check import SourceCheck
 
 
@@ -60,6 +61,9 @@ class Confinement:
         self.netmon_reason: str | None = None
         """Why the sources are not what was asked for (said once at start)."""
         self.sandboxes: dict[str, Sandbox] = {}
+        self._container_netns: bool | None = None
+        self.warm: WarmPool | None = None
+        """Netns sandboxes made ahead for pool agents (from the first that asks for one)."""
         self.check: SourceCheck | None = None
         """Whether the sources see the agent (:mod:`.netmon_check`), once it runs."""
         self._check_task: asyncio.Task[None] | None = None
@@ -74,17 +78,34 @@ class Confinement:
         """The running source called ``name``, if any."""
         return next((s for s in self.sources if s.name == name), None)
 
+    @property
+    def in_netns(self) -> bool:
+        """Whether the primary agent's network is an aegis netns (netns, rootful container)."""
+        if self.plan.sandbox == "netns":
+            return True
+        if self.plan.sandbox != "container":
+            return False
+        if self._container_netns is None:
+            from ..sandbox import network_problem
+
+            problem = network_problem("container", self.plan.config.container)
+            self._container_netns = problem is None
+        return self._container_netns
+
     async def start(self) -> None:
         """Start monitoring, then make the primary agent's sandbox when one is asked for."""
         plan = self.plan
         # Without --netmon and a sandbox to watch, netmon is not even imported.
-        if plan.netmon is not None or plan.sandbox == "netns":
+        if plan.netmon is not None or self.in_netns:
             await self._start_netmon(self._netmon_plan())
         if plan.sandbox != "none":
             try:
-                sandbox = await asyncio.to_thread(self._make, plan.sandbox, PRIMARY_AGENT_ID)
+                sandbox = await asyncio.to_thread(
+                    self._make, plan.sandbox, PRIMARY_AGENT_ID, plan.profile.name
+                )
             except Exception as exc:
-                raise ConfinementError(f"cannot create the network sandbox: {exc}") from exc
+                what = "container" if plan.sandbox == "container" else "network"
+                raise ConfinementError(f"cannot create the {what} sandbox: {exc}") from exc
             self.sandboxes[PRIMARY_AGENT_ID] = sandbox
 
     def _netmon_plan(self) -> NetmonPlan:
@@ -92,14 +113,14 @@ class Confinement:
 
         plan = self.plan
         # Without a namespace, only the cgroup programs can enforce a policy.
-        policy_needs_ebpf = plan.sandbox != "netns" and bool(plan.allow or plan.deny)
+        policy_needs_ebpf = not self.in_netns and bool(plan.allow or plan.deny)
         return NetmonPlan(
             mode=plan.netmon,
             runner_pid=self.runner_pid,
             agent_id=PRIMARY_AGENT_ID,
             log_file=self.files.netmon_log,
             user=plan.user if plan.user.drop else None,
-            sandboxed=plan.sandbox == "netns",
+            sandboxed=self.in_netns,
             policy=self._policy() if policy_needs_ebpf else None,
         )
 
@@ -111,8 +132,8 @@ class Confinement:
         stats = NetmonStats()
         machine = await asyncio.to_thread(Machine.probe, self.hooks, netmon, self.hooks_problem)
         try:
-            # BCC compiles the programs here (1.5-3 s): the agent must not
-            # start before they are attached, or its first connects are missed.
+            # The programs are loaded here (compiled first on a new kernel, 1.5-3 s): the
+            # agent must not start before they are attached, or its first connects are missed.
             choice = await asyncio.to_thread(start_sources, netmon, machine, stats)
         except NetmonUnavailable as exc:
             raise ConfinementError(str(exc)) from exc
@@ -157,12 +178,13 @@ class Confinement:
             self.plan.config.sandbox.policy, allow=self.plan.allow, deny=self.plan.deny
         )
 
-    def _make(self, kind: str, agent_id: str) -> Sandbox:
+    def _make(self, kind: str, agent_id: str, agent_kind: str) -> Sandbox:
         """A new sandbox of ``kind`` for one agent; its network events go to the netns view."""
         from ..sandbox import get_sandbox
         from ..sandbox.base import SandboxRequest
 
         settings = self.plan.config.sandbox
+        files = self.files
         request = SandboxRequest(
             runner_pid=self.runner_pid,
             agent_id=None if agent_id == PRIMARY_AGENT_ID else agent_id,
@@ -170,6 +192,15 @@ class Confinement:
             address_pool=settings.pool,
             prefixlen=settings.prefixlen,
             on_event=self._sandbox_events(),
+            agent_kind=agent_kind,
+            share=(files.socket, files.overlay, files.settings_overlay, files.netmon_log),
+            scratch={
+                "passwd": files.container_passwd,
+                "group": files.container_group,
+                "engine_socket": files.engine_socket,
+                "engine_log": files.engine_log,
+            },
+            container=self.plan.config.container,
         )
         return get_sandbox(kind, request)
 
@@ -190,19 +221,50 @@ class Confinement:
         sandbox = self.sandboxes.get(agent_id)
         return sandbox.wrap(spec) if sandbox is not None else spec
 
+    def wrap_primary(self, spec: SpawnSpec) -> SpawnSpec:
+        """:meth:`wrap` for the primary agent; ConfinementError when its sandbox fails it
+        (a container that cannot be made: the run ends with the engine's reason)."""
+        from ..sandbox.errors import SandboxError
+
+        try:
+            return self.wrap(PRIMARY_AGENT_ID, spec)
+        except SandboxError as exc:
+            raise ConfinementError(f"cannot start the agent's {self.plan.sandbox}: {exc}") from None
+
     def sandbox_for(self, kind: str, agent_id: str, spec: SpawnSpec) -> SpawnSpec:
-        """The pool's hook: a pool agent's spec, in a new sandbox of ``kind`` (the one it
-        has already when it is restarted)."""
+        """The pool's hook: a pool agent's spec, in a new sandbox of ``kind`` (a netns one made
+        ahead of time when one is ready: see :mod:`aegis_mcp.sandbox.warm`; the one it has
+        already when it is restarted)."""
         if kind != "none" and agent_id not in self.sandboxes:
             from ..sandbox.errors import PolicyError, SandboxError, SandboxUnavailable
 
             try:
-                self.sandboxes[agent_id] = self._make(kind, agent_id)
+                warm = self._warm_pool() if kind == "netns" else None
+                sandbox = warm.claim(agent_id) if warm is not None else None
+                self.sandboxes[agent_id] = sandbox or self._make(  # type: ignore[assignment]
+                    kind, agent_id, self._agent_kind(spec)
+                )
             except SandboxUnavailable:
                 raise
             except (SandboxError, PolicyError) as exc:
                 raise SandboxError(f"sandbox={kind}: {exc}") from None
         return self.wrap(agent_id, spec)
+
+    def _agent_kind(self, spec: SpawnSpec) -> str:
+        # A pool agent of the primary agent's kind shares its home volume.
+        if spec.argv and spec.argv[0] == self.plan.executable:
+            return self.plan.profile.name
+        return os.path.basename(spec.argv[0]) if spec.argv else "agent"
+
+    def _warm_pool(self) -> WarmPool | None:
+        """The pool of netns sandboxes made ahead, started at the first pool agent that asks
+        for one (a run whose pool agents ask for none pays nothing for it)."""
+        size = self.plan.config.sandbox.warm_namespaces
+        if self.warm is None and size > 0:
+            from ..sandbox.warm import WarmPool
+
+            self.warm = WarmPool(lambda name: self._make("netns", name, "agent"), size)  # type: ignore[arg-type,return-value]
+        return self.warm
 
     async def agent_ended(self, agent_id: str) -> None:
         """Tear down a pool agent's sandbox once the agent is gone."""
@@ -219,14 +281,19 @@ class Confinement:
 
     def describe(self) -> dict[str, Any]:
         """Sandbox part of the runner's status."""
-        return {
+        described: dict[str, Any] = {
             "kind": self.plan.sandbox,
             "sandboxes": {
                 agent: _safe_describe(sandbox)
                 for agent, sandbox in self.sandboxes.items()
                 if sandbox.kind != "none"
             },
+            "warm_namespaces": None,
         }
+        if self.warm is not None:
+            warm = {"size": self.warm.size, "ready": self.warm.ready}
+            described["warm_namespaces"] = {**warm, "failures": self.warm.failures[-3:]}
+        return described
 
     def describe_netmon(self) -> dict[str, Any]:
         """Netmon part of the runner's status: the sources, why they are these, and
@@ -246,7 +313,11 @@ class Confinement:
         return self.check.status() if self.check is not None else None
 
     async def close(self) -> None:
-        """Stop the checks and the sources, and tear every sandbox down (idempotent)."""
+        """Stop the checks, tear every sandbox down, then stop the sources (idempotent).
+
+        In this order: a container's cgroup lives under the eBPF source's, which
+        can only be removed once the container is gone.
+        """
         if self._check_task is not None:
             self._check_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -254,13 +325,20 @@ class Confinement:
             self._check_task = None
         if self.check is not None:
             self.check.close()
-        for source in self.sources:
-            await asyncio.to_thread(source.stop)
+        if self.warm is not None:
+            for error in await asyncio.to_thread(self.warm.close):
+                self._say(f"sandbox teardown: {error}")
         sandboxes, self.sandboxes = list(self.sandboxes.values()), {}
         for sandbox in sandboxes:
             errors = await asyncio.to_thread(sandbox.teardown)
             for error in errors or ():
                 self._say(f"sandbox teardown: {error}")
+        if sandboxes or self.plan.sandbox != "none":
+            from ..sandbox import shutdown
+
+            await asyncio.to_thread(shutdown)
+        for source in self.sources:
+            await asyncio.to_thread(source.stop)
 
 
 def _safe_describe(part: Sandbox | NetmonSource) -> dict[str, Any]:

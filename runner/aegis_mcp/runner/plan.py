@@ -80,8 +80,9 @@ class RunPlan:
 
     @property
     def skip_permissions(self) -> bool:
-        """Whether to pass the permission-skipping flags."""
-        return self.profile.skips_permissions(self.user.is_root)
+        """Whether to pass the permission-skipping flags (a container's root may: it
+        is not the host's, and the agent is told so with IS_SANDBOX=1)."""
+        return self.profile.skips_permissions(self.user.is_root and self.sandbox != "container")
 
 
 def make_plan(request: RunRequest, config: Config) -> RunPlan:
@@ -104,18 +105,23 @@ def make_plan(request: RunRequest, config: Config) -> RunPlan:
     if executable is None:
         name = profile.command[0]
         raise PlanError(f"{name!r} ({profile.name}) {not_runnable(name)}")
-    sandbox: SandboxKind = "netns" if request.netmon == "netns" else request.sandbox
+    # --netmon=netns is the netns sandbox's view: it needs one (a rootful container has one).
+    sandbox: SandboxKind = request.sandbox
+    if request.netmon == "netns" and sandbox == "none":
+        sandbox = "netns"
     if sandbox != "none":
         from ..sandbox import problem
 
-        found = problem(sandbox)
+        found = problem(sandbox, config.container)
         if found is not None:
             raise PlanError(f"--sandbox={sandbox}: {found}")
     allow, deny = request.allow, request.deny
-    if (allow or deny) and sandbox != "netns" and request.netmon != "ebpf":
+    if sandbox == "container":
+        _check_container(request, config)
+    elif (allow or deny) and sandbox != "netns" and request.netmon != "ebpf":
         raise PlanError(
-            "--allow/--deny are enforced by a network sandbox (--sandbox=netns) "
-            "or by eBPF on the agent's cgroup (--netmon=ebpf): add one"
+            "--allow/--deny are enforced by a network sandbox (--sandbox=netns or a rootful "
+            "--sandbox=container) or by eBPF on the agent's cgroup (--netmon=ebpf): add one"
         )
     if sandbox != "none" or allow or deny:
         _check_policy(allow, deny, config, sandbox)
@@ -130,7 +136,9 @@ def make_plan(request: RunRequest, config: Config) -> RunPlan:
         watchdog = dataclasses.replace(watchdog, enabled=False)
     notices = []
     # The root notice is about permission flags: say it only where there are some.
-    if user.notice and (profile.permission_args or not user.is_root):
+    # In a container, root is the container's and the flags are passed (IS_SANDBOX=1).
+    root_in_container = sandbox == "container" and user.is_root and not request.keep_root
+    if user.notice and (profile.permission_args or not user.is_root) and not root_in_container:
         notices.append(user.notice)
     return RunPlan(
         profile=profile,
@@ -149,6 +157,27 @@ def make_plan(request: RunRequest, config: Config) -> RunPlan:
         allow=allow,
         deny=deny,
     )
+
+
+def _check_container(request: RunRequest, config: Config) -> None:
+    """PlanError when a container cannot give what was asked: a kernel policy and
+    monitors need root and a rootful engine; rootless, say so and offer preload."""
+    wants = []
+    if request.allow or request.deny:
+        wants.append("--allow/--deny")
+    if request.netmon in ("ebpf", "netns"):
+        wants.append(f"--netmon={request.netmon}")
+    if not wants:
+        return
+    from ..sandbox import network_problem
+
+    found = network_problem("container", config.container)
+    if found is not None:
+        raise PlanError(
+            f"{' and '.join(wants)} with --sandbox=container {found}: the kernel cannot "
+            "enforce or watch a rootless container's traffic; --netmon=preload records "
+            "its connections"
+        )
 
 
 def _check_policy(

@@ -6,6 +6,10 @@ rule; the dashboard's System panel needs the numbers always. Sampling walks
 ``min_interval`` however often the state is rebuilt (the feed rebuilds it up to
 twenty times a second under a flood of netmon events); between samples the
 last one is reported with its time.
+
+Nothing is sampled during the run's first second: the first sample imports psutil and walks
+``/proc``, about 10 ms that every agent start (and a one-second `run -- true`) would wait for,
+to report a CPU use that is 0 on a first look anyway. The section is None until then.
 """
 
 from __future__ import annotations
@@ -20,21 +24,30 @@ if TYPE_CHECKING:
     from ..processes import AgentProcess
 
 MIN_INTERVAL_SECS = 1.0
+FIRST_SAMPLE_SECS = 1.0
 
 
 class ResourceSampler:
     """The ``system`` section of the state, refreshed at most once per ``min_interval``."""
 
-    def __init__(self, min_interval: float = MIN_INTERVAL_SECS) -> None:
+    def __init__(
+        self, min_interval: float = MIN_INTERVAL_SECS, first_after: float | None = None
+    ) -> None:
+        """``first_after``: seconds without a sample (default ``FIRST_SAMPLE_SECS``)."""
         self._min_interval = min_interval
+        delay = FIRST_SAMPLE_SECS if first_after is None else first_after
+        self._first_at = time.monotonic() + delay
         self._tree = TreeSampler()
         self._pid: int | None = None
         self._last: SystemInfo | None = None
         self._last_at = 0.0
 
-    def section(self, agent: AgentProcess | None) -> SystemInfo:
-        """The agent tree's and the machine's use now (or as of the last sample)."""
+    def section(self, agent: AgentProcess | None) -> SystemInfo | None:
+        """The agent tree's and the machine's use now (or as of the last sample); None
+        during the first ``first_after`` seconds."""
         now = time.monotonic()
+        if now < self._first_at:
+            return None
         if self._last is not None and now - self._last_at < self._min_interval:
             return self._last
         self._last = self._sample(agent)

@@ -300,7 +300,7 @@ class Supervisor:
             # Started from the event loop's thread, which lives as long as the runner.
             die_with_runner=True,
         )
-        spec = self.confinement.wrap(PRIMARY_AGENT_ID, spec)
+        spec = self.confinement.wrap_primary(spec)
         agent = AgentProcess(spec, reaper, self._on_output)
         self.agent = agent
         self.notices.agent_started()

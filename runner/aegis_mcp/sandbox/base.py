@@ -13,14 +13,17 @@ the runner's status; ``teardown()`` removes all it made, once the agent is gone.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..processes import SpawnSpec
 from .kinds import SandboxKind
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .container.settings import ContainerSettings
     from .policy import Policy
 
 EventSink = Callable[[dict[str, Any]], object]
@@ -41,6 +44,17 @@ class SandboxRequest:
     prefixlen: int = 30
     on_event: EventSink | None = None
     """Receives the network events the backend sees, from any thread."""
+    agent_kind: str = "agent"
+    """The agent's profile name (a container's home volume is per user and kind)."""
+    share: tuple[Path, ...] = ()
+    """The runner's files the agent's environment names (control socket, MCP
+    overlay, netmon log): a backend that hides the host must show them, at the same paths."""
+    scratch: Mapping[str, Path] = field(default_factory=dict)
+    """Runner-owned paths a backend may make files at, by use (``passwd``, ``group``:
+    a container's; ``engine_socket``, ``engine_log``: a private engine service's); the
+    runner removes them at its end, and a later runner those of one that died."""
+    container: ContainerSettings | None = None
+    """The ``[container]`` settings."""
 
 
 class Sandbox(ABC):

@@ -23,10 +23,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import dns.exception
-import dns.message
-import dns.rcode
-
 from ..dns_wire import DNS_PORT, Upstream, parse
 
 TIMEOUT = 2.0
@@ -65,6 +61,11 @@ def parse_answer(wire: bytes) -> DnsAnswer | None:
 
 def servfail(query: bytes) -> bytes | None:
     """A SERVFAIL reply to ``query`` (None if the query does not parse)."""
+    # dnspython is imported at the first message, not at every sandboxed start.
+    import dns.exception
+    import dns.message
+    import dns.rcode
+
     try:
         msg = dns.message.from_wire(query)
     except (dns.exception.DNSException, ValueError):

@@ -1,7 +1,8 @@
 """eBPF network monitoring (``--netmon=ebpf``): BPF programs on the agent's own cgroup.
 
-The programs (``bpf/*.c``) are compiled and loaded with BCC by the runner as
-root, before the agent starts; the agent and everything it starts join its
+The programs (``bpf/*.c``) are compiled by BCC once per kernel and source
+(:mod:`.objects`) and loaded by the runner as root (:mod:`.loader`), before the
+agent starts; the agent and everything it starts join its
 cgroup, so every connection and byte is attributed to the agent whatever it
 is written in (a raw ``syscall(SYS_connect)`` included). Tiers, chosen by what
 the kernel offers: ``cgroup`` (always), ``tracepoint``, ``kprobe``.

@@ -10,6 +10,8 @@ project's dependencies.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import re
 import sys
 from types import ModuleType
 
@@ -51,3 +53,23 @@ def import_bcc() -> ModuleType:
         raise
     except ImportError as exc:
         raise BccMissing(f"{INSTALL_HINT}: {exc}") from None
+
+
+def find_bcc() -> str | None:
+    """BCC's version when its package is installed where :func:`import_bcc` finds it, without
+    importing it (which loads LLVM: tens of milliseconds that a start from compiled programs
+    does not need); None when it is not installed."""
+    paths = [*sys.path, SYSTEM_DIST_PACKAGES]
+    spec = importlib.machinery.PathFinder.find_spec("bcc", paths)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        try:
+            with open(f"{location}/version.py") as file:
+                text = file.read()
+        except OSError:
+            continue
+        match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", text)
+        if match:
+            return match[1]
+    return "unknown"

@@ -1,6 +1,6 @@
 """What this machine offers eBPF monitoring, and why not when it cannot work.
 
-Every check looks at the real thing (files the kernel exposes, the BCC import)
+Every check looks at the real thing (files the kernel exposes, BCC's package)
 and compiles nothing, so that the runner can decide between eBPF and preload
 quickly. The tiers:
 
@@ -15,14 +15,13 @@ quickly. The tiers:
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import contextlib
 import os
 import platform
 import re
 from pathlib import Path
 
-from ._bcc import BccMissing, import_bcc
+from ._bcc import INSTALL_HINT, find_bcc, import_bcc
 from .cgroup import cgroup2_mount
 
 TRACEFS_MOUNTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
@@ -70,8 +69,10 @@ def headers_problem(headers: Path | None = None) -> str | None:
 def tracefs_dir() -> Path | None:
     """A mounted tracefs (its ``events`` directory is there), or None."""
     for base in TRACEFS_MOUNTS:
-        if (base / "events").is_dir():
-            return base
+        # As a user, tracefs may be there but closed (0700): not usable either.
+        with contextlib.suppress(OSError):
+            if (base / "events").is_dir():
+                return base
     return None
 
 
@@ -87,7 +88,9 @@ def ensure_tracefs() -> Path | None:
     target = TRACEFS_MOUNTS[0]
     if not target.is_dir():
         return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
     libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_void_p]
     if libc.mount(b"nodev", str(target).encode(), b"tracefs", 0, None) != 0:
         return None
@@ -134,7 +137,8 @@ def ebpf_available() -> tuple[bool, str]:
     """Whether ``--netmon=ebpf`` can work here, and a one-line reason either way.
 
     Checked in the order a user would fix them: system, root, cgroup v2, BCC,
-    kernel headers. Compiles and loads nothing.
+    kernel headers. Compiles, loads and imports nothing (BCC is imported only to
+    compile, when this kernel has no compiled programs yet).
     """
     if platform.system() != "Linux":
         return False, "eBPF monitoring needs Linux"
@@ -143,10 +147,9 @@ def ebpf_available() -> tuple[bool, str]:
     cgroup = cgroup2_mount()
     if cgroup is None:
         return False, "no cgroup v2 hierarchy is mounted (eBPF attribution needs one)"
-    try:
-        version = bcc_version()
-    except BccMissing as exc:
-        return False, str(exc)
+    version = find_bcc()
+    if version is None:
+        return False, INSTALL_HINT
     problem = headers_problem()
     if problem is not None:
         return False, problem

@@ -117,6 +117,7 @@ class AgentCgroup:
     """One agent's cgroup directory: created here, removed by :meth:`remove`."""
 
     def __init__(self, root: Path, runner_pid: int, agent_id: str) -> None:
+        self.root = Path(root)
         self.parent = Path(root) / PARENT
         self.path = self.parent / cgroup_name(runner_pid, agent_id)
         self.parent.mkdir(mode=0o755, exist_ok=True)
@@ -132,6 +133,11 @@ class AgentCgroup:
             os.setxattr(self.path, OWNER_XATTR, identity(runner_pid).encode())
         self.id = os.stat(self.path).st_ino
         """The cgroup id, as bpf_get_current_cgroup_id() returns it."""
+
+    @property
+    def relative(self) -> str:
+        """The path as ``/proc/PID/cgroup`` names it (from the v2 hierarchy's root)."""
+        return "/" + str(self.path.relative_to(self.root))
 
     def open_fd(self) -> int:
         """An O_RDONLY descriptor of the directory, for attaching programs."""

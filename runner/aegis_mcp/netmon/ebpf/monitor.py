@@ -1,10 +1,11 @@
 """EbpfMonitor: one agent's eBPF network monitoring, from cgroup to NetmonStats.
 
-Set-up (root, before the agent starts): create the agent's cgroup, compile
-the programs of the tiers this kernel offers with BCC, fill the config and
-policy maps, attach the cgroup programs to the agent's cgroup (the tracepoint
-attaches as the module is built, kprobes after), and start a thread that
-reads the ring buffer and the flow counters into the stats. The agent joins
+Set-up (root, before the agent starts): create the agent's cgroup, get the
+programs of the tiers this kernel offers (compiled by BCC once per kernel and
+source, :mod:`.objects`; loaded by :mod:`.loader`), fill the config and policy
+maps, attach the cgroup programs to the agent's cgroup, then the tracepoint
+and the kprobes, and start a thread that reads the ring buffer and the flow
+counters into the stats. The agent joins
 the cgroup through :attr:`EbpfMonitor.confine`, in the child before the
 privilege drop. :meth:`EbpfMonitor.close` undoes it all.
 """
@@ -25,16 +26,18 @@ from ..stats import NetmonStats
 from . import events as ev
 from . import policy as pol
 from . import programs
-from ._bcc import BccMissing, import_bcc
 from .attach_check import missing_programs
 from .availability import (
     cgroup2_mount,
     ebpf_available,
     ensure_tracefs,
     kprobe_problem,
+    tracefs_dir,
     tracepoint_problem,
 )
 from .cgroup import AgentCgroup
+from .loader import LoadedObject, LoadError
+from .objects import CompileError, obtain
 from .tracker import FlowRow, SocketTracker
 
 BPF_F_ALLOW_MULTI = 2
@@ -42,7 +45,6 @@ BPF_F_ALLOW_MULTI = 2
 FLUSH_INTERVAL = 0.5
 KPROBE_KEY = b"kp"
 """First item of the tracker's key for a kp_bytes entry (flow keys are plain bytes)."""
-POLL_MS = 100
 DNS_PORTS = (53,)
 DNS_PORT_SLOTS = 4  # DNS_PORT_SLOTS of bpf/aegis_common.h: ports besides 53
 COUNTER_REASONS = {
@@ -97,9 +99,10 @@ class EbpfMonitor:
             raise EbpfUnavailable(f"cannot create the agent's cgroup: {exc}") from None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._attached: list[tuple[Any, int]] = []
         self._cgroup_fd = -1
-        self._bpf: Any = None
+        self._bpf: LoadedObject | None = None
+        self.from_cache = False
+        """Whether the programs came compiled from the cache (no BCC compile this start)."""
         self._counters_seen = [0] * len(COUNTER_REASONS)
         self._policy_keys: dict[tuple[int, int, bytes], tuple[int, int]] = {}
         self.records_read = 0
@@ -116,6 +119,7 @@ class EbpfMonitor:
             if isinstance(exc, EbpfUnavailable | KeyboardInterrupt):
                 raise
             raise EbpfUnavailable(f"loading the BPF programs failed: {exc}") from exc
+        self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._thread = threading.Thread(target=self._run, name="aegis-ebpf", daemon=True)
         self._thread.start()
 
@@ -161,6 +165,7 @@ class EbpfMonitor:
             "dns_truncated": self._counters_seen[ev.CNT_DNS_TRUNC],
             "socket_table_full": self._counters_seen[ev.CNT_SOCK_FULL],
             "records_read": self.records_read,
+            "compiled": "cached" if self.from_cache else "compiled at this start",
             "open_sockets": self.tracker.open_sockets,
             "policy": None
             if self.policy is None
@@ -176,8 +181,8 @@ class EbpfMonitor:
         (:mod:`.attach_check`); empty when all are."""
         if self.closed:
             return ["the monitor is closed"]
-        programs = [(fn.name.decode(), fn.fd, attach_type) for fn, attach_type in self._attached]
-        return missing_programs(self._cgroup_fd, programs)
+        attached = self._bpf.cgroup_attachments() if self._bpf is not None else []
+        return missing_programs(self._cgroup_fd, attached)
 
     def cgroup_pids(self) -> list[int]:
         """Processes in the agent's cgroup now (leftovers, after the agent exited)."""
@@ -192,7 +197,11 @@ class EbpfMonitor:
         if not self.closed:
             self.closed = True
             self._stop.set()
+            with contextlib.suppress(OSError):
+                os.write(self._wake[1], b"x")  # the reader wakes now, not at its next poll
             self._thread.join(timeout=10)
+            for fd in self._wake:
+                os.close(fd)
             with contextlib.suppress(Exception):
                 self._drain(final=True)
             self._teardown()
@@ -219,42 +228,44 @@ class EbpfMonitor:
 
     def _load(self, dns_ports: list[int]) -> None:
         try:
-            bcc = import_bcc()
-        except BccMissing as exc:
+            compiled, self.from_cache = obtain(self.tiers)
+        except CompileError as exc:
             raise EbpfUnavailable(str(exc)) from None
         try:
-            self._bpf = bcc.BPF(
-                text=programs.source_for(self.tiers).encode(), cflags=programs.cflags()
-            )
-        except Exception as exc:
-            raise EbpfUnavailable(f"BCC could not compile the BPF programs: {exc}") from None
+            self._bpf = LoadedObject(compiled)
+            self._attach(dns_ports)
+        except LoadError as exc:
+            raise EbpfUnavailable(f"the kernel refused the BPF programs: {exc}") from None
+
+    def _attach(self, dns_ports: list[int]) -> None:
         bpf = self._bpf
-        config = bpf[b"config"]
+        assert bpf is not None
+        config = bpf.table("config")
         config[ct.c_int(ev.CFG_CGROUP_ID)] = ct.c_uint64(self.cgroup.id)
         extra = [port for port in dict.fromkeys(dns_ports) if port != 53]
         if len(extra) > DNS_PORT_SLOTS:
             raise EbpfUnavailable(f"at most {DNS_PORT_SLOTS} DNS ports besides 53")
-        ports = bpf[b"dns_ports"]
+        ports = bpf.table("dns_ports")
         for slot, port in enumerate(extra):
             ports[ct.c_int(slot)] = ct.c_uint16(port)
         self._load_policy()
-        bpf[b"events"].open_ring_buffer(self._on_record)
+        bpf.open_ring_buffer("events", self._on_record)
         self._cgroup_fd = self.cgroup.open_fd()
         for prog in programs.CGROUP_PROGRAMS:
-            attach_type = getattr(bcc.BPFAttachType, prog.attach_type)
-            prog_type = getattr(bcc.BPF, prog.prog_type)
-            fn = bpf.load_func(prog.function.encode(), prog_type, attach_type=attach_type)
-            bcc.BPF.attach_func(fn, self._cgroup_fd, attach_type, BPF_F_ALLOW_MULTI)
-            self._attached.append((fn, attach_type))
+            bpf.attach_cgroup(
+                prog.function, prog.prog_type, prog.attach_type, self._cgroup_fd, BPF_F_ALLOW_MULTI
+            )
+        if "tracepoint" in self.tiers:
+            category, event = programs.TRACEPOINT.split(":")
+            bpf.attach_tracepoint(programs.TRACEPOINT_FUNCTION, str(tracefs_dir()), category, event)
         if "kprobe" in self.tiers:
             for probe in programs.KPROBES:
-                attach = bpf.attach_kretprobe if probe.ret else bpf.attach_kprobe
-                attach(event=probe.event.encode(), fn_name=probe.function.encode())
+                bpf.attach_kprobe(probe.function, probe.event, probe.ret)
 
     def _load_policy(self) -> None:
         policy = self.policy
         if policy is None:
-            self._bpf[b"config"][ct.c_int(ev.CFG_POLICY)] = ct.c_uint64(pol.POLICY_OFF)
+            self._table("config")[ct.c_int(ev.CFG_POLICY)] = ct.c_uint64(pol.POLICY_OFF)
             return
         entries: list[pol.Entry] = []
         for rule, learned in _initial_addresses(policy):
@@ -263,10 +274,10 @@ class EbpfMonitor:
             entries += pol.resolver_entries()
         self._write_policy(entries)
         # Last: the hooks apply the policy from the moment the mode is set.
-        self._bpf[b"config"][ct.c_int(ev.CFG_POLICY)] = ct.c_uint64(pol.mode_of(policy))
+        self._table("config")[ct.c_int(ev.CFG_POLICY)] = ct.c_uint64(pol.mode_of(policy))
 
     def _write_policy(self, entries: list[pol.Entry]) -> None:
-        tries = {4: self._bpf[b"policy4"], 6: self._bpf[b"policy6"]}
+        tries = {4: self._table("policy4"), 6: self._table("policy6")}
         for key, (verdict, netbits) in pol.merge(entries).items():
             if self._policy_keys.get(key, (0, 0))[0] == pol.DENY:
                 continue  # a deny for the same destination stays
@@ -292,29 +303,32 @@ class EbpfMonitor:
             if entries:
                 self._write_policy(entries)
 
+    def _table(self, name: str) -> Any:
+        assert self._bpf is not None
+        return self._bpf.table(name)
+
     def _teardown(self) -> None:
-        bcc_mod = None
-        with contextlib.suppress(BccMissing):
-            bcc_mod = import_bcc()
-        for fn, attach_type in self._attached:
-            with contextlib.suppress(Exception):
-                bcc_mod.BPF.detach_func(fn, self._cgroup_fd, attach_type)  # type: ignore[union-attr]
-        self._attached.clear()
+        if self._bpf is not None:
+            self._bpf.close()
+            self._bpf = None
         if self._cgroup_fd >= 0:
             os.close(self._cgroup_fd)
             self._cgroup_fd = -1
-        if self._bpf is not None:
-            with contextlib.suppress(Exception):
-                self._bpf.cleanup()
-            self._bpf = None
 
     # ---- reading -------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        import select
+
+        poller = select.poll()
+        poller.register(self._bpf.ring_buffer_fd(), select.POLLIN)  # type: ignore[union-attr]
+        poller.register(self._wake[0], select.POLLIN)
         last_flush = time.monotonic()
         while not self._stop.is_set():
             try:
-                self._bpf.ring_buffer_poll(POLL_MS)
+                wait = max(0.0, last_flush + self.flush_interval - time.monotonic())
+                if poller.poll(wait * 1000):
+                    self._bpf.ring_buffer_consume()  # type: ignore[union-attr]
                 now = time.monotonic()
                 if now - last_flush >= self.flush_interval:
                     self._flush()
@@ -325,10 +339,10 @@ class EbpfMonitor:
                 if message not in self._errors:
                     self._errors.add(message)
                     self._ingest([{"event": "error", "source": "ebpf", "message": message}])
-                time.sleep(self.flush_interval)
+                self._stop.wait(self.flush_interval)
 
     def _drain(self, final: bool = False) -> None:
-        self._bpf.ring_buffer_consume()
+        self._bpf.ring_buffer_consume()  # type: ignore[union-attr]
         self._flush(final=final)
 
     def _on_record(self, _ctx: Any, data: Any, size: int) -> int:
@@ -355,8 +369,7 @@ class EbpfMonitor:
         self._ingest(out)
 
     def _flow_rows(self) -> Iterable[FlowRow]:
-        flows = self._bpf[b"flows"]
-        for key, val in flows.items():
+        for key, val in self._table("flows").items():
             family = key.family
             yield FlowRow(
                 key=bytes(key),
@@ -372,7 +385,7 @@ class EbpfMonitor:
                 pkts_in=val.pkts_in,
             )
         if "kprobe" in self.tiers:
-            for key, val in self._bpf[b"kp_bytes"].items():
+            for key, val in self._table("kp_bytes").items():
                 yield FlowRow(
                     key=(KPROBE_KEY, bytes(key)),
                     cookie=key.cookie,
@@ -393,8 +406,8 @@ class EbpfMonitor:
         ``(KPROBE_KEY, bytes)``."""
         if not keys:
             return
-        flows = self._bpf[b"flows"]
-        kp_bytes = self._bpf[b"kp_bytes"] if "kprobe" in self.tiers else None
+        flows = self._table("flows")
+        kp_bytes = self._table("kp_bytes") if "kprobe" in self.tiers else None
         for raw in keys:
             table, data = (kp_bytes, raw[1]) if isinstance(raw, tuple) else (flows, raw)
             if table is not None:
@@ -403,7 +416,7 @@ class EbpfMonitor:
             self.tracker.forget_flow(raw)
 
     def _counter_events(self) -> list[dict[str, Any]]:
-        counters = self._bpf[b"counters"]
+        counters = self._table("counters")
         out = []
         for slot, reason in COUNTER_REASONS.items():
             total = int(counters.sum(ct.c_int(slot)).value)

@@ -4,8 +4,8 @@ The C lives in ``bpf/`` at the top of the repository (one file per concern).
 ``bpf`` beside this module is a symlink to it, which a wheel turns into a copy
 (package data), so an installed package finds it too; ``AEGIS_BPF_DIR``
 overrides both.
-The loader compiles the files of the chosen tiers as one BCC module, so that
-they share the ring buffer and the maps.
+The files of the chosen tiers are compiled as one BCC module (:mod:`.objects`),
+so that they share the ring buffer and the maps.
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ CGROUP_PROGRAMS = (
     CgroupProgram("aegis_release", "CGROUP_SOCK", "CGROUP_INET_SOCK_RELEASE"),
 )
 
-# BCC attaches TRACEPOINT_PROBE functions itself when the module is built.
 TRACEPOINT = "sock:inet_sock_set_state"
+TRACEPOINT_FUNCTION = "tracepoint__sock__inet_sock_set_state"
+"""The function BCC makes of ``TRACEPOINT_PROBE(sock, inet_sock_set_state)``."""
 
 KPROBES = (
     Kprobe("tcp_v4_connect", "aegis_kp_tcp_connect"),

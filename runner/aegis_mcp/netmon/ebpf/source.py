@@ -28,7 +28,8 @@ class EbpfSource(NetmonSource):
         self.monitor: EbpfMonitor | None = None
 
     def start(self, stats: NetmonStats) -> None:
-        """Compile, load and attach the programs (1.5-3 s); EbpfUnavailable says why not."""
+        """Load and attach the programs (compiled first on a new kernel: 1.5-3 s);
+        EbpfUnavailable says why not."""
         self.monitor = EbpfMonitor(self.runner_pid, self.agent_id, stats, policy=self.policy)
 
     def poll(self) -> None:
@@ -37,11 +38,14 @@ class EbpfSource(NetmonSource):
             self.monitor.fresh_stats()
 
     def prepare(self, spec: SpawnSpec) -> SpawnSpec:
-        """Join the cgroup before exec (all agents of the run share it; events carry the pid)."""
+        """Join the cgroup before exec (all agents of the run share it; events carry the pid);
+        a sandbox whose agent is not the started process puts it under ``spec.cgroup``."""
         if self.monitor is None:
             return spec
         steps = self.monitor.confine_agent(spec.env.get(AGENT_ID_ENV))
-        return dataclasses.replace(spec, confine=(*spec.confine, *steps))
+        return dataclasses.replace(
+            spec, confine=(*spec.confine, *steps), cgroup=self.monitor.cgroup.relative
+        )
 
     def check(self, processes: list[ProcessView]) -> list[Coverage]:
         """Every process in the agent's cgroup is seen whole, while the kernel shows

@@ -1,7 +1,8 @@
 """The netns sandbox: one network namespace per agent, with an egress policy.
 
-Public API (import costs pyroute2's message classes, about 100 ms: import
-this package only when ``--sandbox=netns`` / ``--netmon=netns`` is asked for)::
+Public API (import costs pyroute2's message classes, tens of milliseconds even without
+pyroute2's own package init, which :mod:`.pyroute2_lite` leaves out: import this package's
+modules only when ``--sandbox=netns`` / ``--netmon=netns`` is asked for)::
 
     from aegis_mcp.sandbox.netns import AddressPool, create_sandbox
     from aegis_mcp.sandbox.policy import Policy
@@ -24,6 +25,10 @@ and :mod:`.leftovers` (listing and removing what crashed runners left),
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from .pyroute2_lite import install
+
+install()  # before any module here imports from pyroute2
 
 if TYPE_CHECKING:
     from .pool import DEFAULT_POOL, AddressPool

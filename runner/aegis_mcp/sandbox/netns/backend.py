@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..base import SandboxRequest
 from ..errors import SandboxError
 from .pool import AddressPool
@@ -17,12 +19,14 @@ def problem() -> str | None:
     return None
 
 
-def create(request: SandboxRequest) -> NetnsSandbox:
-    """Create and start the agent's namespace (see :func:`.sandbox.create_sandbox`)."""
+def create(request: SandboxRequest, adopt: Path | None = None) -> NetnsSandbox:
+    """Create and start the agent's namespace (see :func:`.sandbox.create_sandbox`);
+    ``adopt``: set up an existing one instead (a container's)."""
     return create_sandbox(
         request.runner_pid,
         request.agent_id,
         request.policy,
         AddressPool(request.address_pool, request.prefixlen),
         on_event=request.on_event,
+        adopt=adopt,
     )

@@ -126,7 +126,9 @@ class NetnsLeftovers:
             alive = name_owner_alive(name, by_name.get(name))
             reason = ""
             if not alive and agent is not None and _leaders(processes):
-                # Only that pool agent's processes can be in its namespace.
+                # Only that pool agent's processes can be in its namespace (one made ahead
+                # of time, aegis-<pid>-warm-<n>, names the agent that claimed it in its marker).
+                agent = (by_name.get(name) or {}).get("claimed_by") or agent
                 reason = (
                     f"pool agent {agent} of the dead runner still runs in it (orphaned: the "
                     "next pool takes it over, agent_stop ends it)"

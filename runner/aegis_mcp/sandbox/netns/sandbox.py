@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import netns as pyroute2_netns
-
 from ...dns_wire import Upstream, host_upstreams, resolve
 from ...files import write_atomic
 from ...owners import process_start_time
@@ -155,7 +153,15 @@ class _NamespaceThread(threading.Thread):
 
     def _setup(self) -> None:
         sb = self.sandbox
-        syscalls.unshare(syscalls.CLONE_NEWNET)
+        if sb.adopted is None:
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+        else:
+            # A namespace someone else made (a container's): set it up from inside the same way.
+            adopted = os.open(sb.adopted, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                syscalls.setns(adopted, syscalls.CLONE_NEWNET)
+            finally:
+                os.close(adopted)
         try:
             fd = os.open(sb.netns_path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
         except FileExistsError:
@@ -212,6 +218,8 @@ class NetnsSandbox(Sandbox):
     upstreams: list[Upstream]
     host_netns_fd: int
     on_event: Callable[[Event], None] | None = None
+    adopted: Path | None = None
+    """The existing namespace this sandbox was set up in (``/proc/PID/ns/net``), if any."""
     ip_forward_was: str | None = None
     dns: DnsForwarder | None = None
     setup_secs: float | None = None
@@ -221,8 +229,24 @@ class NetnsSandbox(Sandbox):
     _torn_down: bool = False
     _teardown_lock: threading.Lock = field(default_factory=threading.Lock)
     _confine: tuple[Callable[[], None], ...] = ()
+    claimed_by: str | None = None
+    """The pool agent a sandbox made ahead of time (:mod:`..warm`) was given to."""
 
     # ---- what the runner uses --------------------------------------------------------------
+
+    def claim(self, agent_id: str) -> None:
+        """Give a sandbox made ahead of time to pool agent ``agent_id`` (its marker says so
+        from now on). A sandbox is given once: a second claim, or one after teardown, is
+        refused with SandboxError."""
+        with self._teardown_lock:
+            if self._torn_down:
+                raise SandboxError(f"{self.name} is torn down: it cannot be claimed")
+            if self.claimed_by is not None:
+                raise SandboxError(f"{self.name} was claimed already, by agent {self.claimed_by}")
+            self.claimed_by = agent_id
+        marker = markers.read_marker(self.state_dir, self.name)
+        if marker is not None:
+            markers.write_marker(self.state_dir, {**marker, "claimed_by": agent_id})
 
     def wrap(self, spec: SpawnSpec) -> SpawnSpec:
         """``spec`` with the :attr:`confine` steps added: the agent starts in the namespace."""
@@ -284,7 +308,7 @@ class NetnsSandbox(Sandbox):
             "kind": "netns",
             "name": self.name,
             "owner_pid": self.owner_pid,
-            "agent_id": self.agent_id,
+            "agent_id": self.claimed_by or self.agent_id,
             "netns": str(self.netns_path),
             "subnet": str(self.subnet),
             "gateway": self.gateway,
@@ -391,7 +415,12 @@ class NetnsSandbox(Sandbox):
                     thread.monitor.stop()
                 thread.join(5)
             attempt("nft table", lambda: remove_host_table(self.host_table))
-            attempt("veth", lambda: remove_host_link(self.host_if))
+            # Deleting the veth waits for the kernel (~20 ms): the kernel deletes it anyway with
+            # the namespace, once nothing holds that any more, on its own (it takes about a
+            # second, and needs no runner). Only a process still in the namespace (one that
+            # escaped the agent's session) would keep it, and its way out, alive: then now.
+            if namespace_in_use(self.netns_path):
+                attempt("veth", lambda: remove_host_link(self.host_if))
             attempt("namespace", lambda: remove_netns_mount(self.netns_path))
             if thread is not None and thread.netns_fd is not None:
                 with contextlib.suppress(OSError):
@@ -405,6 +434,26 @@ class NetnsSandbox(Sandbox):
 
 def _endpoint(upstream: Upstream | None) -> str | None:
     return f"{upstream[0]}:{upstream[1]}" if upstream else None
+
+
+def namespace_in_use(path: Path) -> bool:
+    """Whether a process is in the namespace mounted at ``path`` (True when unsure)."""
+    try:
+        mounted = os.stat(path)
+    except OSError:
+        return False
+    try:
+        pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return True
+    for pid in pids:
+        try:
+            info = os.stat(f"/proc/{pid}/ns/net")
+        except OSError:
+            continue  # gone, or not ours to look at
+        if (info.st_ino, info.st_dev) == (mounted.st_ino, mounted.st_dev):
+            return True
+    return False
 
 
 def remove_host_table(table: str) -> bool:
@@ -427,8 +476,12 @@ def remove_host_link(ifname: str) -> bool:
 
 def remove_netns_mount(path: Path) -> bool:
     """Unmount (lazily) and unlink a named namespace; False if it was not there."""
+    # What pyroute2's netns.remove does, without its module's import (tens of milliseconds):
+    # an unmount that fails (not mounted any more) still leaves the name to unlink.
+    with contextlib.suppress(OSError):
+        syscalls.unmount_detached(os.fsencode(path))
     try:
-        pyroute2_netns.remove(str(path))
+        os.unlink(path)
     except FileNotFoundError:
         return False
     return True
@@ -540,6 +593,7 @@ def create_sandbox(
     run_dir: Path = DEFAULT_RUN_DIR,
     resolv_dir: Path = RESOLV_DIR,
     host_resolv_conf: Path = HOST_RESOLV,
+    adopt: Path | None = None,
 ) -> NetnsSandbox:
     """Create and start the network sandbox of one agent of runner ``runner_pid``.
 
@@ -547,6 +601,9 @@ def create_sandbox(
     ``upstreams`` are the resolvers the DNS forwarder asks (default: the
     host's resolv.conf); ``on_event`` receives every netmon event (``source:
     "netns"``), e.g. ``NetmonStats.ingest``, from the monitor and DNS threads.
+    ``adopt`` names an existing namespace (a container's ``/proc/PID/ns/net``)
+    to set up instead of a new one: it is bind-mounted under the sandbox's name
+    all the same, and lives on after teardown only as long as its other users.
     Raises NotRootError, NftablesMissingError, PoolExhaustedError,
     NameClashError or SandboxError; nothing is left behind on failure.
     """
@@ -619,6 +676,7 @@ def create_sandbox(
         upstreams=upstreams,
         host_netns_fd=handles.netns_fd,
         on_event=on_event,
+        adopted=adopt,
         ip_forward_was=claim["ip_forward_was"],
         unresolved=unresolved,
     )

@@ -16,6 +16,7 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
+MNT_DETACH = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _unshare = _libc.unshare
@@ -30,6 +31,8 @@ _mount.argtypes = [
     ctypes.c_ulong,
     ctypes.c_void_p,
 ]
+_umount2 = _libc.umount2
+_umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 def _check(result: int, what: str, path: bytes | None = None) -> None:
@@ -51,3 +54,8 @@ def setns(fd: int, nstype: int) -> None:
 def mount(source: bytes | None, target: bytes, fstype: bytes | None, flags: int) -> None:
     """mount(2) with no data argument; paths as bytes (prepared before a fork)."""
     _check(_mount(source, target, fstype, flags, None), "mount", target)
+
+
+def unmount_detached(target: bytes) -> None:
+    """umount2(2) with MNT_DETACH: the mount goes now, its users keep it until they let go."""
+    _check(_umount2(target, MNT_DETACH), "umount", target)
