@@ -152,6 +152,14 @@ class SpawnSpec:
     """A cgroup v2 path (as ``/proc/PID/cgroup`` names it) that the agent must live
     under, for a sandbox whose agent is not the started process (a container's
     cgroup is made a child of it); the confine steps put the started process there."""
+    agent_argv: list[str] | None = None
+    """The agent's own command line where ``argv`` starts something in front of it
+    that runs it elsewhere (a container's relay): what status reports show."""
+
+    @property
+    def command(self) -> list[str]:
+        """The agent's command line as it runs (``agent_argv``, else ``argv``)."""
+        return list(self.agent_argv if self.agent_argv is not None else self.argv)
 
 
 def _child_setup(spec: SpawnSpec) -> Callable[[], None]:

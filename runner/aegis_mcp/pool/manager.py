@@ -430,7 +430,7 @@ class AgentPool:
     def command(self, agent_id: str) -> list[str] | None:
         """The command line a running agent of this pool runs with now."""
         live = self._live.get(agent_id)
-        return list(live.proc.spec.argv) if live is not None else None
+        return live.proc.spec.command if live is not None else None
 
     def record(self, agent_id: str) -> AgentRecord:
         """The record of ``agent_id`` (this pool's, else the database's)."""

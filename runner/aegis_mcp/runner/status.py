@@ -121,7 +121,7 @@ def status_data(run: RunView) -> ServerStatus:
             "profile": plan.profile.name,
             "executable": plan.executable,
             "args": run.agent_args,
-            "command": agent.spec.argv if agent else None,
+            "command": agent.spec.command if agent else None,
             "pid": agent.pid if agent and agent.running else None,
             "status": run.status,
             "exit_code": run.exit_code,

@@ -325,6 +325,7 @@ class ContainerSandbox(Sandbox):
         return dataclasses.replace(
             spec,
             argv=relay_argv,
+            agent_argv=argv,
             # The relay talks only to its inherited sockets: no hooks in it, no agent settings.
             env={"PATH": os.defpath, "LANG": "C.UTF-8", "TERM": spec.env.get("TERM", "dumb")},
             confine=(),
