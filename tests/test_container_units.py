@@ -97,7 +97,10 @@ def test_a_node_package_is_mounted_with_the_hosts_node(tmp_path: Path) -> None:
     argv, binds = mounts.agent_binds([str(script)], "/usr/bin:/bin")
     node = os.path.realpath(shutil.which("node", path="/usr/bin:/bin") or "")
     assert argv == [str(script)]
-    assert mounts.Bind(str(package), str(package)) in binds
+    # The whole node_modules tree: the package's dependencies and platform packages
+    # (Codex's native binary is the sibling package @openai/codex-linux-x64).
+    tree = str(tmp_path / "lib" / "node_modules")
+    assert mounts.Bind(tree, tree) in binds
     assert any(b.source == node or node.startswith(b.source + "/") for b in binds)
 
 

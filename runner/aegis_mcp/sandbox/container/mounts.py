@@ -2,7 +2,9 @@
 
 - the working directory, read-write: the agent's project;
 - the agent's CLI, read-only, found from its command line: a native binary,
-  the node package a script belongs to (and the host's ``node``), or the
+  the node package a script belongs to with the ``node_modules`` tree around
+  it (where its dependencies and platform packages, such as Codex's native
+  ``@openai/codex-linux-x64``, are installed) and the host's ``node``, or the
   virtualenv of a Python entry point: the container runs what the user
   installed, not a copy baked into the image;
 - aegis-mcp itself, read-only (its virtualenv and package: the MCP server the
@@ -80,6 +82,16 @@ def _package_root(path: str) -> str | None:
     return None
 
 
+def _node_modules_of(path: str) -> str | None:
+    """The outermost ``node_modules`` directory ``path`` is in: node resolves a
+    package's dependencies (and npm's optional platform packages) from the
+    ``node_modules`` directories above it, so the whole tree must be visible."""
+    parts = path.split("/")
+    if "node_modules" not in parts:
+        return None
+    return "/".join(parts[: parts.index("node_modules") + 1])
+
+
 def _venv_of(path: str) -> str | None:
     """The virtualenv a ``.../bin/python`` belongs to."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
@@ -134,7 +146,8 @@ def agent_binds(argv: list[str], path_env: str) -> tuple[list[str], list[Bind]]:
         binds.append(Bind(real, real))
     else:
         root = _package_root(real)
-        binds.append(Bind(root or real, root or real))
+        root = (_node_modules_of(root) or root) if root else real
+        binds.append(Bind(root, root))
         binds.extend(_interpreter_binds(interpreter, path_env))
     # Run the file by its real path: the symlink that led to it may not exist inside.
     return [real, *argv[1:]], binds
