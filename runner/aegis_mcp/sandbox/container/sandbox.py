@@ -42,7 +42,7 @@ from .image import require_image
 from .lifecycle import ROLE_AGENT, Container, ContainerConfig, labels
 from .network import ContainerNetwork, make_network
 from .settings import ContainerSettings
-from .volumes import ensure_volume, volume_name
+from .volumes import ensure_volume, hand_over, volume_name
 
 RELAY = str(Path(__file__).with_name("relay.py"))
 # Host session details that mean nothing inside (or would point the agent back at the
@@ -294,6 +294,8 @@ class ContainerSandbox(Sandbox):
         )
         container = Container.create(self.engine, config)
         try:
+            if self.volume is not None:
+                hand_over(self.engine, self.volume, user.uid, user.gid)
             io = container.attach(stdin=config.stdin)
             container.start()
             size = _rows_cols(spec.winsize)

@@ -29,27 +29,41 @@ def volume_name(user: str, agent_kind: str) -> str:
 
 
 def ensure_volume(engine: Engine, name: str, uid: int, gid: int) -> str:
-    """Create volume ``name`` if the engine has none; owned by ``uid:gid``. Returns its name.
+    """Create volume ``name`` if the engine has none. Returns its name.
 
-    podman gives a new volume to the container's user at its first mount;
-    Docker Engine leaves it root's, so there the runner (root) hands it over.
+    podman gives a new volume to the container's user at its first mount; Docker
+    Engine does not: see :func:`hand_over`.
     """
     import docker.errors
 
     from .engine import refused
 
     try:
-        volume = refused(engine.api.inspect_volume, name)
+        refused(engine.api.inspect_volume, name)
     except docker.errors.NotFound:
-        volume = refused(
+        refused(
             engine.api.create_volume,
             name,
             labels={"aegis-mcp.volume": "home", "aegis-mcp.uid": str(uid)},
         )
-    mountpoint = volume.get("Mountpoint") or ""
-    if engine.kind == "docker" and not engine.rootless and os.geteuid() == 0 and mountpoint:
-        with contextlib.suppress(OSError):
-            st = os.stat(mountpoint)
-            if (st.st_uid, st.st_gid) != (uid, gid) and not os.listdir(mountpoint):
-                os.chown(mountpoint, uid, gid)
     return name
+
+
+def hand_over(engine: Engine, name: str, uid: int, gid: int) -> None:
+    """Give the top of volume ``name`` to ``uid:gid`` on a rootful Docker Engine.
+
+    Called once the container is created: Docker then copies the ownership of the
+    image's directory at the mount point (root's, made for the working directory
+    inside the home) onto a new, empty volume, and the agent could write nothing
+    in its home (Claude Code then keeps no conversation for ``--continue``).
+    Only the volume's own directory is changed, never what is in it.
+    """
+    if engine.kind != "docker" or engine.rootless or os.geteuid() != 0:
+        return
+    from .engine import refused
+
+    mountpoint = refused(engine.api.inspect_volume, name).get("Mountpoint") or ""
+    with contextlib.suppress(OSError):
+        st = os.stat(mountpoint)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.chown(mountpoint, uid, gid)
