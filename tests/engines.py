@@ -14,6 +14,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -187,6 +188,13 @@ def user_env(user: pwd.struct_passwd, base: Path, **extra: str) -> dict[str, str
     }
     env.update(extra)
     return env
+
+
+def host_address() -> str:
+    """This machine's address on its default route (reachable from every container)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("198.51.100.1", 9))  # no packet is sent: only a route is chosen
+        return probe.getsockname()[0]
 
 
 def as_user(user: pwd.struct_passwd) -> dict[str, Any]:

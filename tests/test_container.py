@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from engines import TestEngine, as_user, own_dir, user_env
+from engines import TestEngine, as_user, host_address, own_dir, user_env
 from helpers import AEGIS, call, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the container tests start engines")
@@ -30,13 +30,6 @@ TIMEOUT = 120
 
 def _host_ns(kind: str) -> str:
     return os.readlink(f"/proc/self/ns/{kind}")
-
-
-def _host_address() -> str:
-    """This machine's address on its default route (reachable from every container)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("198.51.100.1", 9))  # no packet is sent: only a route is chosen
-        return probe.getsockname()[0]
 
 
 class Project:
@@ -175,7 +168,7 @@ class Server:
     """A TCP server on this machine's address: reads to EOF, answers ``reply`` bytes."""
 
     def __init__(self, reply: int) -> None:
-        self.sock = socket.create_server((_host_address(), 0))
+        self.sock = socket.create_server((host_address(), 0))
         self.host, self.port = self.sock.getsockname()[:2]
         self.received: list[int] = []
         self.reply = reply
