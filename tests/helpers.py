@@ -49,10 +49,15 @@ def serve_connections(server: socket.socket, handle: Callable[[socket.socket], N
 
 
 def start_aegis(
-    argv: list[str], env: dict[str, str], cwd: Path | str | None = None, output: bool = True
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path | str | None = None,
+    output: bool = True,
+    **drop: Any,
 ) -> subprocess.Popen:
     """``aegis-mcp ARGV`` in the background with stdin closed; its output captured
-    as text (``output``) or discarded."""
+    as text (``output``) or discarded; ``drop``: ``subprocess`` arguments that run it
+    as another user (``engines.as_user``)."""
     sink = subprocess.PIPE if output else subprocess.DEVNULL
     return subprocess.Popen(
         [*AEGIS, *argv],
@@ -62,6 +67,7 @@ def start_aegis(
         stdout=sink,
         stderr=sink,
         text=True,
+        **drop,
     )
 
 

@@ -1,7 +1,10 @@
-"""The real agent CLIs under ``--sandbox=container`` on rootful podman and Docker Engine,
-as root for a sudo user, against a stand-in model server in a network namespace of its own: the
-container's aegis namespace refuses the host's own addresses, so the model is reached
-through the sandbox's NAT, as a real one on the internet would be.
+"""The real agent CLIs under ``--sandbox=container``: on rootful podman and Docker Engine
+as root for a sudo user, and on a plain user's rootless podman as that user.
+
+Rootful, the model (a stand-in server) is in a network namespace of its own: the
+container's aegis namespace refuses the host's own addresses, so it is reached through
+the sandbox's NAT, as a real one on the internet would be. Rootless, slirp4netns
+reaches it on this machine's address.
 
 The CLI is the host's, mounted read-only into the container; its state (``--continue``'s
 conversation) lives in the user's home volume (Claude Code) or in the state directory
@@ -11,14 +14,18 @@ the user mounted (Codex, Gemini CLI), kept across the restart's new container.
 from __future__ import annotations
 
 import json
+import os
 import pwd
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from e2e.agents import git_workdir, require
+from e2e.agents import agents_bin, git_workdir, model_env, require
 from e2e.standin import HttpError, Request, Script, read_record
 from e2e.test_agents import (
     HEADLESS,
@@ -29,7 +36,7 @@ from e2e.test_agents import (
     tool_json,
 )
 from e2e.test_claude_root import PORT, SERVER_ADDR, _as_sudo_user, _server_namespace
-from engines import TestEngine
+from engines import TestEngine, as_user, host_address, own_dir, user_env
 from helpers import start_aegis
 
 TIMEOUT = 90
@@ -37,7 +44,7 @@ AGENTS = ["claude", "codex", "gemini"]
 # Claude takes its model from the environment: its state is all in the home volume.
 # Codex and Gemini CLI read their model provider from files under the home, which the
 # container does not see unless mounted, as a user would with ``[container] mounts``.
-STATE_MOUNTS = {"claude": [], "codex": ["~/.codex"], "gemini": ["~/.gemini"]}
+MOUNTS = {"claude": [], "codex": ["~/.codex"], "gemini": ["~/.gemini"]}
 
 
 def _first(requests: list[Request], rule: str) -> Request:
@@ -46,41 +53,88 @@ def _first(requests: list[Request], rule: str) -> Request:
     return found[0]
 
 
-@pytest.fixture(params=["podman", "docker"])
+@pytest.fixture(params=["podman", "docker", "rootless"])
 def engine(request) -> TestEngine:
-    """Each rootful engine: podman's compatible API and Debian's Docker Engine."""
+    """Each engine: rootful podman and Docker Engine, and a plain user's rootless podman."""
     return request.getfixturevalue(f"{request.param}_engine")
 
 
+def _config(path: Path, engine: TestEngine, mounts: list[str]) -> Path:
+    path.write_text(f'[container]\nengine = "{engine.url}"\nmounts = {json.dumps(mounts)}\n')
+    return path
+
+
+def _finish(name: str, proc: subprocess.Popen, requests: Callable[[], list[Request]]):
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        out, err = proc.communicate(timeout=TIMEOUT)
+        seen = [(r.number, r.rule) for r in requests()]
+        pytest.fail(f"{name} did not finish: {seen}\nstdout: {out[-2000:]}\n{err[-3000:]}")
+    return out, err
+
+
 @pytest.fixture
-def container_run(engine, agent_env, throwaway_user, public_runtime, tmp_path):
-    """``container_run(name, script)``: agent ``name`` run headless by root for a sudo user
-    in a container of ``engine``; (process, stdout, stderr, requests, env)."""
+def container_run(engine, request):
+    """``container_run(name, script)``: agent ``name`` run headless in a container of
+    ``engine``; (process, stdout, stderr, requests, env)."""
+    return request.getfixturevalue("rootless_run" if engine.rootless else "sudo_run")
+
+
+@pytest.fixture
+def sudo_run(engine, agent_env, throwaway_user, public_runtime, tmp_path):
+    """Rootful: by root for a sudo user (a throwaway one, working in its home), the model
+    in a namespace of its own (the container's namespace refuses the host's addresses)."""
     user, _group = throwaway_user
     home = Path(pwd.getpwnam(user).pw_dir)
 
     def run(name: str, script: Script):
-        config = tmp_path / "config.toml"
-        mounts = json.dumps(STATE_MOUNTS[name])
-        config.write_text(f'[container]\nengine = "{engine.url}"\nmounts = {mounts}\n')
         env = agent_env(name, SimpleNamespace(url=f"http://{SERVER_ADDR}:{PORT}"), home)
-        env["AEGIS_MCP_CONFIG"] = str(config)
+        env["AEGIS_MCP_CONFIG"] = str(_config(tmp_path / "config.toml", engine, MOUNTS[name]))
         workdir = git_workdir(home / "work")
         _as_sudo_user(env, user, public_runtime, home)
         with _server_namespace(tmp_path, script) as record:
             proc = start_aegis([name, "--sandbox=container", *HEADLESS[name]], env, cwd=workdir)
-            try:
-                out, err = proc.communicate(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-                out, err = proc.communicate(timeout=TIMEOUT)
-                seen = [(r.number, r.rule) for r in read_record(record)]
-                pytest.fail(f"{name} did not finish: {seen}\nstdout: {out[-2000:]}\n{err[-3000:]}")
+            out, err = _finish(name, proc, lambda: read_record(record))
             requests = read_record(record)
         return proc, out, err, requests, env
 
     yield run
     engine.remove_volumes(user)
+
+
+@pytest.fixture
+def rootless_run(engine, standin):
+    """Rootless: by the rootless test user, with no privileges; the network is slirp4netns,
+    which reaches the model server on this machine's address."""
+    user = engine.user
+    base = Path(tempfile.mkdtemp(prefix="aegis-cagent-"))
+    os.chmod(base, 0o755)
+    for name in ("run", "state", "cache"):
+        own_dir(base / name, user, 0o700)
+    home = own_dir(base / "home", user)
+
+    def run(name: str, script: Script):
+        server = standin(script, host=host_address())
+        require(name)
+        env = user_env(user, base, AEGIS_MCP_CACHE_DIR=str(base / "cache"))
+        env.update(model_env(name, server.url, home))
+        env["PATH"] = f"{agents_bin()}:{env['PATH']}"
+        mounts = [m.replace("~", str(home), 1) for m in MOUNTS[name]]
+        env["AEGIS_MCP_CONFIG"] = str(_config(base / "config.toml", engine, mounts))
+        workdir = git_workdir(base / "work")
+        subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(base)], check=True)
+        argv = [name, "--sandbox=container", *HEADLESS[name]]
+        proc = start_aegis(argv, env, cwd=workdir, **as_user(user))
+        out, err = _finish(name, proc, lambda: list(server.requests))
+        return proc, out, err, list(server.requests), env
+
+    try:
+        yield run
+    finally:
+        engine.remove_volumes(user.pw_name)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.parametrize("name", AGENTS)
@@ -97,7 +151,7 @@ def test_a_real_agent_in_a_container_reaches_the_runner_and_resumes(name, contai
     assert status["runner"]["pid"] == proc.pid
     assert status["sandbox"]["kind"] == "container"
     before = status["sandbox"]["sandboxes"]["primary"]
-    assert before["engine"]["rootless"] is False and before["container"]["running"] is True
+    assert before["engine"]["rootless"] is engine.rootless and before["container"]["running"]
 
     done = _first(requests, "resumed done")
     user_texts = [i.text for i in done.conversation.items if i.role == "user" and i.kind == "text"]
