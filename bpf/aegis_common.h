@@ -135,6 +135,20 @@ BPF_HASH(pending_connect, u32, u64, 16384);
  * hash: the verifier inlines array lookups, and this runs per packet. */
 #define DNS_PORT_SLOTS 4
 BPF_ARRAY(dns_ports, u16, DNS_PORT_SLOTS);
+/* A live TCP connection of the agent, between tcp_bytes.c (which makes it when the
+ * connection is established and drops it when closed) and traffic.c (which notes
+ * where each FIN ends). */
+struct tcp_conn {
+    u32 fin_out_end; /* sequence number after our FIN (when fin_out) */
+    u32 fin_in_end;  /* sequence number after the peer's FIN (when fin_in) */
+    u8 fin_out;
+    u8 fin_in;
+    u8 active;       /* we sent the SYN: bytes_acked counts it */
+    u8 pad;
+};
+
+BPF_HASH(tcp_conns, u64, struct tcp_conn, MAX_SOCKS);
+
 BPF_LPM_TRIE(policy4, struct lpm4_key, struct policy_val, 16384);
 BPF_LPM_TRIE(policy6, struct lpm6_key, struct policy_val, 16384);
 
