@@ -36,7 +36,7 @@ from .availability import (
     tracefs_dir,
     tracepoint_problem,
 )
-from .cgroup import AgentCgroup
+from .cgroup import AgentCgroup, bottom_up, pids_below
 from .loader import LoadedObject, LoadError
 from .objects import CompileError, obtain
 from .tcp_diag import TcpDiag
@@ -417,7 +417,9 @@ class EbpfMonitor:
         if not active:
             return  # no connection established: nothing to ask the kernel
         try:
-            live = self._diag.established(self.cgroup.id)
+            tree = bottom_up(self.cgroup.path)  # a container's cgroup is below the agent's
+            ids = [os.stat(path).st_ino for path in tree]
+            live = self._diag.established(ids, pids_below(self.cgroup.path))
         except OSError as exc:
             message = f"live TCP counts unavailable (counted at state changes only): {exc}"
             if message not in self._errors:

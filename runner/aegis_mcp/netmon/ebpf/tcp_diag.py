@@ -9,16 +9,20 @@ socket cookie, the key the BPF programs use. Raw netlink rather than pyroute2: i
 ``DiagSocket`` sends no filter, so it would bring every socket of the machine into Python
 twice a second.
 
-The dump sees the sockets of the caller's network namespace only: a connection in another
-namespace (a sandboxed agent's) is counted at its state changes alone.
+A dump sees one network namespace: the runner's own, filtered by the cgroup ids of the
+agent's cgroup tree, and each other namespace an agent process is in (a sandbox's, a
+container's: its sockets are the agent's), through a netlink socket opened inside it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import socket
 import struct
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 NETLINK_SOCK_DIAG = 4
@@ -44,6 +48,7 @@ _INFO_BYTES = struct.Struct("=QQ")
 _INFO_SEGS = struct.Struct("=II")
 _INFO_MIN = 160
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+CLONE_NEWNET = 0x40000000
 
 
 @dataclass(frozen=True)
@@ -61,14 +66,53 @@ class TcpCounters:
     segs_in: int
 
 
-def _request(family: int, cgroup_id: int, seq: int) -> bytes:
-    """A dump request for the established TCP sockets of ``family`` in cgroup ``cgroup_id``."""
+def _request(family: int, cgroup_ids: list[int], seq: int) -> bytes:
+    """A dump request for the established TCP sockets of ``family``, in one of ``cgroup_ids``
+    when any is given (one condition each: a match jumps to the end, accepting; the last
+    miss jumps past it, rejecting)."""
     size = _BC_CGROUP.size
-    bytecode = _BC_CGROUP.pack(INET_DIAG_BC_CGROUP_COND, size, size + 4, cgroup_id)
+    bytecode = b""
+    for index, cgroup_id in enumerate(cgroup_ids):
+        left = (len(cgroup_ids) - index) * size
+        miss = size if index < len(cgroup_ids) - 1 else size + 4
+        bytecode += _BC_CGROUP.pack(INET_DIAG_BC_CGROUP_COND, left, miss, cgroup_id)
     body = _REQ.pack(family, socket.IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), 0, 1 << TCP_ESTABLISHED)
-    body += _RTA.pack(_RTA.size + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
+    if bytecode:
+        body += _RTA.pack(_RTA.size + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
     flags = NLM_F_REQUEST | NLM_F_DUMP
     return _NLMSG.pack(_NLMSG.size + len(body), SOCK_DIAG_BY_FAMILY, flags, seq, 0) + body
+
+
+def _socket_in(netns_path: str | None) -> socket.socket:
+    """A sock_diag socket of the namespace of ``netns_path`` (None: ours). Made by a thread of
+    its own that enters the namespace: a socket stays in the namespace it was made in."""
+    if netns_path is None:
+        kind = socket.SOCK_RAW | socket.SOCK_CLOEXEC
+        return socket.socket(socket.AF_NETLINK, kind, NETLINK_SOCK_DIAG)
+    made: list[socket.socket | OSError] = []
+
+    def enter() -> None:
+        try:
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, f"setns {netns_path}: {os.strerror(code)}")
+            finally:
+                os.close(fd)
+            made.append(_socket_in(None))
+        except OSError as exc:
+            made.append(exc)
+
+    thread = threading.Thread(target=enter, name="aegis-tcp-diag")
+    thread.start()
+    thread.join()
+    if isinstance(made[0], OSError):
+        raise made[0]
+    return made[0]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def parse_message(data: bytes | memoryview) -> TcpCounters | None:
@@ -103,31 +147,42 @@ def parse_message(data: bytes | memoryview) -> TcpCounters | None:
 
 
 class TcpDiag:
-    """A sock_diag socket that dumps one cgroup's established TCP sockets."""
+    """sock_diag sockets that dump the agent's established TCP sockets, one per namespace."""
 
     def __init__(self) -> None:
-        self._sock: socket.socket | None = None
+        self._socks: dict[int, socket.socket] = {}  # namespace inode -> its socket
         self._seq = 0
 
-    def established(self, cgroup_id: int) -> list[TcpCounters]:
-        """The counters of the established TCP sockets (IPv4 and IPv6) of cgroup ``cgroup_id``;
-        OSError when the kernel refuses (no sock_diag, a kernel without the cgroup filter)."""
-        if self._sock is None:
-            self._sock = socket.socket(
-                socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG
-            )
+    def established(self, cgroup_ids: list[int], pids: Iterable[int]) -> list[TcpCounters]:
+        """The counters of the established TCP sockets (IPv4 and IPv6) in our namespace whose
+        cgroup is one of ``cgroup_ids``, and of every socket in the other namespaces that
+        processes ``pids`` are in; OSError when the kernel refuses (no sock_diag, no
+        cgroup filter before Linux 5.10)."""
+        own = os.stat("/proc/self/ns/net").st_ino
+        spaces: dict[int, str | None] = {own: None}
+        for pid in pids:
+            path = f"/proc/{pid}/ns/net"
+            with contextlib.suppress(OSError):
+                spaces.setdefault(os.stat(path).st_ino, path)
+        for gone in set(self._socks) - set(spaces):
+            with contextlib.suppress(OSError):
+                self._socks.pop(gone).close()
         found = []
-        for family in (socket.AF_INET, socket.AF_INET6):
-            self._seq += 1
-            self._sock.send(_request(family, cgroup_id, self._seq))
-            found += self._read(self._seq)
+        for inode, path in spaces.items():
+            sock = self._socks.get(inode)
+            if sock is None:
+                sock = self._socks[inode] = _socket_in(path)
+            for family in (socket.AF_INET, socket.AF_INET6):
+                self._seq += 1
+                sock.send(_request(family, cgroup_ids if path is None else [], self._seq))
+                found += self._read(sock, self._seq)
         return found
 
-    def _read(self, seq: int) -> list[TcpCounters]:
-        assert self._sock is not None
+    @staticmethod
+    def _read(sock: socket.socket, seq: int) -> list[TcpCounters]:
         found = []
         while True:
-            data = memoryview(self._sock.recv(1 << 16))
+            data = memoryview(sock.recv(1 << 16))
             offset = 0
             while offset + _NLMSG.size <= len(data):
                 length, kind, _flags, got_seq, _pid = _NLMSG.unpack_from(data, offset)
@@ -150,8 +205,8 @@ class TcpDiag:
                         found.append(counters)
 
     def close(self) -> None:
-        """Close the netlink socket (idempotent)."""
-        if self._sock is not None:
+        """Close the netlink sockets (idempotent)."""
+        for sock in self._socks.values():
             with contextlib.suppress(OSError):
-                self._sock.close()
-            self._sock = None
+                sock.close()
+        self._socks.clear()
