@@ -133,7 +133,8 @@ static __always_inline int parse_headers(struct __sk_buff *skb, struct l4_info *
     return parse_headers_slow(skb, info);
 }
 
-/* Whether a remote port carries DNS: 53, or one user space added for a test. */
+/* Whether a remote port carries DNS: 53, or one user space added (monitor.py fills the
+ * slots in order, so the first empty one ends the search). */
 static __always_inline int is_dns_port(u16 port)
 {
     if (port == 53) return 1;
@@ -141,7 +142,8 @@ static __always_inline int is_dns_port(u16 port)
     for (u32 i = 0; i < DNS_PORT_SLOTS; i++) {
         u32 slot = i;
         u16 *p = dns_ports.lookup(&slot);
-        if (p && *p != 0 && *p == port) return 1;
+        if (!p || *p == 0) return 0; /* filled from slot 0 on: the rest is empty too */
+        if (*p == port) return 1;
     }
     return 0;
 }

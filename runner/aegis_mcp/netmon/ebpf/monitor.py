@@ -100,6 +100,7 @@ class EbpfMonitor:
         except OSError as exc:
             raise EbpfUnavailable(f"cannot create the agent's cgroup: {exc}") from None
         self._lock = threading.Lock()
+        self._ring_lock = threading.Lock()  # taken before _lock, never inside it
         self._stop = threading.Event()
         self._cgroup_fd = -1
         self._bpf: LoadedObject | None = None
@@ -151,6 +152,11 @@ class EbpfMonitor:
     def fresh_stats(self) -> NetmonStats:
         """Read the counters now, then return the stats: a ``stats_source`` for the netmon ops."""
         if not self.closed:
+            # The records waiting first: a socket's connect names its owner before its
+            # counts are reported (libbpf's reader takes one consumer at a time).
+            with self._ring_lock:
+                if self._bpf is not None:
+                    self._bpf.ring_buffer_consume()
             self._flush()
         return self.stats
 
@@ -332,7 +338,8 @@ class EbpfMonitor:
             try:
                 wait = max(0.0, last_flush + self.flush_interval - time.monotonic())
                 if poller.poll(wait * 1000):
-                    self._bpf.ring_buffer_consume()  # type: ignore[union-attr]
+                    with self._ring_lock:
+                        self._bpf.ring_buffer_consume()  # type: ignore[union-attr]
                 now = time.monotonic()
                 if now - last_flush >= self.flush_interval:
                     self._flush()
