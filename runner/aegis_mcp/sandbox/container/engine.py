@@ -40,6 +40,9 @@ API_VERSION = "1.41"
 round trip at connect."""
 CONNECT_TIMEOUT = 0.5
 REQUEST_TIMEOUT = 60
+QUICK_EXIT_SECS = 0.25
+"""How long after its start a container's exit file is looked for before the end of its
+output (the relay, a process to start, says that later)."""
 LEARN_SECS = 1.0
 """How long an exit may wait for the exit directory being learnt (one request)."""
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -209,9 +212,10 @@ class Engine:
     def wait_exit(self, container_id: str, output_ended: threading.Event | None = None) -> int:
         """Block until the container exits; its exit code (EngineRefused if the engine fails).
 
-        ``output_ended``, set once the container's output has ended, lets a podman
-        container's exit code come from conmon's exit file (:mod:`.exits`), 40-150 ms
-        before podman's ``wait`` answers; the event is set again when that answer comes.
+        A podman container's exit code comes from conmon's exit file (:mod:`.exits`),
+        40-150 ms before podman's ``wait`` answers, when it exits within its first
+        moments (a quick command) or once ``output_ended`` is set (the container's output
+        has ended); the event is set again when the engine's answer comes.
         """
         if output_ended is None or self.kind != "podman":
             return self._wait_call(container_id)
@@ -231,9 +235,13 @@ class Engine:
             output_ended.set()
 
         threading.Thread(target=engine_wait, name="aegis-container-exit", daemon=True).start()
+        path = exit_dir / container_id
+        code = read_exit_code(path, QUICK_EXIT_SECS)
+        if code is not None:
+            return code
         output_ended.wait()
         if not answer:
-            code = read_exit_code(exit_dir / container_id)
+            code = read_exit_code(path)
             if code is not None:
                 return code
             # Output closed, the container still runs: the engine's answer it is.
