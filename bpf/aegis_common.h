@@ -3,13 +3,13 @@
  * record sent to user space, the maps, and small helpers.
  *
  * The programs are compiled together by BCC (one module per agent), each
- * concern in its own file: connect.c, sendmsg.c, traffic.c, release.c
+ * concern in its own file: connect.c, sendmsg.c, traffic.c, tcp_bytes.c, release.c
  * (cgroup tier), tcp_state.c (tracepoint tier), kprobes.c (kprobe tier).
  * The loader (runner/aegis_mcp/netmon/ebpf/programs.py) picks the files of
  * the tiers the kernel offers; this header comes first.
  *
  * Only stable interfaces are read: the UAPI contexts (bpf_sock_addr,
- * __sk_buff, bpf_sock) and tracepoint fields. BCC may compile against
+ * __sk_buff, bpf_sock, bpf_sock_ops) and tracepoint fields. BCC may compile against
  * headers of another kernel version (DESIGN.md fact 5), which is harmless
  * for these and would not be for struct sock offsets; only kprobes.c reads
  * kernel structs, and the loader enables it only with matching headers.
@@ -131,10 +131,25 @@ BPF_HASH(socks, u64, u8, MAX_SOCKS);
 /* A thread's TCP connect between the cgroup hook and the tracepoint that
  * follows it in the same syscall: how tcp_state.c learns the cookie. */
 BPF_HASH(pending_connect, u32, u64, 16384);
-/* Ports whose messages are DNS besides 53 (0: unused slot). An array, not a
- * hash: the verifier inlines array lookups, and this runs per packet. */
+/* Ports whose messages are DNS besides 53, filled from slot 0 (0: no more). An
+ * array, not a hash: the verifier inlines array lookups, and this runs per packet
+ * (usually one lookup: slot 0 is empty). */
 #define DNS_PORT_SLOTS 4
 BPF_ARRAY(dns_ports, u16, DNS_PORT_SLOTS);
+/* A live TCP connection of the agent, between tcp_bytes.c (which makes it when the
+ * connection is established and drops it when closed) and traffic.c (which notes
+ * where each FIN ends). */
+struct tcp_conn {
+    u32 fin_out_end; /* sequence number after our FIN (when fin_out) */
+    u32 fin_in_end;  /* sequence number after the peer's FIN (when fin_in) */
+    u8 fin_out;
+    u8 fin_in;
+    u8 active;       /* we sent the SYN: bytes_acked counts it */
+    u8 pad;
+};
+
+BPF_HASH(tcp_conns, u64, struct tcp_conn, MAX_SOCKS);
+
 BPF_LPM_TRIE(policy4, struct lpm4_key, struct policy_val, 16384);
 BPF_LPM_TRIE(policy6, struct lpm6_key, struct policy_val, 16384);
 

@@ -1,7 +1,9 @@
 /*
  * traffic.c - cgroup_skb/egress and cgroup_skb/ingress: payload bytes and
- * packets per socket and remote endpoint, for every socket created by a
- * process of the agent's cgroup.
+ * packets per socket and remote endpoint, for every UDP (and other non-TCP)
+ * socket created by a process of the agent's cgroup. TCP bytes are counted by
+ * tcp_bytes.c from the socket's own counters: a TCP packet is let through at
+ * once here, unless it carries a FIN (whose end tcp_bytes.c needs) or DNS.
  *
  * skb->len counts the IP and TCP/UDP headers and the handshake (DESIGN.md
  * fact 5): the headers are parsed here so that 10,000 bytes written are
@@ -22,6 +24,9 @@
 
 struct l4_info {
     u32 hdr_len;     /* IP + TCP/UDP headers */
+    u32 tcp_seq;     /* TCP: the segment's sequence number (host order) */
+    u8 tcp_flags;
+    u8 pad[3];
     u16 proto;
     u16 sport;
     u16 dport;
@@ -63,11 +68,13 @@ static __always_inline int parse_headers_slow(struct __sk_buff *skb, struct l4_i
     info->hdr_len = l4_off;
     if (frag & 0x1fff) return 0; /* a later fragment: all payload, no L4 header */
     if (info->proto == IPPROTO_TCP) {
-        u8 tcp[13];
-        if (bpf_skb_load_bytes_relative(skb, l4_off, tcp, 13, BPF_HDR_START_NET)) return -1;
+        u8 tcp[14];
+        if (bpf_skb_load_bytes_relative(skb, l4_off, tcp, 14, BPF_HDR_START_NET)) return -1;
         info->sport = (u16)tcp[0] << 8 | tcp[1];
         info->dport = (u16)tcp[2] << 8 | tcp[3];
+        info->tcp_seq = (u32)tcp[4] << 24 | (u32)tcp[5] << 16 | (u32)tcp[6] << 8 | tcp[7];
         info->hdr_len += (tcp[12] >> 4) * 4;
+        info->tcp_flags = tcp[13];
     } else if (info->proto == IPPROTO_UDP) {
         u8 udp[4];
         if (bpf_skb_load_bytes_relative(skb, l4_off, udp, 4, BPF_HDR_START_NET)) return -1;
@@ -78,14 +85,16 @@ static __always_inline int parse_headers_slow(struct __sk_buff *skb, struct l4_i
     return 0;
 }
 
-/* The transport header at l4 (already bounds-checked for 13 bytes): ports and length. */
+/* The transport header at l4: ports and length (TCP: flags and sequence number too). */
 static __always_inline int parse_l4_direct(u8 *l4, void *end, struct l4_info *info)
 {
     if (info->proto == IPPROTO_TCP) {
-        if ((void *)(l4 + 13) > end) return -1;
+        if ((void *)(l4 + 14) > end) return -1;
         info->sport = (u16)l4[0] << 8 | l4[1];
         info->dport = (u16)l4[2] << 8 | l4[3];
+        info->tcp_seq = (u32)l4[4] << 24 | (u32)l4[5] << 16 | (u32)l4[6] << 8 | l4[7];
         info->hdr_len += (l4[12] >> 4) * 4;
+        info->tcp_flags = l4[13];
     } else if (info->proto == IPPROTO_UDP) {
         if ((void *)(l4 + 8) > end) return -1;
         info->sport = (u16)l4[0] << 8 | l4[1];
@@ -124,7 +133,8 @@ static __always_inline int parse_headers(struct __sk_buff *skb, struct l4_info *
     return parse_headers_slow(skb, info);
 }
 
-/* Whether a remote port carries DNS: 53, or one user space added for a test. */
+/* Whether a remote port carries DNS: 53, or one user space added (monitor.py fills the
+ * slots in order, so the first empty one ends the search). */
 static __always_inline int is_dns_port(u16 port)
 {
     if (port == 53) return 1;
@@ -132,7 +142,8 @@ static __always_inline int is_dns_port(u16 port)
     for (u32 i = 0; i < DNS_PORT_SLOTS; i++) {
         u32 slot = i;
         u16 *p = dns_ports.lookup(&slot);
-        if (p && *p != 0 && *p == port) return 1;
+        if (!p || *p == 0) return 0; /* filled from slot 0 on: the rest is empty too */
+        if (*p == port) return 1;
     }
     return 0;
 }
@@ -171,12 +182,69 @@ static __always_inline void copy_dns(struct __sk_buff *skb, u64 cookie, struct l
     events.ringbuf_submit(e, 0);
 }
 
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+
+/* Whether the packet is TCP that needs nothing here: no FIN, not to or from a DNS
+ * port. Read in place for the common layouts; anything else (IP options, short
+ * linear part, IPv6 extension headers) says no and takes the full path. This is
+ * what almost every TCP packet costs: keep it short. */
+static __always_inline int tcp_passes(struct __sk_buff *skb, int egress)
+{
+    u8 *p = (u8 *)(long)skb->data;
+    void *end = (void *)(long)skb->data_end;
+    u8 *tcp;
+    if ((void *)(p + 34) > end) return 0;
+    if (p[0] == 0x45) {
+        if (p[9] != IPPROTO_TCP) return 0;
+        tcp = p + 20;
+    } else if ((p[0] >> 4) == 6) {
+        if ((void *)(p + 54) > end || p[6] != IPPROTO_TCP) return 0;
+        tcp = p + 40;
+    } else {
+        return 0;
+    }
+    if (tcp[13] & TCP_FIN) return 0;
+    u16 rport = egress ? ((u16)tcp[2] << 8 | tcp[3]) : ((u16)tcp[0] << 8 | tcp[1]);
+    return !is_dns_port(rport);
+}
+
+/* A FIN of one of the agent's connections: where its sequence space ends, for
+ * tcp_bytes.c to tell the FIN from the payload in the socket's counters. */
+static __always_inline void note_fin(u64 cookie, struct l4_info *info, u32 payload, int egress)
+{
+    struct tcp_conn *conn = tcp_conns.lookup(&cookie);
+    if (!conn) return; /* not established (or not the agent's): nothing counted */
+    u32 fin_end = info->tcp_seq + payload + ((info->tcp_flags & TCP_SYN) ? 2 : 1);
+    if (egress) {
+        conn->fin_out_end = fin_end;
+        conn->fin_out = 1;
+    } else {
+        conn->fin_in_end = fin_end;
+        conn->fin_in = 1;
+    }
+}
+
 static __always_inline int on_skb(struct __sk_buff *skb, int egress)
 {
+    if (tcp_passes(skb, egress)) return 1;
     struct l4_info info = {};
     if (parse_headers(skb, &info) != 0) return 1;
     u32 payload = skb->len > info.hdr_len ? skb->len - info.hdr_len : 0;
     u64 cookie = bpf_get_socket_cookie(skb);
+
+    if (info.proto == IPPROTO_TCP) {
+        if (info.tcp_flags & TCP_FIN) note_fin(cookie, &info, payload, egress);
+        u16 rport = egress ? info.dport : info.sport;
+        if (payload > 0 && is_dns_port(rport)) copy_dns(skb, cookie, &info, payload, egress);
+        return 1;
+    }
+    if (info.proto != IPPROTO_UDP) {
+        /* no transport header found (IPv6 extension headers): TCP by its socket */
+        struct bpf_sock *sk = skb->sk;
+        if (sk) sk = bpf_sk_fullsock(sk);
+        if (sk && sk->protocol == IPPROTO_TCP) return 1;
+    }
 
     struct flow_key key = {};
     key.cookie = cookie;
@@ -212,7 +280,7 @@ static __always_inline int on_skb(struct __sk_buff *skb, int egress)
         __sync_fetch_and_add(&v->bytes_in, payload);
         __sync_fetch_and_add(&v->pkts_in, 1);
     }
-    if (payload > 0 && (info.proto == IPPROTO_UDP || info.proto == IPPROTO_TCP)) {
+    if (payload > 0 && info.proto == IPPROTO_UDP) {
         if (is_dns_port(key.rport)) copy_dns(skb, cookie, &info, payload, egress);
     }
     return 1;

@@ -268,7 +268,13 @@ class Tmux:
         if tmux is None:
             raise RuntimeError("tmux is not installed (scripts/bootstrap.sh installs it)")
         self.base = [tmux, "-S", str(directory / "tmux.sock"), "-f", "/dev/null"]
-        self.env = env
+        # A terminal as a user has one: CI's markers make Gemini CLI (is-in-ci) take an
+        # interactive start for a headless one ("No input provided via stdin").
+        self.env = {
+            key: value
+            for key, value in env.items()
+            if key not in ("CI", "CONTINUOUS_INTEGRATION") and not key.startswith("CI_")
+        }
         self.rows, self.cols = rows, cols
 
     def run(self, *args: str) -> str:
@@ -310,13 +316,18 @@ class Tmux:
     def wait_for(self, pattern: str, timeout: float = WAIT) -> list[str]:
         """Wait until a line of the pane matches ``pattern``; returns the pane."""
         regex = re.compile(pattern)
-        return wait_for(
-            lambda: (
-                (lines := self.screen()) and any(regex.search(line) for line in lines) and lines
-            ),
-            timeout,
-            what=f"{pattern!r} on the tmux pane",
-        )
+        try:
+            return wait_for(
+                lambda: (
+                    (lines := self.screen()) and any(regex.search(line) for line in lines) and lines
+                ),
+                timeout,
+                what=f"{pattern!r} on the tmux pane",
+            )
+        except AssertionError as exc:
+            # What the pane showed instead is what tells a slow start from a dialog.
+            screen = "\n".join(self.screen())
+            raise AssertionError(f"{exc}; the pane shows:\n{screen}") from None
 
     def type(self, text: str) -> None:
         """Type ``text`` and press Enter."""

@@ -788,3 +788,159 @@ def test_cgroup_tier_alone_counts_the_same(monitor_factory) -> None:
     assert connect["remote_port"] == port and "result" not in connect
     (close,) = wait_events(monitor, "the close", event="close", pid=proc.pid)
     assert (close["bytes_sent"], close["bytes_recv"]) == (30_000, 2_000)
+
+
+# TCP bytes come from the sockets' own counters (bpf/tcp_bytes.c), which count the SYN and
+# the FINs too: these check that every way a connection ends leaves exactly the payload.
+CLOSING_CLIENT = """
+import socket, sys
+family, host, port, n_out, n_in, how = sys.argv[1:7]
+s = socket.socket(int(family), socket.SOCK_STREAM)
+s.connect((host, int(port)))
+s.sendall(b"x" * int(n_out))
+if how == "agent-first":
+    s.close()  # an orphan: FIN_WAIT1, FIN_WAIT2, closed before the peer's FIN
+    sys.exit(0)
+got = 0
+while got < int(n_in):
+    got += len(s.recv(65536))
+if how == "peer-first":
+    assert s.recv(1) == b""  # CLOSE_WAIT, then LAST_ACK
+    s.close()
+elif how == "reset":
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\\x01\\0\\0\\0\\0\\0\\0\\0")
+    s.close()  # an RST, no FIN
+"""
+
+
+@contextlib.contextmanager
+def closing_server(family: int, host: str, reply: int, how: str) -> Iterator[int]:
+    """A TCP server that reads the request, replies ``reply`` bytes and, for ``peer-first``,
+    closes first; otherwise it reads until the client's FIN or RST."""
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.bind((host, 0))
+    listener.listen(4)
+    listener.settimeout(TIMEOUT)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(TIMEOUT)
+                if reply:
+                    conn.recv(65536)
+                    conn.sendall(b"y" * reply)
+                if how != "peer-first":
+                    while conn.recv(65536):
+                        pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    ("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")], ids=["v4", "v6"]
+)
+@pytest.mark.parametrize("how", ["peer-first", "agent-first", "reset"])
+def test_exact_tcp_bytes_whichever_way_the_connection_ends(
+    monitor_factory, family: int, host: str, how: str
+) -> None:
+    if family == socket.AF_INET6 and not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    monitor = monitor_factory()
+    sent, reply = (4321, 0) if how == "agent-first" else (4321, 765)
+    with closing_server(family, host, reply, how) as port:
+        argv = [sys.executable, "-c", CLOSING_CLIENT, str(int(family)), host, str(port)]
+        proc = run_in(monitor, [*argv, str(sent), str(reply), how])
+        finish(proc)
+    (close,) = wait_events(monitor, "the close", event="close", pid=proc.pid)
+    assert (close["remote_port"], close["proto"]) == (port, "tcp")
+    assert (close["bytes_sent"], close["bytes_recv"]) == (sent, reply)
+    traffic = events_of(monitor, pid=proc.pid, remote_port=port)
+    assert sum(e["bytes"] for e in traffic if e["event"] == "send") == sent
+    assert sum(e["bytes"] for e in traffic if e["event"] == "recv") == reply
+
+
+LIVE_CLIENT = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"x" * 777)
+assert s.recv(5) == b"zzzzz"
+sys.stdin.read()  # open until the test has seen the counts
+s.sendall(b"y" * 23)
+s.close()
+"""
+
+
+def test_a_live_connection_is_counted_before_it_changes_state(monitor_factory) -> None:
+    """Bytes of an established connection show while it stays established (read through
+    sock_diag between state changes), then the rest at its close."""
+    monitor = monitor_factory()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(TIMEOUT)
+    port = listener.getsockname()[1]
+    proc = run_in(monitor, [sys.executable, "-c", LIVE_CLIENT, str(port)], stdin=subprocess.PIPE)
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            got = 0
+            while got < 777:
+                got += len(conn.recv(65536))
+            conn.sendall(b"z" * 5)
+            send = wait_events(monitor, "the live send", event="send", pid=proc.pid)
+            recv = wait_events(monitor, "the live recv", event="recv", pid=proc.pid)
+            assert (sum(e["bytes"] for e in send), sum(e["bytes"] for e in recv)) == (777, 5)
+            assert not events_of(monitor, event="close", pid=proc.pid)
+            finish(proc)
+            while conn.recv(65536):
+                pass
+    finally:
+        listener.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    (close,) = wait_events(monitor, "the close", event="close", pid=proc.pid)
+    assert (close["bytes_sent"], close["bytes_recv"]) == (800, 5)
+    assert monitor.status()["lost_events"] == 0
+
+
+NETNS_PAIR = """
+import socket, subprocess, sys
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(1)
+client = socket.create_connection(listener.getsockname())
+server, _ = listener.accept()
+client.sendall(b"x" * 777)
+got = 0
+while got < 777:
+    got += len(server.recv(65536))
+print(listener.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_live_connection_in_another_network_namespace_is_counted(monitor_factory) -> None:
+    """An agent in a namespace of its own (a sandbox's): its established connections are
+    read in that namespace, not only at their state changes."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs unshare and ip (util-linux, iproute2)")
+    monitor = monitor_factory()
+    argv = ["unshare", "--net", sys.executable, "-c", NETNS_PAIR]
+    proc = run_in(monitor, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        sends = wait_events(monitor, "the live send", event="send", remote_port=port)
+        assert sum(e["bytes"] for e in sends) == 777
+        assert not events_of(monitor, event="close", remote_port=port)
+    finally:
+        proc.communicate(timeout=TIMEOUT)

@@ -458,3 +458,104 @@ def test_tier_problems_name_every_tier(monkeypatch: pytest.MonkeyPatch) -> None:
     assert set(problems) == {"cgroup", "tracepoint", "kprobe"}
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert all("root" in (why or "") for why in availability.tier_problems().values())
+
+
+# ---- tcp_diag: the live TCP counters' messages ------------------------------------------------
+
+
+def _diag_message(
+    family: int, dst: bytes, info: bytes | None, cookie: int = 0x1_0000_0002
+) -> bytes:
+    import struct
+
+    msg = struct.pack(
+        "=BBBBHH16s16sIII",
+        family,
+        1,
+        0,
+        0,
+        socket.htons(40000),
+        socket.htons(443),
+        b"\0" * 16,
+        dst.ljust(16, b"\0"),
+        0,
+        cookie & 0xFFFFFFFF,
+        cookie >> 32,
+    )
+    msg += b"\0" * (72 - len(msg))
+    if info is not None:
+        msg += struct.pack("=HH", 4 + 8, 1) + b"\0" * 8  # an attribute before it: skipped
+        msg += struct.pack("=HH", 4 + len(info), 2) + info
+    return msg
+
+
+def _tcp_info(acked: int, received: int, segs_in: int = 3, segs_out: int = 4) -> bytes:
+    import struct
+
+    info = bytearray(232)
+    struct.pack_into("=QQ", info, 120, acked, received)
+    struct.pack_into("=II", info, 152, segs_in, segs_out)
+    return bytes(info)
+
+
+def test_tcp_diag_reads_the_counters_cookie_and_peer() -> None:
+    from aegis_mcp.netmon.ebpf.tcp_diag import parse_message
+
+    got = parse_message(_diag_message(socket.AF_INET, bytes([10, 0, 0, 7]), _tcp_info(101, 7)))
+    assert got is not None
+    assert (got.cookie, got.family, got.remote_addr[:4], got.remote_addr[4:]) == (
+        0x1_0000_0002,
+        socket.AF_INET,
+        bytes([10, 0, 0, 7]),
+        b"\0" * 12,
+    )
+    assert (got.remote_port, got.local_port) == (443, 40000)
+    assert (got.bytes_acked, got.bytes_received, got.segs_in, got.segs_out) == (101, 7, 3, 4)
+
+
+def test_tcp_diag_names_an_ipv4_mapped_peer_as_ipv4() -> None:
+    """As the BPF programs key it (bpf/tcp_bytes.c): one flow whichever reads it."""
+    from aegis_mcp.netmon.ebpf.tcp_diag import parse_message
+
+    mapped = b"\0" * 10 + b"\xff\xff" + bytes([127, 0, 0, 1])
+    got = parse_message(_diag_message(socket.AF_INET6, mapped, _tcp_info(1, 0)))
+    assert got is not None and got.family == socket.AF_INET
+    assert got.remote_addr == bytes([127, 0, 0, 1]) + b"\0" * 12
+
+
+def test_tcp_diag_skips_a_message_without_tcp_info() -> None:
+    from aegis_mcp.netmon.ebpf.tcp_diag import parse_message
+
+    assert parse_message(_diag_message(socket.AF_INET, b"\x7f\0\0\1", None)) is None
+    short = _diag_message(socket.AF_INET, b"\x7f\0\0\1", b"\0" * 100)  # an old kernel's tcp_info
+    assert parse_message(short) is None
+
+
+def test_tcp_diag_filters_by_cgroup_in_the_kernel() -> None:
+    """The request carries the cgroup condition: accept at the end, reject past it."""
+    import struct
+
+    from aegis_mcp.netmon.ebpf.tcp_diag import _request
+
+    req = _request(socket.AF_INET6, [0xABCDEF], 9)
+    length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", req)
+    assert (length, kind, seq) == (len(req), 20, 9)
+    family, proto, ext, _pad, states = struct.unpack_from("=BBBBI", req, 16)
+    assert (family, proto, ext, states) == (socket.AF_INET6, socket.IPPROTO_TCP, 2, 1 << 1)
+    rta_len, rta_type = struct.unpack_from("=HH", req, 16 + 56)
+    code, yes, no, cgroup = struct.unpack_from("=BBHQ", req, 16 + 56 + 4)
+    assert (rta_len, rta_type, code, yes, no, cgroup) == (16, 1, 13, 12, 16, 0xABCDEF)
+
+
+def test_tcp_diag_accepts_any_cgroup_of_the_tree_and_filters_nothing_elsewhere() -> None:
+    """One condition per cgroup (a container's is below the agent's): a match jumps to the
+    end, a miss to the next, the last miss past the end; no ids, no filter (another
+    namespace holds the agent's sockets only)."""
+    import struct
+
+    from aegis_mcp.netmon.ebpf.tcp_diag import _request
+
+    req = _request(socket.AF_INET, [7, 8], 1)
+    ops = [struct.unpack_from("=BBHQ", req, 16 + 56 + 4 + 12 * i) for i in range(2)]
+    assert ops == [(13, 24, 12, 7), (13, 12, 16, 8)]
+    assert len(_request(socket.AF_INET, [], 1)) == 16 + 56

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes as ct
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -35,9 +36,10 @@ from .availability import (
     tracefs_dir,
     tracepoint_problem,
 )
-from .cgroup import AgentCgroup
+from .cgroup import AgentCgroup, bottom_up, pids_below
 from .loader import LoadedObject, LoadError
 from .objects import CompileError, obtain
+from .tcp_diag import TcpDiag
 from .tracker import FlowRow, SocketTracker
 
 BPF_F_ALLOW_MULTI = 2
@@ -98,6 +100,7 @@ class EbpfMonitor:
         except OSError as exc:
             raise EbpfUnavailable(f"cannot create the agent's cgroup: {exc}") from None
         self._lock = threading.Lock()
+        self._ring_lock = threading.Lock()  # taken before _lock, never inside it
         self._stop = threading.Event()
         self._cgroup_fd = -1
         self._bpf: LoadedObject | None = None
@@ -108,6 +111,7 @@ class EbpfMonitor:
         self.records_read = 0
         self.closed = False
         self._errors: set[str] = set()
+        self._diag = TcpDiag()
         self.tracker = SocketTracker(
             deferred_connects="tracepoint" in self.tiers, kprobe_bytes="kprobe" in self.tiers
         )
@@ -148,6 +152,11 @@ class EbpfMonitor:
     def fresh_stats(self) -> NetmonStats:
         """Read the counters now, then return the stats: a ``stats_source`` for the netmon ops."""
         if not self.closed:
+            # The records waiting first: a socket's connect names its owner before its
+            # counts are reported (libbpf's reader takes one consumer at a time).
+            with self._ring_lock:
+                if self._bpf is not None:
+                    self._bpf.ring_buffer_consume()
             self._flush()
         return self.stats
 
@@ -308,6 +317,7 @@ class EbpfMonitor:
         return self._bpf.table(name)
 
     def _teardown(self) -> None:
+        self._diag.close()
         if self._bpf is not None:
             self._bpf.close()
             self._bpf = None
@@ -328,7 +338,8 @@ class EbpfMonitor:
             try:
                 wait = max(0.0, last_flush + self.flush_interval - time.monotonic())
                 if poller.poll(wait * 1000):
-                    self._bpf.ring_buffer_consume()  # type: ignore[union-attr]
+                    with self._ring_lock:
+                        self._bpf.ring_buffer_consume()  # type: ignore[union-attr]
                 now = time.monotonic()
                 if now - last_flush >= self.flush_interval:
                     self._flush()
@@ -369,9 +380,10 @@ class EbpfMonitor:
         self._ingest(out)
 
     def _flow_rows(self) -> Iterable[FlowRow]:
+        rows: dict[bytes, FlowRow] = {}
         for key, val in self._table("flows").items():
             family = key.family
-            yield FlowRow(
+            rows[bytes(key)] = FlowRow(
                 key=bytes(key),
                 cookie=key.cookie,
                 family=family,
@@ -384,6 +396,8 @@ class EbpfMonitor:
                 pkts_out=val.pkts_out,
                 pkts_in=val.pkts_in,
             )
+        self._live_tcp(rows)
+        yield from rows.values()
         if "kprobe" in self.tiers:
             for key, val in self._table("kp_bytes").items():
                 yield FlowRow(
@@ -400,6 +414,55 @@ class EbpfMonitor:
                     comm=val.comm.decode(errors="replace"),
                     kprobe=True,
                 )
+
+    def _live_tcp(self, rows: dict[bytes, FlowRow]) -> None:
+        """Bring the rows of established TCP connections up to now: the flow table has their
+        counts as of their last state change (bpf/tcp_bytes.c), the kernel has them live
+        (:mod:`.tcp_diag`). Both are lifetime counts of the same bytes: the larger is newer."""
+        conns = self._table("tcp_conns").items()
+        active = {int(key.value): int(conn.active) for key, conn in conns}
+        if not active:
+            return  # no connection established: nothing to ask the kernel
+        try:
+            tree = bottom_up(self.cgroup.path)  # a container's cgroup is below the agent's
+            ids = [os.stat(path).st_ino for path in tree]
+            live = self._diag.established(ids, pids_below(self.cgroup.path))
+        except OSError as exc:
+            message = f"live TCP counts unavailable (counted at state changes only): {exc}"
+            if message not in self._errors:
+                self._errors.add(message)
+                self._ingest([{"event": "error", "source": "ebpf", "message": message}])
+            return
+        flows = self._table("flows")
+        for conn in live:
+            syn = active.get(conn.cookie)
+            if syn is None:
+                continue  # not (or no longer) followed by tcp_bytes.c
+            key = flows.Key()
+            key.cookie, key.family, key.rport = conn.cookie, conn.family, conn.remote_port
+            ct.memmove(key.raddr, conn.remote_addr, 16)
+            raw = bytes(key)
+            sent = max(conn.bytes_acked - syn, 0)  # our SYN is in bytes_acked
+            row = rows.get(raw)
+            if row is None:
+                rows[raw] = FlowRow(
+                    key=raw,
+                    cookie=conn.cookie,
+                    family=conn.family,
+                    remote_addr=ev.format_addr(conn.family, conn.remote_addr),
+                    remote_port=conn.remote_port,
+                    local_port=conn.local_port,
+                    proto=socket.IPPROTO_TCP,
+                    bytes_out=sent,
+                    bytes_in=conn.bytes_received,
+                    pkts_out=conn.segs_out,
+                    pkts_in=conn.segs_in,
+                )
+            else:
+                row.bytes_out = max(row.bytes_out, sent)
+                row.bytes_in = max(row.bytes_in, conn.bytes_received)
+                row.pkts_out = max(row.pkts_out, conn.segs_out)
+                row.pkts_in = max(row.pkts_in, conn.segs_in)
 
     def _delete_flows(self, keys: list[Any]) -> None:
         """Delete finished sockets' counters: flow keys are bytes, kprobe keys

@@ -22,7 +22,7 @@ class CgroupProgram:
     """A program attached to the agent's cgroup directory."""
 
     function: str
-    prog_type: str  # BPF.<name>: CGROUP_SOCK_ADDR, CGROUP_SKB, CGROUP_SOCK
+    prog_type: str  # BPF.<name>: CGROUP_SOCK_ADDR, CGROUP_SKB, CGROUP_SOCK, SOCK_OPS
     attach_type: str  # BPFAttachType.<name>
 
 
@@ -37,7 +37,7 @@ class Kprobe:
 
 # Headers whose inline helpers use maps: pasted first, like the programs.
 HEADER_FILES = ("aegis_common.h", "policy.h")
-CGROUP_FILES = ("connect.c", "sendmsg.c", "traffic.c", "release.c")
+CGROUP_FILES = ("connect.c", "sendmsg.c", "traffic.c", "tcp_bytes.c", "release.c")
 TRACEPOINT_FILES = ("tcp_state.c",)
 KPROBE_FILES = ("kprobes.c",)
 
@@ -49,6 +49,7 @@ CGROUP_PROGRAMS = (
     CgroupProgram("aegis_egress", "CGROUP_SKB", "CGROUP_INET_EGRESS"),
     CgroupProgram("aegis_ingress", "CGROUP_SKB", "CGROUP_INET_INGRESS"),
     CgroupProgram("aegis_release", "CGROUP_SOCK", "CGROUP_INET_SOCK_RELEASE"),
+    CgroupProgram("aegis_sockops", "SOCK_OPS", "CGROUP_SOCK_OPS"),
 )
 
 TRACEPOINT = "sock:inet_sock_set_state"
