@@ -143,6 +143,16 @@ def test_the_agent_runs_in_its_own_container_and_writes_as_the_user(project: Pro
     assert not Path(f"/var/run/netns/aegis-{runner_pid}").exists()
 
 
+def test_the_exit_code_comes_back_however_the_output_ends(project: Project) -> None:
+    run = ["run", "--sandbox=container", "--no-watchdog", "--"]
+    ended = project.run([*run, "sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert ended.returncode == 7, ended.stderr
+    assert "out" in ended.stdout and "err" in ended.stderr
+    # Its output closed while it still runs: the code comes from the engine's own wait.
+    early = project.run([*run, "sh", "-c", "exec >&- 2>&-; sleep 0.7; exit 5"])
+    assert early.returncode == 5, early.stderr
+
+
 @pytest.fixture(params=["podman", "docker"])
 def rootful(request, throwaway_user):
     """A project on each rootful engine, driven as root for a sudo user."""

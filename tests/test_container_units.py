@@ -16,7 +16,7 @@ from aegis_mcp.cleanup.registry import KINDS, Kind
 from aegis_mcp.cleanup.sweep import sweep
 from aegis_mcp.config import ConfigError, load_config
 from aegis_mcp.leftovers import LeftoverSource
-from aegis_mcp.sandbox.container import engine, mounts, rootless
+from aegis_mcp.sandbox.container import engine, exits, mounts, rootless
 from aegis_mcp.sandbox.container.errors import EngineMissing
 from aegis_mcp.sandbox.container.host_leftovers import (
     CgroupParentLeftovers,
@@ -300,3 +300,30 @@ def test_a_dead_runners_private_podman_service_is_stopped(podman: str, tmp_path:
     assert dry["removed"] == report["removed"] == [expected]
     assert [e["id"] for e in report["kept"]] == [f"pid {live.pid}"]
     assert report["errors"] == []
+
+
+def test_conmons_exit_directory_is_read_from_its_command_line(tmp_path: Path) -> None:
+    # A process that calls itself conmon, with conmon's option: its exit directory is found.
+    code = "import time; time.sleep(30)"
+    argv = ["conmon", "-c", code, "--exit-dir", str(tmp_path), "-u", "x"]
+    fake = subprocess.Popen(argv, executable=sys.executable)
+    try:
+        wait_for(lambda: b"--exit-dir" in Path(f"/proc/{fake.pid}/cmdline").read_bytes(), 10)
+        assert exits.exit_dir_of(fake.pid) == tmp_path
+    finally:
+        fake.kill()
+        fake.wait()
+    # Not conmon, or no such process: no exit directory (the engine's wait is used).
+    assert exits.exit_dir_of(os.getpid()) is None
+    assert exits.exit_dir_of(fake.pid) is None
+
+
+def test_the_exit_code_is_read_once_conmon_writes_it(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "0123abcd"
+    assert exits.read_exit_code(path, seconds=0.05) is None  # never written
+    path.write_text("")
+    assert exits.read_exit_code(path, seconds=0.05) is None  # still being written
+    threading.Timer(0.05, path.write_text, args=("137",)).start()
+    assert exits.read_exit_code(path, seconds=5) == 137

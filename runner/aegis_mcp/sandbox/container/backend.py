@@ -21,6 +21,8 @@ from .settings import ContainerSettings
 if TYPE_CHECKING:
     from ..base import SandboxRequest
 
+SWEEP_DELAY_SECS = 5.0
+"""At the latest this long after the engine connection, dead runners' containers go."""
 _engine: Engine | None = None
 _lock = threading.Lock()
 
@@ -66,11 +68,15 @@ def engine(settings: ContainerSettings, request: SandboxRequest) -> Engine:
 def _start_leftover_cleanup(connected: Engine) -> None:
     from .leftovers import remove_dead
 
+    def sweep() -> None:
+        # While the engine initialises the agent's first container, not while this
+        # process still makes its network and asks for the image.
+        connected.created.wait(SWEEP_DELAY_SECS)
+        remove_dead(connected)
+
     # Only this engine, already connected: the registry's sweep at a runner's start
     # does not ask engines (a private podman would take a second).
-    threading.Thread(
-        target=remove_dead, args=(connected,), name="aegis-container-cleanup", daemon=True
-    ).start()
+    threading.Thread(target=sweep, name="aegis-container-cleanup", daemon=True).start()
 
 
 def create(request: SandboxRequest) -> ContainerSandbox:

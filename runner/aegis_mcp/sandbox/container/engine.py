@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import EngineMissing, EngineRefused
+from .exits import exit_dir_of, read_exit_code
 
 if TYPE_CHECKING:
     import docker
@@ -39,6 +40,11 @@ API_VERSION = "1.41"
 round trip at connect."""
 CONNECT_TIMEOUT = 0.5
 REQUEST_TIMEOUT = 60
+QUICK_EXIT_SECS = 0.25
+"""How long after its start a container's exit file is looked for before the end of its
+output (the relay, a process to start, says that later)."""
+LEARN_SECS = 1.0
+"""How long an exit may wait for the exit directory being learnt (one request)."""
 DOCKER_SOCKET = "/var/run/docker.sock"
 PODMAN_ROOT_SOCKET = "/run/podman/podman.sock"
 
@@ -179,6 +185,11 @@ class Engine:
     client: docker.DockerClient
     service: PrivateService | None = None
     _version: dict[str, Any] | None = None
+    created: threading.Event = field(default_factory=threading.Event)
+    """Set once a container was created through this connection: the engine then works on
+    initialising it, and background requests wait for that rather than slow the start."""
+    _exit_dir: Path | None = None
+    _learning: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -198,8 +209,51 @@ class Engine:
         version = self.version()
         return f"{self.kind} {version.get('Version', '?')} (API {version.get('ApiVersion', '?')})"
 
-    def wait_exit(self, container_id: str) -> int:
+    def wait_exit(self, container_id: str, output_ended: threading.Event | None = None) -> int:
         """Block until the container exits; its exit code (EngineRefused if the engine fails).
+
+        A podman container's exit code comes from conmon's exit file (:mod:`.exits`),
+        40-150 ms before podman's ``wait`` answers, when it exits within its first
+        moments (a quick command) or once ``output_ended`` is set (the container's output
+        has ended); the event is set again when the engine's answer comes.
+        """
+        if output_ended is None or self.kind != "podman":
+            return self._wait_call(container_id)
+        learning = self._learning
+        if learning is not None:
+            learning.join(LEARN_SECS)
+        exit_dir = self._exit_dir
+        if exit_dir is None:
+            return self._wait_call(container_id)
+        answer: list[Any] = []
+
+        def engine_wait() -> None:
+            try:
+                answer.append(self._wait_call(container_id))
+            except BaseException as exc:  # handed to the waiting thread
+                answer.append(exc)
+            output_ended.set()
+
+        threading.Thread(target=engine_wait, name="aegis-container-exit", daemon=True).start()
+        path = exit_dir / container_id
+        code = read_exit_code(path, QUICK_EXIT_SECS)
+        if code is not None:
+            return code
+        output_ended.wait()
+        if not answer:
+            code = read_exit_code(path)
+            if code is not None:
+                return code
+            # Output closed, the container still runs: the engine's answer it is.
+            output_ended.clear()
+            if not answer:
+                output_ended.wait()
+        if isinstance(answer[0], BaseException):
+            raise answer[0]
+        return int(answer[0])
+
+    def _wait_call(self, container_id: str) -> int:
+        """The engine's own ``wait``.
 
         podman's compatible ``wait`` re-reads the container's state every 250 ms;
         its own API takes a shorter interval, which the end of every agent waits on.
@@ -212,6 +266,34 @@ class Engine:
             refused(api._raise_for_status, response)
             return int(response.json())
         return int(refused(api.wait, container_id, timeout=None).get("StatusCode", 255))
+
+    def learn_exit_dir(self, container_id: str) -> None:
+        """Learn podman's exit directory from the conmon of container ``container_id``,
+        initialised and not yet started (its conmon is gone soon after a quick exit), in
+        the background: once per engine, none for Docker Engine."""
+        with self._lock:
+            if self.kind != "podman" or self._exit_dir is not None or self._learning:
+                return
+            self._learning = threading.Thread(
+                target=self._read_exit_dir,
+                args=(container_id,),
+                name="aegis-container-exits",
+                daemon=True,
+            )
+        self._learning.start()
+
+    def _read_exit_dir(self, container_id: str) -> None:
+        api = self.api
+        url = f"{api.base_url}/v4.0.0/libpod/containers/{container_id}/json"
+        with contextlib.suppress(Exception):
+            state = refused(api._result, refused(api._get, url), True).get("State") or {}
+            pid = state.get("ConmonPid")
+            if isinstance(pid, int) and pid > 0:
+                self._exit_dir = exit_dir_of(pid)
+        if self._exit_dir is None:
+            # No shortcut for this container; the next one tries again.
+            with self._lock:
+                self._learning = None
 
     def describe(self) -> dict[str, Any]:
         """JSON-able facts for the status."""
@@ -281,8 +363,8 @@ def connect(
             options = " ".join(info.get("SecurityOptions") or [])
             rootless = "rootless" in options if rootless is None else rootless
             kind = kind or _kind_from_version(refused(client.version))
-        else:
-            refused(client.ping)
+        # Else no ping: the socket answered (candidates), and the first request says
+        # what the engine refuses, with its message.
     except BaseException:
         if service is not None:
             service.stop()

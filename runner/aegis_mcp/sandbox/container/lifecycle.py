@@ -104,6 +104,7 @@ class Container:
             host_config=host_config,
             hostname=config.hostname,
         )
+        engine.created.set()
         return cls(engine, answer["Id"], config.name, config.tty)
 
     def attach(self, stdin: bool) -> socket.socket:
@@ -114,6 +115,8 @@ class Container:
             params={"stdin": int(stdin), "stdout": 1, "stderr": 1, "stream": 1},
         )
         self.attachment = attachment
+        # Attached, the container is initialised: its conmon runs until the exit.
+        self.engine.learn_exit_dir(self.id)
         # docker-py hands back the response's socket wrapped in a SocketIO: the raw
         # socket is what a child process can inherit.
         return attachment._sock
@@ -131,9 +134,10 @@ class Container:
         """Send ``sig`` to its first process (tini, which passes it to the agent's group)."""
         refused(self.engine.api.kill, self.id, signal=sig)
 
-    def wait(self) -> int:
-        """Block until it exits; its exit code (128+N after signal N)."""
-        return self.engine.wait_exit(self.id)
+    def wait(self, output_ended: threading.Event | None = None) -> int:
+        """Block until it exits; its exit code (128+N after signal N). ``output_ended``:
+        see :meth:`.engine.Engine.wait_exit`."""
+        return self.engine.wait_exit(self.id, output_ended)
 
     def inspect(self) -> dict[str, Any]:
         """The engine's view of it now."""

@@ -7,7 +7,8 @@ engine's attach connection (inherited), ``CTL`` one end of a socket pair whose
 other end the container sandbox holds. The program copies the terminal's input
 to the container and the container's output to the terminal (``pipes`` mode:
 the engine's 8-byte frames split back into stdout and stderr), tells the
-sandbox the terminal's size whenever it changes (``W rows cols``), and exits
+sandbox the terminal's size whenever it changes (``W rows cols``) and when the
+container's output has ended (``E``), and exits
 with the code the sandbox sends once the engine reports the container's end
 (``X code``).
 
@@ -115,6 +116,9 @@ def relay(io: socket.socket, ctl: socket.socket, tty_mode: bool, use_stdin: bool
                 if not data:
                     sel.unregister(io)
                     output_done = True
+                    # The sandbox may then read the exit code sooner than the engine says it.
+                    with contextlib.suppress(OSError):
+                        ctl.sendall(b"E\n")
                 elif demux is None:
                     _write_all(1, data)
                 else:

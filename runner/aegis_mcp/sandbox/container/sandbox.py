@@ -28,6 +28,7 @@ import struct
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,8 @@ class _Run:
         self.error: str | None = None
         self.pid: int | None = None
         self.done = threading.Event()
+        self.output_ended = threading.Event()
+        """Set when the relay has read the end of the container's output (``E``)."""
 
     def supervise(self) -> None:
         """Start the threads that resize the terminal and report the exit (then remove)."""
@@ -155,13 +158,15 @@ class _Run:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 parts = line.split()
-                if len(parts) == 3 and parts[0] == b"W":
+                if parts == [b"E"]:
+                    self.output_ended.set()
+                elif len(parts) == 3 and parts[0] == b"W":
                     with contextlib.suppress(SandboxError, ValueError):
                         self.container.resize(int(parts[1]), int(parts[2]))
 
     def _wait(self) -> None:
         try:
-            code = self.container.wait()
+            code = self.container.wait(self.output_ended)
         except SandboxError as exc:
             self.error = str(exc)
             code = 255
@@ -246,9 +251,19 @@ class ContainerSandbox(Sandbox):
     ) -> ContainerSandbox:
         """Check the image, make the network; SandboxError (nothing left) if impossible."""
         refuse_remote(engine)
-        image = require_image(engine, settings.image, _engine_user(engine))
         owner_start = process_start_time(request.runner_pid)
-        network = make_network(engine, request, settings.network, settings.image, owner_start)
+        # The image is looked up while the network is made: the engine answers as the
+        # namespace is set up, off the start's path.
+        with ThreadPoolExecutor(1, thread_name_prefix="aegis-image") as pool:
+            looked_up = pool.submit(require_image, engine, settings.image, _engine_user(engine))
+            network = make_network(engine, request, settings.network, settings.image, owner_start)
+            try:
+                image = looked_up.result()
+            except SandboxError as exc:
+                errors = network.teardown()
+                if errors:
+                    raise SandboxError(f"{exc}; its network: {'; '.join(errors)}") from None
+                raise
         return cls(engine, request, settings, image, network, owner_start)
 
     # ---- one start ---------------------------------------------------------------------
