@@ -327,3 +327,21 @@ def test_the_exit_code_is_read_once_conmon_writes_it(tmp_path: Path) -> None:
     assert exits.read_exit_code(path, seconds=0.05) is None  # still being written
     threading.Timer(0.05, path.write_text, args=("137",)).start()
     assert exits.read_exit_code(path, seconds=5) == 137
+
+
+def test_a_containers_owner_is_told_by_pid_and_start_time() -> None:
+    from aegis_mcp.owners import process_start_time
+    from aegis_mcp.sandbox.container.leftovers import owner_is_alive
+    from aegis_mcp.sandbox.container.lifecycle import labels
+
+    # A live process whose command line names aegis, as a runner's does.
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "aegis"])
+    try:
+        start = process_start_time(runner.pid)
+        assert start is not None
+        assert owner_is_alive(labels(runner.pid, start, "primary", "agent"))
+        # The same pid started at another time (reused): not the runner, whatever its name.
+        assert not owner_is_alive(labels(runner.pid, start + 1, "primary", "agent"))
+    finally:
+        runner.kill()
+        runner.wait()

@@ -31,11 +31,13 @@ ROLE_NETNS = "netns"
 STOP_SECS = 2
 
 
-def labels(runner_pid: int, owner_start: float | None, agent_id: str, role: str) -> dict[str, str]:
-    """The labels of a container made by runner ``runner_pid`` for agent ``agent_id``."""
+def labels(runner_pid: int, owner_start: int | None, agent_id: str, role: str) -> dict[str, str]:
+    """The labels of a container made by runner ``runner_pid`` for agent ``agent_id``;
+    ``owner_start`` is the runner's start time in clock ticks, so that a reused pid is
+    never taken for the runner."""
     found = {LABEL_OWNER: str(runner_pid), LABEL_AGENT: agent_id, LABEL_ROLE: role}
     if owner_start is not None:
-        found[LABEL_OWNER_START] = f"{owner_start:.2f}"
+        found[LABEL_OWNER_START] = str(owner_start)
     return found
 
 
