@@ -87,27 +87,23 @@ def _env(base: Path, config: str) -> dict[str, str]:
     return env
 
 
+def _versus(name: str, ours: tuple[str, float], theirs: tuple[str, float]) -> Row:
+    """One row: our start next to another, and what ours costs on top."""
+    (our_label, our_secs), (label, secs) = ours, theirs
+    return (
+        name,
+        f"{our_label} {_ms(our_secs)}",
+        f"{label} {_ms(secs)}",
+        f"+{_ms(our_secs - secs)}",
+    )
+
+
 def _rows(name: str, found: dict[str, float], engine_label: str) -> list[Row]:
-    ours, engine = found["container"], found["engine"]
-    rows = [
-        (name, f"container {_ms(ours)}", f"{engine_label} {_ms(engine)}", f"+{_ms(ours - engine)}"),
-        (
-            name,
-            f"container {_ms(ours)}",
-            f"host {_ms(found['host'])}",
-            f"+{_ms(ours - found['host'])}",
-        ),
-    ]
+    ours = ("container", found["container"])
+    others = [(engine_label, found["engine"]), ("host", found["host"])]
     if "netns" in found:
-        rows.append(
-            (
-                name,
-                f"container {_ms(ours)}",
-                f"netns {_ms(found['netns'])}",
-                f"+{_ms(ours - found['netns'])}",
-            )
-        )
-    return rows
+        others.append(("netns", found["netns"]))
+    return [_versus(name, ours, other) for other in others]
 
 
 def bench_container_start(tmp: Path, quick: bool) -> list[Row]:
@@ -144,11 +140,10 @@ def bench_container_start(tmp: Path, quick: bool) -> list[Row]:
         service.stop()
     rows = _rows("container-start", found, "podman run --rm")
     rows.append(
-        (
+        _versus(
             "container-private",
-            f"own podman service {_ms(private['private'])}",
-            f"socket running {_ms(private['container'])}",
-            f"+{_ms(private['private'] - private['container'])}",
+            ("own podman service", private["private"]),
+            ("socket running", private["container"]),
         )
     )
     return rows
