@@ -225,6 +225,17 @@ def _flow_bytes(events: list[dict[str, Any]], port: int, kind: str, source: str)
     )
 
 
+def _bytes_both_ways(sock: Path, port: int, source: str, reply: int) -> tuple[int, int]:
+    """(sent, received) to ``port`` as ``source`` counted them, once ``reply`` bytes are in."""
+    wait_for(
+        lambda: _flow_bytes(_netmon_events(sock), port, "recv", source) >= reply,
+        TIMEOUT,
+        what=f"the reply's bytes from {source}",
+    )
+    seen = _netmon_events(sock)
+    return _flow_bytes(seen, port, "send", source), _flow_bytes(seen, port, "recv", source)
+
+
 def test_policy_and_exact_bytes_for_a_rootful_container(rootful: Project) -> None:
     allowed, denied = Server(reply=1234), Server(reply=1)
     host = allowed.host
@@ -249,14 +260,7 @@ def test_policy_and_exact_bytes_for_a_rootful_container(rootful: Project) -> Non
         assert blocked[0]["remote_addr"] == host and blocked[0]["remote_port"] == denied.port
         assert blocked[0]["rule"] == f"deny {host}:{denied.port}"
         # eBPF on the container's cgroup counts payload bytes exactly, both ways.
-        wait_for(
-            lambda: _flow_bytes(events(), allowed.port, "recv", "ebpf") >= 1234,
-            TIMEOUT,
-            what="the reply's bytes",
-        )
-        seen = events()
-        assert _flow_bytes(seen, allowed.port, "send", "ebpf") == 5000
-        assert _flow_bytes(seen, allowed.port, "recv", "ebpf") == 1234
+        assert _bytes_both_ways(sock, allowed.port, "ebpf", 1234) == (5000, 1234)
         status = call(sock, "server_status")
         assert status["netmon"]["mode"] == "netns+ebpf"
         network = status["sandbox"]["sandboxes"]["primary"]["network"]
@@ -277,18 +281,7 @@ def test_preload_netmon_sees_a_rootless_containers_bytes(rootless: Project) -> N
     try:
         sock = rootless.socket()
         assert wait_for(lambda: server.received, TIMEOUT, what="the connection") == [4000]
-
-        def events() -> list[dict[str, Any]]:
-            return _netmon_events(sock)
-
-        wait_for(
-            lambda: _flow_bytes(events(), server.port, "recv", "preload") >= 321,
-            TIMEOUT,
-            what="the reply in the hooks' log",
-        )
-        seen = events()
-        assert _flow_bytes(seen, server.port, "send", "preload") == 4000
-        assert _flow_bytes(seen, server.port, "recv", "preload") == 321
+        assert _bytes_both_ways(sock, server.port, "preload", 321) == (4000, 321)
         network = call(sock, "server_status")["sandbox"]["sandboxes"]["primary"]["network"]
         assert network["mode"] == "slirp4netns"
     finally:
